@@ -1,0 +1,41 @@
+"""Progress lines with rate and ETA for long loops, written to any logger (terminal or Dagster)."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+class Progress:
+    """Call `advance(n)` as work is done; a line is logged at most every `every_s` seconds, and at the end."""
+
+    def __init__(self, label: str, total: int, unit: str, log: Callable[[str], None], every_s: float = 10.0):
+        self.label, self.total, self.unit, self.log, self.every_s = label, total, unit, log, every_s
+        self.done = 0
+        self.started = self._last = time.monotonic()
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self._last >= self.every_s or self.done >= self.total:
+            self._last = now
+            self.log(self.line())
+
+    def line(self) -> str:
+        rate = self.rate
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        eta = format_duration((self.total - self.done) / rate) if rate > 0 else "?"
+        return (f"{self.label}: {self.done:,}/{self.total:,} {self.unit} ({pct:.0f}%), "
+                f"{rate:,.0f} {self.unit}/s, ETA {eta}")

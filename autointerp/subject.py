@@ -1,0 +1,178 @@
+"""Subject models: load a causal LM from the Hub, a directory or a GGUF file, and find its neurons.
+
+A neuron is one coordinate of an MLP's hidden layer, i.e. of the input to the MLP's output
+projection (METHOD.md s.1). We read it with a forward pre-hook on that projection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autointerp.errors import ModelLoadError, UnsupportedArchitectureError
+
+# model_type -> how to reach the per-layer output projection whose input is the neuron vector.
+GPT2_FAMILY = frozenset({"gpt2"})
+LLAMA_FAMILY = frozenset(
+    {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo", "olmo2", "granite", "smollm3"}
+)
+
+# Files whose bytes define a local model's behaviour, tokenizer included (it decides the excerpts).
+_REVISION_GLOBS = ("*.safetensors", "*.bin", "*.pt", "*.gguf", "config.json", "tokenizer*.json", "*.model",
+                   "vocab*", "merges.txt", "special_tokens_map.json")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's files are. `kind` is 'hub', 'directory' or 'gguf'."""
+
+    kind: str
+    location: str  # Hub repo id, or a local directory
+    gguf_file: str | None = None
+    hub_revision: str | None = None  # requested branch/tag/sha for Hub models
+
+    def pretrained_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        if self.gguf_file:
+            kwargs["gguf_file"] = self.gguf_file
+        if self.kind == "hub" and self.hub_revision:
+            kwargs["revision"] = self.hub_revision
+        return kwargs
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    architecture: str  # the transformers model_type
+    n_layers: int
+    n_neurons: int  # MLP neurons per layer
+
+
+def resolve_source(source: str, base_dir: Path | None = None) -> ModelSource:
+    """Parse a source string; local files must exist. Hub ids are checked when resolved."""
+    if source.startswith("package:"):
+        package, _, file_name = source[len("package:"):].partition("/")
+        spec = importlib.util.find_spec(package) if package else None
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelLoadError(f"model source '{source}': Python package '{package}' is not installed")
+        path = Path(list(spec.submodule_search_locations)[0]) / file_name
+        if not path.is_file():
+            raise ModelLoadError(f"model source '{source}': package '{package}' has no file '{file_name}'")
+        return _local_source(path)
+    path = Path(source).expanduser()
+    if not path.is_absolute() and base_dir is not None and (base_dir / path).exists():
+        path = base_dir / path
+    if path.exists():
+        return _local_source(path)
+    if source.endswith(".gguf") or source.startswith((".", "/", "~")):
+        raise ModelLoadError(f"model source '{source}': no such file or directory")
+    repo_id, _, revision = source.removeprefix("hf:").partition("@")
+    return ModelSource(kind="hub", location=repo_id, hub_revision=revision or None)
+
+
+def _local_source(path: Path) -> ModelSource:
+    path = path.resolve()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"model directory {path} has no config.json")
+        return ModelSource(kind="directory", location=str(path))
+    if path.suffix != ".gguf":
+        raise ModelLoadError(f"model file {path}: expected a directory or a .gguf file")
+    return ModelSource(kind="gguf", location=str(path.parent), gguf_file=path.name)
+
+
+def model_revision(source: ModelSource) -> str:
+    """The Hub commit sha, or a content hash of the local files (weights, config, tokenizer)."""
+    if source.kind == "hub":
+        return _hub_commit(source)
+    if source.gguf_file:
+        files = [Path(source.location) / source.gguf_file]
+    else:
+        root = Path(source.location)
+        files = sorted({p for pattern in _REVISION_GLOBS for p in root.glob(pattern) if p.is_file()})
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode())
+        with file.open("rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def _hub_commit(source: ModelSource) -> str:
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot = snapshot_download(source.location, revision=source.hub_revision, allow_patterns=["config.json"])
+    except Exception as exc:  # offline, unknown repo, bad revision: all end the same way for the user
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = " (HF_HUB_OFFLINE=1 and it is not in the local cache)" if offline else ""
+        raise ModelLoadError(
+            f"model source '{source.location}': not a local path, and the Hugging Face Hub could not "
+            f"resolve it{hint}: {type(exc).__name__}: {exc}"
+        ) from exc
+    return Path(snapshot).name
+
+
+def describe_model(source: ModelSource) -> ModelInfo:
+    """Architecture and sizes from the config alone, without loading weights."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(source.location, **source.pretrained_kwargs())
+    except Exception as exc:
+        raise ModelLoadError(f"cannot read the config of '{_label(source)}': {exc}") from exc
+    return model_info(config)
+
+
+def model_info(config: Any) -> ModelInfo:
+    model_type = getattr(config, "model_type", "unknown")
+    if model_type in GPT2_FAMILY:
+        return ModelInfo(model_type, config.n_layer, config.n_inner or 4 * config.n_embd)
+    if model_type in LLAMA_FAMILY:
+        return ModelInfo(model_type, config.num_hidden_layers, config.intermediate_size)
+    raise UnsupportedArchitectureError(
+        f"unsupported architecture '{model_type}': we know where the MLP neurons are for the GPT-2 family "
+        f"({', '.join(sorted(GPT2_FAMILY))}) and the Llama family ({', '.join(sorted(LLAMA_FAMILY))})"
+    )
+
+
+def neuron_modules(model: Any) -> list[Any]:
+    """Per layer, the module whose *input* is the vector of MLP neuron activations."""
+    model_type = model.config.model_type
+    if model_type in GPT2_FAMILY:
+        return [block.mlp.c_proj for block in model.transformer.h]
+    if model_type in LLAMA_FAMILY:
+        return [layer.mlp.down_proj for layer in model.model.layers]
+    model_info(model.config)  # raises the clear error
+    raise AssertionError("unreachable")
+
+
+def load_tokenizer(source: ModelSource) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source.location, **source.pretrained_kwargs())
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the tokenizer of '{_label(source)}': {exc}") from exc
+
+
+def load_model(source: ModelSource, dtype: str = "float32") -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    describe_model(source)  # fail on an unknown architecture before spending time on weights
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source.location, dtype=getattr(torch, dtype), **source.pretrained_kwargs()
+        )
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the weights of '{_label(source)}': {exc}") from exc
+    return model.eval()
+
+
+def _label(source: ModelSource) -> str:
+    return str(Path(source.location) / source.gguf_file) if source.gguf_file else source.location

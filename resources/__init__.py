@@ -1,0 +1,4 @@
+from resources.settings import AutointerpSettings
+from resources.store import DuckDBStore
+
+__all__ = ["AutointerpSettings", "DuckDBStore"]

@@ -1,0 +1,15 @@
+import dagster as dg
+
+from autointerp.store import Store
+
+
+class DuckDBStore(dg.ConfigurableResource):
+    """The DuckDB file at `$AUTOINTERP_HOME/autointerp.duckdb` (default ./data) unless `home` is set."""
+
+    home: str = ""
+    lock_timeout_s: float = 120.0
+
+    def store(self) -> Store:
+        store = Store.from_home(self.home or None)
+        store.lock_timeout_s = self.lock_timeout_s
+        return store
