@@ -3,6 +3,7 @@
 import dagster as dg
 
 from assets import quality
+from autointerp.errors import AutointerpError, ValidationError
 from autointerp.excerpts import build_excerpts
 from autointerp.recording import record_model, write_recording
 from orchestration.partitions import by_model, layers_by_model, model_layer_partitions, model_partitions
@@ -33,6 +34,17 @@ def revision_of(con, model: str) -> str:
     return con.execute("SELECT revision FROM models WHERE model = ? ORDER BY registered_at DESC LIMIT 1", [model]).fetchone()[0]
 
 
+def _require_valid_excerpts(db, model: str) -> None:
+    """Bad data must not flow downstream, even in a run that did not evaluate the excerpts check."""
+    revision = db.latest_revision(model)
+    if revision is None:
+        raise AutointerpError(f"model '{model}' has no excerpts yet: materialize `excerpts` for it first")
+    with db.connect() as con:
+        report = quality.check_excerpts(con, model, revision)
+    if not report.passed:
+        raise ValidationError(f"upstream excerpts of '{model}' fail their check, not recording: {report.summary()}")
+
+
 _record_deps = [dg.AssetDep(excerpts, partition_mapping=by_model)]
 
 
@@ -53,6 +65,7 @@ def record(context: dg.AssetExecutionContext, settings: AutointerpSettings, stor
     db = store.store()
     summary = {}
     for model, layers in layers_by_model(context.partition_keys).items():
+        _require_valid_excerpts(db, model)
         recording = record_model(config, model, layers, db, context.log.info)
         n_neurons = recording.stats.num_rows // len(layers)
 

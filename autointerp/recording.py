@@ -82,7 +82,9 @@ class StreamingTopK:
             return
         k = self.k
         merged = torch.cat([self.keys[rows], keys_t[rows]], dim=1)
-        new_keys, pos = merged.topk(k, dim=1)  # sorted, highest first
+        # A stable sort breaks ties in favour of the earlier excerpt, so results do not depend on batching.
+        new_keys, pos = merged.sort(dim=1, descending=True, stable=True)
+        new_keys, pos = new_keys[:, :k], pos[:, :k]
         self.keys[rows] = new_keys
         from_old = pos < k
         batch_pos = (pos - k).clamp(min=0)

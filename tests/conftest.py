@@ -1,0 +1,104 @@
+"""Shared fixtures: tiny random GPT-2 and Llama models saved to disk, a corpus, isolated homes."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # no test may reach the Hub (this machine cannot)
+
+WORDS = ("the a cat dog runs sleeps on under red blue big small house tree river city bank money "
+         "music song plays loud quiet night day sun moon star sea ship sails north south east west "
+         "king queen war peace bread water fire stone gold iron book reads writes old new fast slow "
+         "and or but if then when where why how who what one two three four five six seven eight nine ten").split()
+
+
+def make_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(WORDS)}}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]")
+
+
+def tiny_config(kind: str):
+    from transformers import GPT2Config, LlamaConfig
+
+    vocab = len(WORDS) + 1
+    if kind == "gpt2":
+        return GPT2Config(vocab_size=vocab, n_positions=128, n_embd=32, n_layer=3, n_head=4,
+                          resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, initializer_range=0.15,
+                          bos_token_id=0, eos_token_id=0)
+    if kind == "llama":
+        return LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                           initializer_range=0.15)
+    raise ValueError(kind)
+
+
+def save_tiny_model(kind: str, directory: Path, seed: int = 0) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(kind))
+    model.save_pretrained(directory)
+    make_tokenizer().save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    return save_tiny_model("gpt2", tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    return save_tiny_model("llama", tmp_path_factory.mktemp("tiny-llama"))
+
+
+def write_corpus(path: Path, n_docs: int = 24, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    with path.open("w") as handle:
+        for _ in range(n_docs):
+            handle.write(json.dumps({"text": " ".join(rng.choice(WORDS) for _ in range(rng.randint(40, 300)))}) + "\n")
+    return path
+
+
+def write_config(directory: Path, models: dict[str, str], corpus: Path, max_tokens: int = 64 * 40,
+                 records: dict | None = None, seed: int = 0) -> Path:
+    config = {
+        "seed": seed,
+        "models": [{"name": name, "source": str(source)} for name, source in models.items()],
+        "corpus": {"paths": [str(corpus)], "max_tokens": max_tokens},
+        "records": records or {"top": 5, "random": 4, "random_pool": 12, "quantile_bands": 3, "per_band": 2,
+                               "batch_size": 8},
+    }
+    path = directory / "autointerp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """Isolated AUTOINTERP_HOME and DAGSTER_HOME for one test."""
+    monkeypatch.setenv("AUTOINTERP_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    (tmp_path / "dagster").mkdir()
+    return tmp_path
+
+
+@pytest.fixture
+def project(home, tiny_gpt2, tiny_llama, monkeypatch) -> Path:
+    """A config with both tiny models over a small corpus, selected through AUTOINTERP_CONFIG."""
+    corpus = write_corpus(home / "corpus.jsonl")
+    path = write_config(home, {"tiny-gpt2": tiny_gpt2, "tiny-llama": tiny_llama}, corpus)
+    monkeypatch.setenv("AUTOINTERP_CONFIG", str(path))
+    return path

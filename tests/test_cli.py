@@ -1,0 +1,55 @@
+"""The `autointerp` console script materializes through Dagster into the instance at DAGSTER_HOME."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+import pytest
+
+from autointerp.errors import AutointerpError
+from autointerp.store import Store
+from orchestration.cli import parse_layers
+
+AUTOINTERP = str(Path(sys.executable).parent / "autointerp")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([AUTOINTERP, *args], capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+
+
+def test_run_records_the_chosen_layers_and_the_runs_show_in_the_instance(project, home):
+    done = cli("run", "--model", "tiny-gpt2", "--layers", "0,2", "--until", "record")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "tiny-gpt2 @ sha256:" in done.stdout
+    store = Store.from_home()
+    layers = store.query("SELECT DISTINCT layer FROM activation_records WHERE model = 'tiny-gpt2' ORDER BY layer")
+    assert layers.layer.tolist() == [0, 2]
+    with dg.DagsterInstance.get() as instance:  # DAGSTER_HOME points at this test's instance
+        runs = instance.get_runs()
+        assert len(runs) == 3 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)  # excerpts, 0, 2
+        assert {"0|tiny-gpt2", "2|tiny-gpt2"} <= instance.get_materialized_partitions(dg.AssetKey("neuron_stats"))
+
+
+def test_bad_input_gets_one_clear_line_and_no_run(project, home):
+    for args, message in [
+        (("run", "--model", "gpt9"), "error: unknown model 'gpt9'"),
+        (("run", "--model", "tiny-gpt2", "--layers", "1,7"), "error: --layers '1,7': the model has layers 0-2; no layer 7"),
+        (("run", "--model", "tiny-gpt2", "--layers", "x"), "is not a layer number"),
+    ]:
+        done = cli(*args)
+        assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
+        assert "Traceback" not in done.stderr
+    assert not (home / "data" / "autointerp.duckdb").exists()
+
+
+def test_layer_specs():
+    assert parse_layers("all", 4) == [0, 1, 2, 3]
+    assert parse_layers("0,2-4", 6) == [0, 2, 3, 4]
+    assert parse_layers(" 3 , 1 ", 6) == [1, 3]
+    with pytest.raises(AutointerpError, match="runs backwards"):
+        parse_layers("4-2", 6)

@@ -1,0 +1,73 @@
+"""Configuration: defaults load, and every kind of bad input names the file and the key."""
+
+from pathlib import Path
+
+import pytest
+
+from autointerp.config import DEFAULT_CONFIG_PATH, load_config
+from autointerp.errors import ConfigError
+
+GOOD = """
+seed: 3
+models:
+  - {name: tiny, source: ./model}
+corpus: {paths: [builtin:lee_background], max_tokens: 6400}
+records: {top: 10}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "autointerp.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_repository_default_config_loads():
+    config = load_config(DEFAULT_CONFIG_PATH)
+    assert [m.name for m in config.models] == ["smollm2-135m"]
+    assert config.records.top == 20 and config.records.random == 20
+
+
+def test_a_good_config_loads_with_defaults_filled_in(tmp_path):
+    config = load_config(write(tmp_path, GOOD))
+    assert config.seed == 3 and config.records.top == 10 and config.records.random == 20
+    assert config.corpus.paths == ("builtin:lee_background",) and config.path == (tmp_path / "autointerp.yaml").resolve()
+    assert config.model("tiny").source == "./model"
+
+
+def test_the_config_path_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOINTERP_CONFIG", str(write(tmp_path, GOOD)))
+    assert load_config().seed == 3
+
+
+@pytest.mark.parametrize("text, message", [
+    (GOOD + "modles: []\n", "unknown key(s) 'modles'"),
+    (GOOD.replace("records: {top: 10}", "records: {top: 10, topp: 3}"), "records: unknown key(s) 'topp'"),
+    (GOOD.replace("top: 10", "top: ten"), "records.top: must be an integer"),
+    (GOOD.replace("top: 10", "top: true"), "records.top: must be an integer"),
+    (GOOD.replace("top: 10", "top: 0"), "records.top must be a positive integer"),
+    (GOOD.replace("max_tokens: 6400", "max_tokens: 10"), "corpus.max_tokens must be at least 64"),
+    (GOOD.replace("name: tiny", "name: 'bad|name'"), "model name 'bad|name'"),
+    (GOOD.replace("  - {name: tiny, source: ./model}", "  - {name: tiny}"), "missing required key(s) source"),
+    (GOOD.replace("  - {name: tiny, source: ./model}", "  - {name: a, source: x}\n  - {name: a, source: y}"),
+     "repeated: a"),
+    ("models: [\n", "not valid YAML"),
+    ("- just\n- a list\n", "top level must be a mapping"),
+    ("seed: 1\n", "'models' must be a non-empty list"),
+    (GOOD.replace("records: {top: 10}", "records: {random: 50, random_pool: 40}"), "cannot exceed records.random_pool"),
+])
+def test_bad_configs_get_one_clear_error(tmp_path, text, message):
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, text))
+    assert message in str(error.value)
+    assert "autointerp.yaml" in str(error.value)
+
+
+def test_a_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_an_unknown_model_lists_the_configured_ones(tmp_path):
+    with pytest.raises(ConfigError, match="unknown model 'gpt9'.*tiny"):
+        load_config(write(tmp_path, GOOD)).model("gpt9")
