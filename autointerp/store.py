@@ -40,6 +40,19 @@ CREATE TABLE IF NOT EXISTS neuron_stats (
     count BIGINT, mean DOUBLE, variance DOUBLE, skewness DOUBLE, kurtosis DOUBLE,
     max DOUBLE, frac_positive DOUBLE, quantile_boundaries FLOAT[]
 );
+CREATE TABLE IF NOT EXISTS explanations (
+    model VARCHAR, revision VARCHAR, layer INTEGER, neuron INTEGER, explainer VARCHAR, sample SMALLINT,
+    explanation VARCHAR, completion VARCHAR, created_at TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS simulations (
+    model VARCHAR, revision VARCHAR, layer INTEGER, neuron INTEGER, explainer VARCHAR, simulator VARCHAR,
+    sample SMALLINT, excerpt_id INTEGER, kind VARCHAR, simulated FLOAT[]
+);
+CREATE TABLE IF NOT EXISTS scores (
+    model VARCHAR, revision VARCHAR, layer INTEGER, neuron INTEGER, explainer VARCHAR, simulator VARCHAR,
+    sample SMALLINT, explanation VARCHAR, score_top_and_random DOUBLE, score_random_only DOUBLE,
+    rsquared DOUBLE, absolute_dev_explained DOUBLE, n_tokens INTEGER, reason VARCHAR
+);
 """
 
 

@@ -6,6 +6,7 @@ projection (METHOD.md s.1). We read it with a forward pre-hook on that projectio
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -53,6 +54,10 @@ class ModelInfo:
 
 def resolve_source(source: str, base_dir: Path | None = None) -> ModelSource:
     """Parse a source string; local files must exist. Hub ids are checked when resolved."""
+    if source.startswith("embedded:"):
+        from autointerp.embedded import embedded_model_path
+
+        return _local_source(embedded_model_path(source.removeprefix("embedded:")))
     if source.startswith("package:"):
         package, _, file_name = source[len("package:"):].partition("/")
         spec = importlib.util.find_spec(package) if package else None
@@ -93,10 +98,16 @@ def model_revision(source: ModelSource) -> str:
     else:
         root = Path(source.location)
         files = sorted({p for pattern in _REVISION_GLOBS for p in root.glob(pattern) if p.is_file()})
+    return _hash_files(tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+@functools.lru_cache(maxsize=64)
+def _hash_files(files: tuple[tuple[str, int, int], ...]) -> str:
+    """sha256 of the files' names and bytes; memoised on (path, size, mtime) within a process."""
     digest = hashlib.sha256()
-    for file in files:
-        digest.update(file.name.encode())
-        with file.open("rb") as handle:
+    for path, _size, _mtime in files:
+        digest.update(Path(path).name.encode())
+        with open(path, "rb") as handle:
             while chunk := handle.read(1 << 22):
                 digest.update(chunk)
     return "sha256:" + digest.hexdigest()[:16]

@@ -1,16 +1,21 @@
 """Benchmark: the cost of recording MLP neurons vs a bare forward pass, and whether memory stays flat.
 
 Measures, for the first model of the config (default: SmolLM2-135M from autointerp.yaml):
-1. Speed, in this process, on the SAME in-memory batches (tokenizer and DuckDB excluded):
+1. Peak memory: peak RSS (ru_maxrss) of recording the requested layers over N and factor*N tokens,
+   each in a fresh subprocess that tokenizes and batches the corpus lazily.
+2. Speed, in this process, on the SAME in-memory batches (tokenizer and DuckDB excluded):
    (a) a bare forward pass of the full model, (b) `record_activations` on the requested layers
    (default all), (c) `record_activations` on layer 0 only (the pass stops after the deepest
    requested layer, so this can beat a bare forward). One warm-up batch of each is not counted.
-2. Peak memory: peak RSS (ru_maxrss) of recording the requested layers over N and factor*N tokens,
-   each in a fresh subprocess that streams its batches lazily.
+   Timing uses the N-token corpus by default (--timing-corpus large for factor*N).
 
 Targets: recording <= 1.15x the bare forward time; peak-RSS growth < 10% for the factor*N corpus.
 PASS/FAIL is printed, but the exit code is 0 either way: this is a measurement, not a test.
-Results go to stdout and to bench/results/record.json.
+Results go to stdout and to bench/results/record.json; progress goes to stderr.
+
+The memory children are started before this process loads the model: on Linux a child's ru_maxrss
+starts at its parent's peak RSS (it is carried over by fork+exec), so a child of a 3 GB parent
+would report >= 3 GB. VmHWM (/proc/self/status), which is per address space, is recorded as a check.
 
 Run from the repository root (offline):
     HF_HUB_OFFLINE=1 /work/venv/bin/python bench/record.py [--tokens 4096] [--factor 10] [--layers all]
@@ -33,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF de-quantization progress bar
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -42,7 +48,8 @@ from autointerp import recording  # noqa: E402
 from autointerp.config import Config, load_config  # noqa: E402
 from autointerp.corpus import iter_documents, iter_excerpts, resolve_corpus_paths  # noqa: E402
 from autointerp.recording import EXCERPT_TOKENS, record_activations  # noqa: E402
-from autointerp.subject import describe_model, load_model, load_tokenizer, model_revision, neuron_modules, resolve_source  # noqa: E402
+from autointerp.subject import (describe_model, load_model, load_tokenizer, model_revision,  # noqa: E402
+                                neuron_modules, resolve_source)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "record.json"
 MAX_SLOWDOWN = 1.15
@@ -55,7 +62,7 @@ def log(message: str) -> None:
 
 
 def iter_batches(config: Config, tokenizer: Any, max_tokens: int, batch_size: int) -> Iterator[Batch]:
-    """The corpus's first max_tokens tokens as batches of excerpts, tokenized lazily (as `excerpts` cuts them)."""
+    """The corpus's first max_tokens tokens as batches of excerpts, tokenized lazily, cut as `excerpts` cuts them."""
     paths = resolve_corpus_paths(config.corpus.paths, config.path.parent)
     excerpts = iter_excerpts(iter_documents(paths, config.corpus.text_field),
                              lambda text: tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"],
@@ -88,7 +95,6 @@ class Subject:
 
     def __init__(self, args: argparse.Namespace):
         hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
         self.config = load_config(args.config)
         self.spec = self.config.models[0]
         self.source = resolve_source(self.spec.source, self.config.path.parent)
@@ -118,24 +124,33 @@ def timed(run: Callable[[], Any]) -> float:
     return time.perf_counter() - started
 
 
-def rss_mib() -> tuple[float, float]:
-    """(peak RSS so far, current RSS) in MiB."""
-    current = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
-                   if line.startswith("VmRSS:"))
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, current / 1024
+def cpu_seconds() -> tuple[float, float]:
+    """(CPU seconds used by the whole machine, by this process) so far."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = sum(fields[:8]) - fields[3] - fields[4]  # all but idle and iowait
+    own = os.times()
+    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+
+def memory_mib() -> dict[str, float]:
+    """ru_maxrss, and VmHWM (peak) / VmRSS (current) of this address space, in MiB."""
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return {"ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "vm_hwm": int(status["VmHWM"].split()[0]) / 1024, "vm_rss": int(status["VmRSS"].split()[0]) / 1024}
 
 
 def child_memory(args: argparse.Namespace) -> None:
     """Fresh process: load, record the requested layers over `args.child_memory` tokens, print peak RSS as JSON."""
     subject = Subject(args)
-    peak_after_load, rss_after_load = rss_mib()
-    n_excerpts = args.child_memory // EXCERPT_TOKENS
+    after_load = memory_mib()
     started = time.perf_counter()
-    subject.record(subject.layers, subject.batches(args.child_memory), n_excerpts)
+    results = subject.record(subject.layers, subject.batches(args.child_memory), args.child_memory // EXCERPT_TOKENS)
     seconds = time.perf_counter() - started
-    peak, rss = rss_mib()
-    print(json.dumps({"tokens": n_excerpts * EXCERPT_TOKENS, "peak_rss_mib": peak, "peak_rss_after_load_mib": peak_after_load,
-                      "rss_after_load_mib": rss_after_load, "rss_at_end_mib": rss, "record_seconds": seconds}))
+    end = memory_mib()
+    tokens = int(results[subject.layers[0]].stats["count"][0])
+    print(json.dumps({"tokens": tokens, "peak_rss_mib": end["ru_maxrss"], "vm_hwm_mib": end["vm_hwm"],
+                      "peak_after_load_mib": after_load["vm_hwm"], "rss_after_load_mib": after_load["vm_rss"],
+                      "record_seconds": seconds}))
 
 
 def measure_memory(args: argparse.Namespace, tokens: int) -> dict[str, float]:
@@ -146,9 +161,15 @@ def measure_memory(args: argparse.Namespace, tokens: int) -> dict[str, float]:
     return json.loads(out.strip().splitlines()[-1])
 
 
+PROFILED = {"update": (recording.LayerRecorder, "update"), "offer": (recording.StreamingTopK, "offer"),
+            "priorities": (recording, "random_priorities"), "moments": (recording.Moments, "update"),
+            "finish": (recording.LayerRecorder, "finish")}
+
+
 def profile_recording(subject: Subject, batches: list[Batch], n_excerpts: int) -> dict[str, float]:
-    """Seconds spent in each part of the recorder during one recording of the timing batches."""
+    """Seconds spent in each part of the recorder during one (instrumented) recording of `batches`."""
     totals: dict[str, float] = {}
+    originals = {name: getattr(owner, attr) for name, (owner, attr) in PROFILED.items()}
 
     def timer(name: Callable[..., str], fn: Callable[..., Any]) -> Callable[..., Any]:
         def wrapped(*a: Any, **kw: Any) -> Any:
@@ -156,31 +177,27 @@ def profile_recording(subject: Subject, batches: list[Batch], n_excerpts: int) -
             try:
                 return fn(*a, **kw)
             finally:
-                key = name(*a)
-                totals[key] = totals.get(key, 0.0) + time.perf_counter() - started
+                totals[name(*a)] = totals.get(name(*a), 0.0) + time.perf_counter() - started
         return wrapped
 
-    originals = {name: getattr(owner, attr) for name, (owner, attr) in PROFILED.items()}
+    def offer_kind(topk: recording.StreamingTopK, *_: Any) -> str:
+        return "StreamingTopK.offer (" + ("random pool" if topk.keys.dtype == torch.float64 else "top") + ")"
+
     try:
-        recording.LayerRecorder.update = timer(lambda *a: "LayerRecorder.update (all)", originals["update"])
-        recording.StreamingTopK.offer = timer(
-            lambda self, *a: "StreamingTopK.offer (" + ("random pool" if self.keys.dtype == torch.float64 else "top") + ")",
-            originals["offer"])
+        recording.LayerRecorder.update = timer(lambda *a: "LayerRecorder.update (all parts)", originals["update"])
+        recording.StreamingTopK.offer = timer(offer_kind, originals["offer"])
         recording.random_priorities = timer(lambda *a: "random_priorities", originals["priorities"])
         recording.Moments.update = timer(lambda *a: "Moments.update", originals["moments"])
         recording.LayerRecorder.finish = timer(lambda *a: "LayerRecorder.finish", originals["finish"])
-        totals["record_activations (total)"] = timed(lambda: subject.record(subject.layers, batches, n_excerpts))
+        total = timed(lambda: subject.record(subject.layers, batches, n_excerpts))
     finally:
         for name, (owner, attr) in PROFILED.items():
             setattr(owner, attr, originals[name])
-    totals["forward, cut after the deepest layer"] = (totals["record_activations (total)"] - totals["LayerRecorder.update (all)"]
-                                                      - totals.get("LayerRecorder.finish", 0.0))
+    parts = ("StreamingTopK.offer (top)", "StreamingTopK.offer (random pool)", "random_priorities", "Moments.update")
+    totals["LayerRecorder.update: rest (amax, max)"] = totals["LayerRecorder.update (all parts)"] - sum(totals[p] for p in parts)
+    totals["forward, cut after the deepest layer"] = total - totals["LayerRecorder.update (all parts)"] - totals["LayerRecorder.finish"]
+    totals["record_activations (total)"] = total
     return totals
-
-
-PROFILED = {"update": (recording.LayerRecorder, "update"), "offer": (recording.StreamingTopK, "offer"),
-            "priorities": (recording, "random_priorities"), "moments": (recording.Moments, "update"),
-            "finish": (recording.LayerRecorder, "finish")}
 
 
 def main() -> None:
@@ -189,9 +206,9 @@ def main() -> None:
     parser.add_argument("--factor", type=int, default=10, help="large corpus = factor x N tokens (default 10)")
     parser.add_argument("--layers", default="all", help="layers to record: 'all' or e.g. '0,5,10-12'")
     parser.add_argument("--batch-size", type=int, default=32, help="excerpts per forward pass (default 32)")
-    parser.add_argument("--config", type=Path, default=Path("autointerp.yaml"), help="config file (first model is used)")
+    parser.add_argument("--config", type=Path, default=Path("autointerp.yaml"), help="config file (its first model is used)")
     parser.add_argument("--timing-corpus", choices=("small", "large"), default="small",
-                        help="time on the N-token corpus (default) or the factor x N one")
+                        help="time on the N-token corpus (default) or on the factor x N one")
     parser.add_argument("--profile", action="store_true", help="also time each part of the recorder (one extra run)")
     parser.add_argument("--child-memory", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -199,32 +216,35 @@ def main() -> None:
         return child_memory(args)
 
     started = time.perf_counter()
+    large_tokens = args.tokens * args.factor
+    parent_at_spawn = memory_mib()["ru_maxrss"]  # children's ru_maxrss cannot be below this
+    memory: dict[str, Any] = {"small": measure_memory(args, args.tokens), "large": measure_memory(args, large_tokens)}
+    memory["growth"] = (memory["large"]["peak_rss_mib"] - memory["small"]["peak_rss_mib"]) / memory["small"]["peak_rss_mib"]
+    memory["parent_peak_rss_at_spawn_mib"] = parent_at_spawn
+
     log(f"loading the model from {args.config}")
     subject = Subject(args)
-    large_tokens = args.tokens * args.factor
     all_batches = list(subject.batches(large_tokens))  # tokenized once, held in memory
     n_large = sum(len(ids) for ids, _ in all_batches)
-    if n_large * EXCERPT_TOKENS < large_tokens // EXCERPT_TOKENS * EXCERPT_TOKENS:
+    if n_large < large_tokens // EXCERPT_TOKENS:
         log(f"warning: the corpus has only {n_large * EXCERPT_TOKENS:,} tokens, fewer than {large_tokens:,}")
-    n_small = min(args.tokens // EXCERPT_TOKENS, n_large)
-    n_timing = n_small if args.timing_corpus == "small" else n_large
-    batches = [(ids[:n_timing - int(ids[0])], tokens[:n_timing - int(ids[0])])
-               for ids, tokens in all_batches if ids[0] < n_timing]
+    n_timing = n_large if args.timing_corpus == "large" else min(args.tokens // EXCERPT_TOKENS, n_large)
+    batches = [(ids[ids < n_timing], tokens[ids < n_timing]) for ids, tokens in all_batches if ids[0] < n_timing]
     timing_tokens = n_timing * EXCERPT_TOKENS
 
     log("warm-up (1 batch each, not counted)")
     subject.forward(batches[:1])
     subject.record(subject.layers, batches[:1], len(batches[0][0]))
     log(f"timing on {timing_tokens:,} tokens ({len(batches)} batches)")
+    cpu_before, wall_before = cpu_seconds(), time.perf_counter()
     bare = timed(lambda: subject.forward(batches))
     rec = timed(lambda: subject.record(subject.layers, batches, n_timing))
     first = timed(lambda: subject.record([0], batches, n_timing))
+    cpu_after, wall = cpu_seconds(), time.perf_counter() - wall_before
+    others = (cpu_after[0] - cpu_before[0]) - (cpu_after[1] - cpu_before[1])  # CPU time not used by us
     profile = profile_recording(subject, batches, n_timing) if args.profile else None
-    memory = {"small": measure_memory(args, args.tokens), "large": measure_memory(args, large_tokens)}
 
-    growth = (memory["large"]["peak_rss_mib"] - memory["small"]["peak_rss_mib"]) / memory["small"]["peak_rss_mib"]
     ratio = rec / bare
-    layer_label = args.layers if args.layers != "all" else f"all {len(subject.layers)}"
     results = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"nproc": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
@@ -239,16 +259,17 @@ def main() -> None:
                    "bare_forward_s": bare, "record_s": rec, "record_first_layer_s": first,
                    "bare_tokens_per_s": timing_tokens / bare, "record_tokens_per_s": timing_tokens / rec,
                    "record_first_layer_tokens_per_s": timing_tokens / first,
-                   "ratio_record_vs_bare": ratio, "ratio_first_layer_vs_bare": first / bare},
+                   "ratio_record_vs_bare": ratio, "ratio_first_layer_vs_bare": first / bare,
+                   "other_processes_cpu_share": max(others, 0.0) / (wall * (os.cpu_count() or 1))},
         "profile_s": profile,
-        "memory": {**memory, "growth": growth},
+        "memory": memory,
         "targets": {"max_ratio": MAX_SLOWDOWN, "ratio_pass": ratio <= MAX_SLOWDOWN,
-                    "max_growth": MAX_GROWTH, "growth_pass": growth < MAX_GROWTH},
+                    "max_growth": MAX_GROWTH, "growth_pass": memory["growth"] < MAX_GROWTH},
         "wall_s": time.perf_counter() - started,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print_table(results, layer_label)
+    print_table(results, args.layers if args.layers != "all" else f"0-{subject.layers[-1]}")
 
 
 def print_table(r: dict[str, Any], layer_label: str) -> None:
@@ -257,26 +278,30 @@ def print_table(r: dict[str, Any], layer_label: str) -> None:
     print(f"\n{model['name']} ({model['dtype']}, {model['n_layers']} layers x {model['n_neurons']} neurons), "
           f"batch {r['batch_size']} x {EXCERPT_TOKENS} tokens; {machine['nproc']} CPUs, torch {machine['torch']}, "
           f"{machine['torch_threads']} threads; {r['date']}")
+    if t["other_processes_cpu_share"] > 0.1:
+        print(f"warning: other processes used {100 * t['other_processes_cpu_share']:.0f}% of the CPUs while timing: "
+              "the speed numbers are unreliable")
     print(f"\nSpeed on the same {t['tokens']:,} tokens ({t['corpus']} corpus, {t['batches']} batches, after warm-up):")
-    print(f"  {'run':<30}{'seconds':>9}{'tokens/s':>10}{'vs bare':>9}")
-    for label, seconds in ((f"bare forward (full model)", t["bare_forward_s"]),
+    print(f"  {'run':<28}{'seconds':>9}{'tokens/s':>10}{'vs bare':>9}")
+    for label, seconds in (("bare forward (full model)", t["bare_forward_s"]),
                            (f"record layers {layer_label}", t["record_s"]),
                            ("record layer 0 only", t["record_first_layer_s"])):
-        print(f"  {label:<30}{seconds:>9.2f}{t['tokens'] / seconds:>10.0f}{seconds / t['bare_forward_s']:>8.2f}x")
+        print(f"  {label:<28}{seconds:>9.2f}{t['tokens'] / seconds:>10.0f}{seconds / t['bare_forward_s']:>8.2f}x")
     if r["profile_s"]:
-        print("\nWhere the recording time goes (one instrumented run, seconds):")
+        print(f"\nWhere the time of recording layers {layer_label} goes (one instrumented run):")
+        total = r["profile_s"]["record_activations (total)"]
         for name, seconds in sorted(r["profile_s"].items(), key=lambda kv: -kv[1]):
-            print(f"  {name:<42}{seconds:>8.2f}")
-    print(f"\nPeak RSS recording layers {layer_label} (fresh process each):")
-    print(f"  {'tokens':>10}{'peak MiB':>10}{'peak after load':>17}{'record s':>10}")
+            print(f"  {name:<42}{seconds:>8.2f} s{100 * seconds / total:>6.0f}%")
+    print(f"\nPeak RSS recording layers {layer_label}, fresh process each (MiB):")
+    print(f"  {'tokens':>8}{'peak (ru_maxrss)':>18}{'VmHWM':>8}{'peak after load':>17}{'RSS after load':>16}{'record s':>10}")
     for size in ("small", "large"):
         row = m[size]
-        print(f"  {row['tokens']:>10,}{row['peak_rss_mib']:>10.0f}{row['peak_rss_after_load_mib']:>17.0f}"
-              f"{row['record_seconds']:>10.1f}")
-    print(f"  growth: {100 * m['growth']:+.1f}%")
+        print(f"  {row['tokens']:>8,}{row['peak_rss_mib']:>18.0f}{row['vm_hwm_mib']:>8.0f}{row['peak_after_load_mib']:>17.0f}"
+              f"{row['rss_after_load_mib']:>16.0f}{row['record_seconds']:>10.1f}")
+    print(f"  growth of the peak: {100 * m['growth']:+.1f}%")
     print(f"\n{verdict[r['targets']['ratio_pass']]}  recording / bare forward = {t['ratio_record_vs_bare']:.2f}x "
           f"(target <= {MAX_SLOWDOWN}x)")
-    print(f"{verdict[r['targets']['growth_pass']]}  peak RSS growth for {m['large']['tokens'] // max(m['small']['tokens'], 1)}x "
+    print(f"{verdict[r['targets']['growth_pass']]}  peak RSS growth for {m['large']['tokens'] / m['small']['tokens']:.0f}x "
           f"the tokens = {100 * m['growth']:+.1f}% (target < {100 * MAX_GROWTH:.0f}%)")
     print(f"\nresults: {RESULTS}  (total {r['wall_s'] / 60:.1f} min)")
 

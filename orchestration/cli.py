@@ -1,6 +1,6 @@
 """`autointerp`: run the stages through Dagster, so every run shows in the Dagster UI.
 
-    autointerp run --model NAME --layers 0,2-4 --until record
+    autointerp run --model NAME --layers 0,2-4 --until score
     autointerp models
 """
 
@@ -12,11 +12,19 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+import pandas as pd
+
 from autointerp.config import Config, load_config
 from autointerp.errors import AutointerpError
 from autointerp.store import Store, default_home
 
-STAGES = ("record",)
+# Each stage and the assets it materializes, in pipeline order.
+STAGES = {
+    "record": ["activation_records", "neuron_stats"],
+    "explain": ["explanations"],
+    "simulate": ["simulations"],
+    "score": ["scores"],
+}
 
 
 def parse_layers(spec: str, n_layers: int) -> list[int]:
@@ -66,17 +74,23 @@ def run(config: Config, models: Sequence[str], layer_spec: str, until: str) -> N
         info = describe_model(resolve_source(spec.source, config.path.parent))
         plans.append((name, info, parse_layers(layer_spec, info.n_layers)))
     definitions = [*ASSETS, *CHECKS]
+    stages = list(STAGES)[: list(STAGES).index(until) + 1]
+    keys = [key for stage in stages for key in STAGES[stage]]
     for name, info, layers in plans:
         register_model(instance, name, info.n_layers)
-        print(f"{name}: {info.architecture}, {info.n_layers} layers x {info.n_neurons} neurons; recording layers {layers}")
+        print(f"{name}: {info.architecture}, {info.n_layers} layers x {info.n_neurons} neurons; "
+              f"layers {layers}; stages {', '.join(stages)}")
         _materialize(dg, definitions, RESOURCES, instance, ["excerpts"], partition_key=name)
         for first, last in contiguous_ranges(layers):
-            # One run per contiguous range of layers: a single forward pass records all of them.
-            _materialize(dg, definitions, RESOURCES, instance, ["activation_records", "neuron_stats"], tags={
+            # One run per contiguous range of layers: a single forward pass records all of them, and the
+            # later stages follow in the same run once the blocking checks before them pass.
+            _materialize(dg, definitions, RESOURCES, instance, keys, tags={
                 "dagster/asset_partition_range_start": str(model_layer_key(name, first)),
                 "dagster/asset_partition_range_end": str(model_layer_key(name, last)),
             })
         print_summary(Store.from_home(), name, layers)
+        if "score" in stages:
+            print_scores(Store.from_home(), name, layers)
 
 
 def _materialize(dg, definitions, resources, instance, keys: list[str], partition_key: str | None = None,
@@ -112,6 +126,17 @@ def print_summary(store: Store, model: str, layers: list[int]) -> None:
     print(frame.to_string(index=False))
 
 
+def print_scores(store: Store, model: str, layers: list[int]) -> None:
+    frame = store.query(
+        """SELECT layer, neuron, round(score_top_and_random, 3) AS score, round(score_random_only, 3) AS random_only,
+                  explanation
+           FROM scores WHERE model = ? AND revision = ? AND layer IN (SELECT unnest(?::INTEGER[]))
+           ORDER BY layer, neuron, sample""", [model, store.latest_revision(model), layers])
+    print(f"\nExplanations and scores (correlation of simulated with real activations, METHOD.md s.6):")
+    with pd.option_context("display.max_colwidth", 90, "display.width", 160):
+        print(frame.to_string(index=False))
+
+
 def list_models(config: Config) -> None:
     store = Store.from_home()
     for spec in config.models:
@@ -126,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_parser = commands.add_parser("run", help="materialize the stages for a model's layers")
     run_parser.add_argument("--model", action="append", help="configured model name (repeatable; default: all)")
     run_parser.add_argument("--layers", default="all", help="'all' (default) or e.g. 0,2-4")
-    run_parser.add_argument("--until", default=STAGES[-1], choices=STAGES, help="last stage to run")
+    run_parser.add_argument("--until", default="score", choices=list(STAGES), help="last stage to run (default: score)")
     commands.add_parser("models", help="list configured models and their recorded revision")
     args = parser.parse_args(argv)
     try:

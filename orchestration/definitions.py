@@ -2,25 +2,28 @@
 
 import dagster as dg
 
-from assets.checks import record_checks
+from assets.checks import explain_checks, record_checks
+from assets.explain import explanations, scores, simulations
 from assets.record import excerpts, record
 from orchestration.partitions import model_layer_partitions, model_partitions
 from orchestration.sensors import configured_models
-from resources import AutointerpSettings, DuckDBStore
+from resources import AutointerpSettings, DuckDBStore, LLMs
 
-ASSETS = [excerpts, record]
-CHECKS = [*record_checks]
-RESOURCES = {"settings": AutointerpSettings(), "store": DuckDBStore()}
+ASSETS = [excerpts, record, explanations, simulations, scores]
+CHECKS = [*record_checks, *explain_checks]
+RESOURCES = {"settings": AutointerpSettings(), "store": DuckDBStore(), "llms": LLMs()}
 
 excerpts_job = dg.define_asset_job("excerpts_job", selection=dg.AssetSelection.assets(excerpts),
                                    partitions_def=model_partitions)
 record_job = dg.define_asset_job("record_job", selection=dg.AssetSelection.assets("activation_records", "neuron_stats"),
                                  partitions_def=model_layer_partitions)
+explain_job = dg.define_asset_job("explain_job", selection=dg.AssetSelection.assets(explanations, simulations, scores),
+                                  partitions_def=model_layer_partitions)
 
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=CHECKS,
     resources=RESOURCES,
-    jobs=[excerpts_job, record_job],
+    jobs=[excerpts_job, record_job, explain_job],
     sensors=[configured_models],
 )

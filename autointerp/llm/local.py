@@ -38,7 +38,7 @@ class LocalLLM(LLM):
         from transformers import AutoModelForCausalLM
 
         resolved: ModelSource = resolve_source(source, base_dir)
-        self.model = f"{source}@{model_revision(resolved)}"
+        self.model = f"{source}@{model_revision(resolved)}"  # as in llm_name()
         self.dtype = fast_dtype(dtype)
         self.batch_size = batch_size
         self.tokenizer = load_tokenizer(resolved)
