@@ -18,6 +18,7 @@ import pandas as pd
 
 from autointerp.config import RecordSpec
 from autointerp.errors import ValidationError
+from autointerp.explainer import PROMPT_ECHO
 from autointerp.recording import EXCERPT_TOKENS, KINDS, STAT_COLUMNS, expected_counts
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
@@ -185,8 +186,6 @@ def _scope(model: str, revision: str, layers: Sequence[int], role_columns: dict[
     return clause, params
 
 
-# An explanation that contains prompt syntax is the model echoing its prompt, not an explanation.
-PROMPT_ECHO = r"(<start>|<end>|\t|Explanation of neuron|the main thing this neuron does is find|\bunknown\b)"
 
 
 def check_explanations(con: duckdb.DuckDBPyConnection, model: str, revision: str, layers: Sequence[int],

