@@ -63,6 +63,7 @@ class LLMSpec:
     base_url: str = ""  # openai only; empty: the OpenAI API
     dtype: str = "auto"  # local only: auto = bfloat16 where the CPU has native bf16, else float32
     mode: str = "auto"  # simulator over openai: echo (prompt logprobs), chat (top_logprobs), parse, or auto
+    top_logprobs: int = 15  # openai: how many alternatives per position are read (the reference reads 15)
     temperature: float = 1.0
     top_p: float = 1.0
     max_tokens: int = 60
@@ -175,7 +176,7 @@ def _check_values(config: Config) -> None:
             raise ConfigError(f"{where}: {role}.mode must be auto, echo, chat or parse, got '{spec.mode}'")
         if spec.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ConfigError(f"{where}: {role}.dtype must be auto, float32, bfloat16 or float16")
-        for name in ("max_tokens", "samples", "examples", "batch_size", "concurrency", "max_retries"):
+        for name in ("max_tokens", "samples", "examples", "batch_size", "concurrency", "max_retries", "top_logprobs"):
             if getattr(spec, name) < (0 if name == "max_retries" else 1):
                 raise ConfigError(f"{where}: {role}.{name} must be a positive integer")
         if not (0 <= spec.temperature <= 2 and 0 < spec.top_p <= 1 and spec.timeout_s > 0):

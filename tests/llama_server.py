@@ -101,6 +101,8 @@ def _models_answer(url: str) -> bool:
     try:
         with opener.open(url, timeout=2) as response:
             return response.status == 200 and "data" in json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code == 401  # up, and guarded by --api_key
     except (urllib.error.URLError, OSError, ValueError):
         return False
 

@@ -34,13 +34,15 @@ def fast_dtype(requested: str = "auto") -> torch.dtype:
 class LocalLLM(LLM):
     backend = "local"
 
-    def __init__(self, source: str, base_dir: Path | None = None, dtype: str = "auto", batch_size: int = 4):
+    def __init__(self, source: str, base_dir: Path | None = None, dtype: str = "auto", batch_size: int = 4,
+                 reuse_prefix: bool = True):
         from transformers import AutoModelForCausalLM
 
         resolved: ModelSource = resolve_source(source, base_dir)
         self.model = f"{source}@{model_revision(resolved)}"  # as in llm_name()
         self.dtype = fast_dtype(dtype)
         self.batch_size = batch_size
+        self.reuse_prefix = reuse_prefix  # False only to measure what the prefix cache saves (bench/)
         self.tokenizer = load_tokenizer(resolved)
         self.lm = AutoModelForCausalLM.from_pretrained(resolved.location, dtype=self.dtype,
                                                        **resolved.pretrained_kwargs()).eval()
@@ -134,7 +136,7 @@ class LocalLLM(LLM):
         return results
 
     def _prefix_cache(self, prefix: str) -> tuple[list[int], Any]:
-        if self._prefix is None or self._prefix[0] != prefix:
+        if self._prefix is None or self._prefix[0] != prefix or not self.reuse_prefix:
             from transformers import DynamicCache
 
             ids = self.tokenizer(prefix, add_special_tokens=True)["input_ids"]

@@ -24,7 +24,8 @@ from autointerp.llm.base import LLM, ChatRequest, SlotRequest
 from autointerp.llm.cache import CallResult
 from autointerp.prompts import UNKNOWN, VALUE_STRINGS
 
-TOP_LOGPROBS = 5  # the most OpenAI's API returns for legacy completions; values outside it get 0
+# Counting 1..16 is predictable enough for any LM: it tells how an endpoint aligns echoed logprobs.
+_ALIGNMENT_PROBE = ", ".join(str(i) for i in range(1, 17))
 REWRITE_INSTRUCTION = (
     "\n\nRewrite the last excerpt above, from <start> to <end>, one line per token, replacing each "
     f"'{UNKNOWN}' with your predicted activation (an integer from 0 to 10). Write nothing else."
@@ -53,6 +54,7 @@ class OpenAILLM(LLM):
         self.client = openai.OpenAI(api_key=key or "no-key", base_url=spec.base_url or None,
                                     timeout=spec.timeout_s, max_retries=spec.max_retries)
         self._mode = None if spec.mode == "auto" else spec.mode
+        self._echo_shift: int | None = None
 
     # --- plumbing ---------------------------------------------------------------------------------
 
@@ -121,20 +123,39 @@ class OpenAILLM(LLM):
         runner = getattr(self, f"_slots_{self.mode}")
         return self._map(runner, requests)
 
-    def _slots_echo(self, request: SlotRequest) -> CallResult:
-        prompt = request["prefix"] + request["body"]
+    def _echo(self, prompt: str) -> Any:
         response = self._call(lambda: self.client.completions.create(
-            model=self.model, prompt=prompt, echo=True, logprobs=TOP_LOGPROBS, max_tokens=1, temperature=0))
+            model=self.model, prompt=prompt, echo=True, logprobs=self.spec.top_logprobs, max_tokens=1, temperature=0))
+        return response
+
+    def _echo_alignment(self) -> int:
+        """0 if echoed entry i is p(token i | tokens < i) as at OpenAI; 1 if it is p(token i+1 | tokens <= i).
+
+        llama.cpp's server does the latter when the prompt does not start with the model's BOS token.
+        """
+        if self._echo_shift is None:
+            logprobs = self._echo(_ALIGNMENT_PROBE).choices[0].logprobs
+            tokens, tops = list(logprobs.tokens), list(logprobs.top_logprobs)
+            aligned = shifted = 0
+            for i in range(1, len(tops)):
+                if tops[i]:
+                    best = max(tops[i], key=tops[i].get)
+                    aligned += best == tokens[i]
+                    shifted += i + 1 < len(tokens) and best == tokens[i + 1]
+            self._echo_shift = 0 if aligned >= shifted else 1
+        return self._echo_shift
+
+    def _slots_echo(self, request: SlotRequest) -> CallResult:
+        shift = self._echo_alignment()
+        response = self._echo(request["prefix"] + request["body"])
         logprobs = response.choices[0].logprobs
         offsets = list(logprobs.text_offset)
         distributions = []
         for slot in request["slots"]:
             at = len(request["prefix"]) + slot
-            # the first token that starts at (or covers) the slot is "unknown"; its top logprobs are the
-            # model's distribution for what is written there
-            index = next(i for i, offset in enumerate(offsets) if offset >= at or
-                         (i + 1 < len(offsets) and offsets[i + 1] > at))
-            distributions.append(_value_distribution(logprobs.top_logprobs[index] or {}))
+            # the token that starts at the slot ("unknown"): the distribution over what is written there
+            index = next(i for i, offset in enumerate(offsets) if offset >= at)
+            distributions.append(_value_distribution(logprobs.top_logprobs[index - shift] or {}))
         usage = response.usage
         return CallResult(distributions, usage.prompt_tokens if usage else 0)
 
@@ -145,7 +166,7 @@ class OpenAILLM(LLM):
         n_slots = len(request["slots"])
         response = self._call(lambda: self.client.chat.completions.create(
             model=self.model, messages=self._rewrite_messages(request), temperature=0,
-            max_tokens=8 * n_slots + 16, logprobs=True, top_logprobs=TOP_LOGPROBS))
+            max_tokens=8 * n_slots + 16, logprobs=True, top_logprobs=min(self.spec.top_logprobs, 20)))
         content = response.choices[0].logprobs.content if response.choices[0].logprobs else None
         if not content:
             raise ValueError("no logprobs in the chat response")

@@ -1,0 +1,147 @@
+"""Benchmark of explain + simulate + score with the local backend (a script, not a test).
+
+Measures, on this machine:
+1. neurons per hour explained + simulated + scored, end to end, with the configured explainer/simulator
+   on recorded neurons of the default subject model;
+2. the all-at-once simulator (every slot of an excerpt from ONE forward pass) against one forward pass
+   per token (the naive way; target: at least 10x faster);
+3. the simulator with the few-shot prefix's KV cache reused across excerpts, against recomputing it.
+
+    .venv/bin/python bench/simulate.py [--neurons 4] [--excerpts 6] [--model embedded:qwen2.5-coder-1.5b-instruct]
+
+Writes bench/results/simulate.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from autointerp.config import DEFAULT_CONFIG_PATH, load_config  # noqa: E402
+from autointerp.excerpts import build_excerpts  # noqa: E402
+from autointerp.explainer import explain_neurons, select_neurons  # noqa: E402
+from autointerp.fewshot import SIMULATOR_EXAMPLES  # noqa: E402
+from autointerp.llm.base import CachedLLM  # noqa: E402
+from autointerp.llm.cache import LLMCache  # noqa: E402
+from autointerp.llm.local import LocalLLM  # noqa: E402
+from autointerp.prompts import build_simulator_prompt  # noqa: E402
+from autointerp.recording import record_model, write_recording  # noqa: E402
+from autointerp.records import load_neuron_records  # noqa: E402
+from autointerp.scoring import score_neuron  # noqa: E402
+from autointerp.simulator import simulate_neurons  # noqa: E402
+from autointerp.store import Store  # noqa: E402
+
+
+def timed(fn):
+    started = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - started
+
+
+def naive_slots(llm: LocalLLM, request: dict) -> None:
+    """One forward pass per token: the prefix cache reused, the body up to each slot recomputed."""
+    import copy
+
+    prefix_ids, cache = llm._prefix_cache(request["prefix"])
+    body_ids, before_slot = llm._body_tokens(request["body"], request["slots"])
+    with torch.inference_mode():
+        for position in before_slot:
+            step_cache = copy.deepcopy(cache)
+            ids = torch.tensor([body_ids[: position + 1]])
+            positions = torch.arange(len(prefix_ids), len(prefix_ids) + ids.shape[1])[None]
+            llm.lm(input_ids=ids, position_ids=positions, past_key_values=step_cache, use_cache=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--neurons", type=int, default=4, help="neurons explained + simulated + scored end to end")
+    parser.add_argument("--excerpts", type=int, default=6, help="excerpts for the simulator comparisons")
+    parser.add_argument("--model", help="explainer/simulator model (default: the config's simulator)")
+    parser.add_argument("--layer", type=int, default=6)
+    parser.add_argument("--tokens", type=int, default=12_800, help="corpus tokens recorded for the bench")
+    args = parser.parse_args()
+
+    config = load_config(os.environ.get("AUTOINTERP_CONFIG") or DEFAULT_CONFIG_PATH)
+    llm_spec = replace(config.simulator, model=args.model) if args.model else config.simulator
+    config = replace(config, corpus=replace(config.corpus, max_tokens=args.tokens), explainer=llm_spec,
+                     simulator=llm_spec, neurons=replace(config.neurons, select="random", count=args.neurons))
+    subject = config.models[0].name
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "bench.duckdb")
+        build_excerpts(config, subject, store, log=lambda _: None)
+        recording = record_model(config, subject, [args.layer], store, log=lambda _: None)
+        write_recording(store, recording)
+        (llm, load_s) = timed(lambda: LocalLLM(llm_spec.model, config.path.parent, llm_spec.dtype, llm_spec.batch_size))
+        print(f"loaded {llm.model} ({llm.dtype}) in {load_s:.1f}s")
+        neurons = select_neurons(config.neurons, int(store.model_row(subject, recording.revision)["n_neurons"]),
+                                 config.seed, args.layer)
+        with store.connect() as con:
+            records = load_neuron_records(con, subject, recording.revision, args.layer, neurons)
+        cached = CachedLLM(llm, LLMCache(store))
+
+        # 1. end to end
+        explanations, explain_s = timed(lambda: explain_neurons(cached, records, llm_spec, config.seed))
+        by_key = {(r.layer, r.neuron): r for r in records}
+        simulations, simulate_s = timed(lambda: simulate_neurons(cached, explanations, by_key))
+        started = time.perf_counter()
+        scores = []
+        for e in explanations:
+            sims = [s for s in simulations if s.neuron == e.neuron and s.sample == e.sample]
+            top = [s for s in sims if s.kind == "top"]
+            rnd = [s for s in sims if s.kind == "random"]
+            scores.append(score_neuron([s.real for s in top], [s.simulated for s in top],
+                                       [s.real for s in rnd], [s.simulated for s in rnd]).score_top_and_random)
+        score_s = time.perf_counter() - started
+        per_neuron = (explain_s + simulate_s + score_s) / len(records)
+
+        # 2 and 3: the simulator alone, on the same excerpts and explanation
+        excerpts = [r for rec in records for r in rec.test_top() + rec.test_random()][: args.excerpts]
+        prompts = [build_simulator_prompt(SIMULATOR_EXAMPLES, explanations[0].explanation, r.tokens) for r in excerpts]
+        requests = [{"prefix": p.prefix, "body": p.body, "slots": p.slots} for p in prompts]
+        llm.slots(requests[:1])  # warm-up, and the prefix cache is filled
+        _, all_at_once_s = timed(lambda: llm.slots(requests))
+        _, naive_s = timed(lambda: [naive_slots(llm, r) for r in requests[:2]])
+        naive_s *= len(requests) / 2  # extrapolated from two excerpts: it is slow
+        llm.reuse_prefix = False
+        _, no_prefix_cache_s = timed(lambda: llm.slots(requests))
+        llm.reuse_prefix = True
+
+    result = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"nproc": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                    "python": platform.python_version()},
+        "subject": subject, "layer": args.layer, "llm": llm.model, "dtype": str(llm.dtype),
+        "end_to_end": {"neurons": len(records), "explain_s": explain_s, "simulate_s": simulate_s, "score_s": score_s,
+                       "seconds_per_neuron": per_neuron, "neurons_per_hour": 3600 / per_neuron,
+                       "scores": scores, "explanations": [e.explanation for e in explanations]},
+        "simulator": {"excerpts": len(requests), "all_at_once_s": all_at_once_s, "one_forward_per_token_s": naive_s,
+                      "speedup_all_at_once": naive_s / all_at_once_s, "without_prefix_cache_s": no_prefix_cache_s,
+                      "speedup_prefix_cache": no_prefix_cache_s / all_at_once_s},
+    }
+    out = Path(__file__).parent / "results" / "simulate.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    e2e, sim = result["end_to_end"], result["simulator"]
+    print(f"\nend to end ({llm.model}, {llm.dtype}): {e2e['neurons']} neurons, explain {explain_s:.1f}s, "
+          f"simulate {simulate_s:.1f}s, score {score_s:.2f}s -> {per_neuron:.1f} s/neuron = {e2e['neurons_per_hour']:.0f} neurons/hour")
+    print(f"simulator on {sim['excerpts']} excerpts: all at once {all_at_once_s:.1f}s, one forward per token "
+          f"{naive_s:.1f}s (x{sim['speedup_all_at_once']:.1f}, target >= 10), without the prefix cache "
+          f"{no_prefix_cache_s:.1f}s (x{sim['speedup_prefix_cache']:.1f})")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
