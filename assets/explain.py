@@ -10,7 +10,7 @@ import pandas as pd
 from assets import quality
 from autointerp.config import Config
 from autointerp.errors import AutointerpError
-from autointerp.explainer import explain_neurons, select_neurons
+from autointerp.explainer import Explanation, explain_neurons, select_neurons
 from autointerp.llm import llm_name
 from autointerp.llm.base import CachedLLM
 from autointerp.progress import Progress
@@ -103,8 +103,6 @@ def _explanations_of(db: Store, model: str, revision: str, layer: int, explainer
           "of the neuron's test-split excerpts (5 top + 5 random).", **_common)
 def simulations(context: dg.AssetExecutionContext, settings: AutointerpSettings, store: DuckDBStore,
                 llms: LLMs) -> dg.MaterializeResult:
-    from autointerp.explainer import Explanation
-
     config, db = settings.load(), store.store()
     simulator = llms.for_role(config, "simulator", db)
     explainer_name = llm_name(config.explainer, config.path.parent)

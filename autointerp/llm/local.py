@@ -20,10 +20,13 @@ from autointerp.prompts import VALUE_STRINGS
 from autointerp.subject import ModelSource, load_tokenizer, model_revision, resolve_source
 
 
-def fast_dtype(requested: str = "auto") -> torch.dtype:
-    """bfloat16 where the CPU computes it natively (about 4x faster than fp32 here), else float32."""
+def fast_dtype(requested: str = "auto", gguf: bool = False) -> torch.dtype:
+    """float32 for GGUF files, whose packed weights transformers multiplies in float32 kernels (bf16 would
+    only add casts); otherwise bfloat16 where the CPU computes it natively (avx512_bf16/AMX), else float32."""
     if requested != "auto":
         return getattr(torch, requested)
+    if gguf:
+        return torch.float32
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -40,7 +43,7 @@ class LocalLLM(LLM):
 
         resolved: ModelSource = resolve_source(source, base_dir)
         self.model = f"{source}@{model_revision(resolved)}"  # as in llm_name()
-        self.dtype = fast_dtype(dtype)
+        self.dtype = fast_dtype(dtype, gguf=resolved.gguf_file is not None)
         self.batch_size = batch_size
         self.reuse_prefix = reuse_prefix  # False only to measure what the prefix cache saves (bench/)
         self.tokenizer = load_tokenizer(resolved)
