@@ -64,8 +64,10 @@ class LayerRecords:
 class StreamingTopK:
     """Per neuron, the k entries with the largest key seen so far, with their excerpt ids and activations.
 
-    Only neurons for which some new key beats their current k-th key are touched, so after the first
-    batches the cost per batch is small.
+    Slots are kept unsorted and only the slots whose entry is replaced are written, so a batch costs
+    time in proportion to what changes, not to k x 64 per neuron; `sorted()` orders them once at the
+    end. Order (and admission at the boundary) is by key, highest first, then by the earlier excerpt,
+    which makes the result independent of how the corpus is batched.
     """
 
     def __init__(self, n_neurons: int, k: int, seq_len: int, key_dtype: torch.dtype = torch.float32):
@@ -75,26 +77,38 @@ class StreamingTopK:
         self.acts = torch.zeros((n_neurons, k, seq_len), dtype=torch.float32)
 
     def offer(self, keys: torch.Tensor, ids: torch.Tensor, acts: torch.Tensor) -> None:
-        """keys: (B, N); ids: (B,); acts: (B, T, N)."""
+        """keys: (B, N); ids: (B,) increasing and above every id offered before; acts: (B, T, N)."""
         keys_t = keys.T
-        rows = (keys_t > self.keys[:, -1:]).any(dim=1).nonzero().squeeze(1)
+        rows = (keys_t > self.keys.amin(dim=1, keepdim=True)).any(dim=1).nonzero().squeeze(1)
         if rows.numel() == 0:
             return
         k = self.k
-        merged = torch.cat([self.keys[rows], keys_t[rows]], dim=1)
-        # A stable sort breaks ties in favour of the earlier excerpt, so results do not depend on batching.
-        new_keys, pos = merged.sort(dim=1, descending=True, stable=True)
-        new_keys, pos = new_keys[:, :k], pos[:, :k]
-        self.keys[rows] = new_keys
-        from_old = pos < k
-        batch_pos = (pos - k).clamp(min=0)
-        self.ids[rows] = torch.where(from_old, self.ids[rows].gather(1, pos.clamp(max=k - 1)), ids[batch_pos])
-        old_acts = self.acts[rows].gather(1, pos.clamp(max=k - 1).unsqueeze(-1).expand(-1, -1, acts.shape[1]))
-        new_acts = acts[batch_pos, :, rows.unsqueeze(1)]  # (R, k, T) without copying the whole batch
-        self.acts[rows] = torch.where(from_old.unsqueeze(-1), old_acts, new_acts)
+        merged_keys = torch.cat([self.keys[rows], keys_t[rows]], dim=1)  # (R, k + B)
+        merged_ids = torch.cat([self.ids[rows], ids.expand(len(rows), -1)], dim=1)
+        # rank by (key desc, id asc): a stable sort by id, then a stable sort by key
+        by_id = merged_ids.argsort(dim=1, stable=True)
+        by_key = merged_keys.gather(1, by_id).argsort(dim=1, descending=True, stable=True)
+        survivors = by_id.gather(1, by_key)[:, :k]
+        kept = torch.zeros_like(merged_keys, dtype=torch.bool).scatter_(1, survivors, True)
+        # every evicted old slot takes one surviving newcomer; both lists are in row-major order
+        evicted = (~kept[:, :k]).nonzero()
+        arrivals = kept[:, k:].nonzero()
+        row = rows[evicted[:, 0]]
+        slot, newcomer = evicted[:, 1], arrivals[:, 1]
+        self.keys[row, slot] = keys_t[row, newcomer]
+        self.ids[row, slot] = ids[newcomer]
+        self.acts[row, slot] = acts[newcomer, :, row]
 
     def filled(self) -> int:
         return int((self.ids[0] >= 0).sum()) if self.ids.shape[0] else 0
+
+    def sorted(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(keys, ids, acts) with each neuron's entries ordered by key, highest first (ties: earlier excerpt)."""
+        by_id = self.ids.argsort(dim=1, stable=True)
+        order = by_id.gather(1, self.keys.gather(1, by_id).argsort(dim=1, descending=True, stable=True))
+        keys, ids = self.keys.gather(1, order), self.ids.gather(1, order)
+        acts = self.acts.gather(1, order.unsqueeze(-1).expand(-1, -1, self.acts.shape[-1]))
+        return keys, ids, acts
 
 
 class Moments:
@@ -185,32 +199,35 @@ class LayerRecorder:
         spec = self.spec
         n_top = self.top.filled()
         n_pool = self.pool.filled()
-        quantile_ids, quantile_acts, boundaries = self._quantile_sample(n_pool)
+        _, top_ids, top_acts = self.top.sorted()
+        _, pool_ids, pool_acts = self.pool.sorted()  # by random priority: any prefix is a uniform sample
+        quantile_ids, quantile_acts, boundaries = self._quantile_sample(pool_ids, pool_acts, n_pool)
         n_random = min(spec.random, n_pool)
         stats = self.moments.finish()
         stats["max"] = self.max.double().numpy()
         return LayerRecords(
             layer=self.layer,
-            top_ids=self.top.ids[:, :n_top].numpy(),
-            top_acts=self.top.acts[:, :n_top].numpy(),
-            random_ids=self.pool.ids[:, :n_random].numpy(),
-            random_acts=self.pool.acts[:, :n_random].numpy(),
+            top_ids=top_ids[:, :n_top].numpy(),
+            top_acts=top_acts[:, :n_top].numpy(),
+            random_ids=pool_ids[:, :n_random].numpy(),
+            random_acts=pool_acts[:, :n_random].numpy(),
             quantile_ids=quantile_ids,
             quantile_acts=quantile_acts,
             quantile_boundaries=boundaries,
             stats=stats,
         )
 
-    def _quantile_sample(self, n_pool: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _quantile_sample(self, pool_ids: torch.Tensor, pool_acts: torch.Tensor,
+                         n_pool: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Split the pool into equal-count bands by max activation; draw `per_band` at random from each."""
         bands = self.spec.quantile_bands
         band_size = n_pool // bands
         per_band = min(self.spec.per_band, band_size)
-        n_neurons = self.pool.ids.shape[0]
+        n_neurons = pool_ids.shape[0]
         if per_band == 0:
             return (np.zeros((n_neurons, bands, 0), np.int64), np.zeros((n_neurons, bands, 0, EXCERPT_TOKENS), np.float32),
                     np.zeros((n_neurons, 0), np.float32))
-        pool_max = self.pool.acts[:, :n_pool].amax(dim=-1)  # (N, P)
+        pool_max = pool_acts[:, :n_pool].amax(dim=-1)  # (N, P)
         sorted_max, order = pool_max.sort(dim=1)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.layer)
         picks = []
@@ -223,8 +240,8 @@ class LayerRecorder:
             picks.append(chosen.gather(1, chosen_max.argsort(dim=1, descending=True)))
         slots = torch.stack(picks, dim=1)  # (N, bands, per_band) indices into the pool
         flat = slots.reshape(n_neurons, -1)
-        ids = self.pool.ids.gather(1, flat).reshape(slots.shape)
-        acts = self.pool.acts.gather(1, flat.unsqueeze(-1).expand(-1, -1, EXCERPT_TOKENS))
+        ids = pool_ids.gather(1, flat).reshape(slots.shape)
+        acts = pool_acts.gather(1, flat.unsqueeze(-1).expand(-1, -1, EXCERPT_TOKENS))
         edges = [band * band_size for band in range(bands)] + [n_pool - 1]
         return ids.numpy(), acts.reshape(*slots.shape, EXCERPT_TOKENS).numpy(), sorted_max[:, edges].numpy()
 
