@@ -61,7 +61,7 @@ class LLMSpec:
     backend: str = "local"  # local (transformers, in-process) or openai (any OpenAI-compatible endpoint)
     model: str = DEFAULT_LLM  # local: a model source like a subject's; openai: the API's model name
     base_url: str = ""  # openai only; empty: the OpenAI API
-    dtype: str = "auto"  # local only: auto = float32 for GGUF files, else bfloat16 where the CPU has native bf16
+    dtype: str = "auto"  # local only: auto = bfloat16 where the CPU has native bf16, else float32
     mode: str = "auto"  # simulator over openai: echo (prompt logprobs), chat (top_logprobs), parse, or auto
     top_logprobs: int = 15  # openai: how many alternatives per position are read (the reference reads 15)
     temperature: float = 1.0

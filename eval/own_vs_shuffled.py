@@ -81,6 +81,7 @@ def main() -> None:
     subject = config.models[0].name
     results = []
     with tempfile.TemporaryDirectory() as tmp:
+        # LLM answers are cached next to the results, so an interrupted evaluation resumes cheaply
         store = Store(Path(tmp) / "eval.duckdb")
         build_excerpts(config, subject, store, log=lambda _: None)
         recording = record_model(config, subject, layers, store, log=lambda _: None)
@@ -97,6 +98,7 @@ def main() -> None:
             llm = CachedLLM(LocalLLM(model, config.path.parent, "auto", 4), LLMCache(store))
             spec = replace(config.explainer, model=model)
             own = explain_neurons(llm, records, spec, config.seed)
+            print(f"{model}: explained {len(own)} neurons in {time.monotonic() - started:.0f}s", flush=True)
             order = derangement(len(own), config.seed)
             shuffled = [Explanation(e.layer, e.neuron, e.sample, own[j].explanation, "") for e, j in zip(own, order)]
             own_scores = scores_of(simulate_neurons(llm, own, by_key), own)
