@@ -81,7 +81,6 @@ def main() -> None:
     subject = config.models[0].name
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        # LLM answers are cached next to the results, so an interrupted evaluation resumes cheaply
         store = Store(Path(tmp) / "eval.duckdb")
         build_excerpts(config, subject, store, log=lambda _: None)
         recording = record_model(config, subject, layers, store, log=lambda _: None)
