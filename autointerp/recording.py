@@ -188,7 +188,7 @@ class LayerRecorder:
     def update(self, acts: torch.Tensor, excerpt_ids: np.ndarray) -> None:
         """acts: (B, T, N) float32 activations of a batch of excerpts."""
         batch, seq, n = acts.shape
-        ids = torch.from_numpy(excerpt_ids)
+        ids = torch.from_numpy(excerpt_ids.astype(np.int64))  # the store holds INTEGER (int32) ids
         excerpt_max = acts.amax(dim=1)  # (B, N)
         self.max = torch.maximum(self.max, excerpt_max.amax(dim=0))
         self.top.offer(excerpt_max, ids, acts)

@@ -22,7 +22,7 @@ def load_excerpts(model_dir, tmp_path, n_excerpts=40):
     corpus = write_corpus(tmp_path / "corpus.jsonl")
     table = make_excerpts(load_tokenizer(source), CorpusSpec(paths=(str(corpus),), max_tokens=64 * n_excerpts),
                           tmp_path, "m", "r", log=lambda _: None)
-    ids = np.asarray(table.column("excerpt_id").to_pylist(), dtype=np.int64)
+    ids = table.column("excerpt_id").to_numpy()  # int32, as the store returns them
     tokens = np.asarray(table.column("token_ids").to_pylist(), dtype=np.int64)
     return source, ids, tokens
 
