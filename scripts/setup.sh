@@ -4,6 +4,11 @@
 # the openai backend as a real OpenAI-compatible endpoint).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Debian packages the tests use: headless Chromium (viewer and Dagster UI screenshots) and a PostgreSQL
+# server (the Dagster instance on PostgreSQL). Needs root; skipped when they are present.
+if ! command -v chromium >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium postgresql >/dev/null
+fi
 python3 -m venv .venv
 pip() { .venv/bin/pip "$@"; }
 pip install -q --upgrade pip
