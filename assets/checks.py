@@ -5,7 +5,9 @@ from typing import Any, Callable
 import dagster as dg
 
 from assets import quality
+from autointerp.config import NeuronSelection
 from autointerp.errors import AutointerpError
+from autointerp.explainer import layer_selected
 from autointerp.llm import llm_name
 from autointerp.store import Store
 from orchestration.partitions import layers_by_model, model_layer_partitions, model_partitions
@@ -13,6 +15,9 @@ from resources import AutointerpSettings, DuckDBStore
 
 
 def _result(reports: list[quality.QualityReport]) -> dg.AssetCheckResult:
+    if not reports:
+        return dg.AssetCheckResult(passed=True, metadata={"rows_checked": 0,
+                                                          "result": "no neuron of these layers is selected (neurons.layers)"})
     failures = [r.summary() for r in reports if not r.passed]
     return dg.AssetCheckResult(
         passed=not failures,
@@ -38,11 +43,18 @@ def excerpts_are_well_formed(context: dg.AssetCheckExecutionContext, store: Duck
 
 
 def _check_layers(context: dg.AssetCheckExecutionContext, store: DuckDBStore,
-                  check: Callable[[Any, str, str, list[int], int], quality.QualityReport]) -> dg.AssetCheckResult:
-    """Run `check(con, model, revision, layers, n_neurons)` for every model in the checked partitions."""
+                  check: Callable[[Any, str, str, list[int], int], quality.QualityReport],
+                  selection: NeuronSelection | None = None) -> dg.AssetCheckResult:
+    """Run `check(con, model, revision, layers, n_neurons)` for every model in the checked partitions.
+
+    With a `selection`, layers outside `neurons.layers` are skipped: nothing is explained there by design.
+    """
     db = store.store()
     reports = []
     for model, layers in layers_by_model(context.partition_keys).items():
+        layers = [layer for layer in layers if selection is None or layer_selected(selection, layer)]
+        if not layers:
+            continue
         revision = _revision(db, model)
         n_neurons = int(db.model_row(model, revision)["n_neurons"])
         with db.connect() as con:
@@ -74,7 +86,7 @@ def explanations_are_valid(context: dg.AssetCheckExecutionContext, settings: Aut
     config = settings.load()
     explainer = llm_name(config.explainer, config.path.parent)
     return _check_layers(context, store, lambda con, m, r, layers, n: quality.check_explanations(
-        con, m, r, layers, explainer))
+        con, m, r, layers, explainer), config.neurons)
 
 
 @_layer_check("simulations", "Simulated values within [0, 10], finite, one per token of the excerpt.")
@@ -83,7 +95,7 @@ def simulations_are_valid(context: dg.AssetCheckExecutionContext, settings: Auto
     config = settings.load()
     names = llm_name(config.explainer, config.path.parent), llm_name(config.simulator, config.path.parent)
     return _check_layers(context, store, lambda con, m, r, layers, n: quality.check_simulations(
-        con, m, r, layers, *names))
+        con, m, r, layers, *names), config.neurons)
 
 
 @_layer_check("scores", "Correlations within [-1, 1] or NULL with a stated reason.")
@@ -91,7 +103,8 @@ def scores_are_valid(context: dg.AssetCheckExecutionContext, settings: Autointer
                      store: DuckDBStore) -> dg.AssetCheckResult:
     config = settings.load()
     names = llm_name(config.explainer, config.path.parent), llm_name(config.simulator, config.path.parent)
-    return _check_layers(context, store, lambda con, m, r, layers, n: quality.check_scores(con, m, r, layers, *names))
+    return _check_layers(context, store, lambda con, m, r, layers, n: quality.check_scores(
+        con, m, r, layers, *names), config.neurons)
 
 
 record_checks = [excerpts_are_well_formed, activation_records_are_valid, neuron_stats_are_valid]

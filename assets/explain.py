@@ -8,9 +8,10 @@ import dagster as dg
 import pandas as pd
 
 from assets import quality
+from assets.metadata import score_metadata
 from autointerp.config import Config
 from autointerp.errors import AutointerpError
-from autointerp.explainer import Explanation, explain_neurons, select_neurons
+from autointerp.explainer import Explanation, explain_neurons, layer_selected, select_neurons
 from autointerp.llm import llm_name
 from autointerp.llm.base import CachedLLM
 from autointerp.progress import Progress
@@ -18,7 +19,7 @@ from autointerp.records import NeuronRecord, load_neuron_records
 from autointerp.scoring import score_neuron
 from autointerp.simulator import simulate_neurons
 from autointerp.store import Replacement, Store
-from orchestration.partitions import layers_by_model, model_layer_partitions
+from orchestration.partitions import layers_by_model, model_layer_key, model_layer_partitions
 from resources import AutointerpSettings, DuckDBStore, LLMs
 
 EXPLAIN_GROUP = "explain"
@@ -53,6 +54,10 @@ def _for_each_layer(context: dg.AssetExecutionContext, config: Config, db: Store
     """Run `work` per (model, layer) of this run, then `write` each model's rows in one transaction."""
     total_rows, neurons_done = 0, 0
     for model, layers in layers_by_model(context.partition_keys).items():
+        layers = [layer for layer in layers if layer_selected(config.neurons, layer)]
+        if not layers:
+            context.log.info(f"{model}: no layer of this run is in neurons.layers {list(config.neurons.layers)}")
+            continue
         revision, n_neurons = _revision(db, model)
         selected = {layer: _neuron_records(db, config, model, revision, n_neurons, layer) for layer in layers}
         progress = Progress(f"{label} {model}", sum(len(r) for r in selected.values()), "neurons", context.log.info)
@@ -145,7 +150,7 @@ def scores(context: dg.AssetExecutionContext, settings: AutointerpSettings, stor
     config, db = settings.load(), store.store()
     explainer, simulator = (llm_name(config.explainer, config.path.parent),
                             llm_name(config.simulator, config.path.parent))
-    all_scores: list[float] = []
+    all_rows: list[dict] = []
 
     def work(model: str, revision: str, layer: int, records: list[NeuronRecord], progress: Progress) -> list[dict]:
         sims = db.query(
@@ -171,9 +176,8 @@ def scores(context: dg.AssetExecutionContext, settings: AutointerpSettings, stor
                          "score_random_only": result.score_random_only, "rsquared": result.rsquared,
                          "absolute_dev_explained": result.absolute_dev_explained, "n_tokens": result.n_tokens,
                          "reason": result.reason})
-            if result.score_top_and_random is not None:
-                all_scores.append(result.score_top_and_random)
             progress.advance(1)
+        all_rows.extend(rows)
         return rows
 
     def write(model: str, revision: str, layers: list[int], frame: pd.DataFrame) -> None:
@@ -182,7 +186,13 @@ def scores(context: dg.AssetExecutionContext, settings: AutointerpSettings, stor
             con, model, revision, layers, explainer, simulator).raise_if_failed())
 
     metadata = _for_each_layer(context, config, db, "scoring", work, write)
-    mean = sum(all_scores) / len(all_scores) if all_scores else None
-    return dg.MaterializeResult(metadata={**metadata, "mean_score_top_and_random": mean,
-                                          "explainer": explainer, "simulator": simulator})
+    frame = pd.DataFrame(all_rows)
+    if len(context.partition_keys) > 1:
+        # A ranged run writes one materialization for all its partitions; each layer's own picture goes
+        # into an observation of that partition.
+        for (model, layer), group in frame.groupby(["model", "layer"]):
+            context.log_event(dg.AssetObservation(asset_key=context.asset_key, partition=model_layer_key(model, layer),
+                                                  metadata=score_metadata(group)))
+    return dg.MaterializeResult(metadata={**metadata, **(score_metadata(frame) if len(frame) else {}), "explainer": explainer,
+                                          "simulator": simulator})
 

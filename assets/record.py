@@ -1,8 +1,11 @@
 """Stage 1, record: excerpts per model, then activation records and neuron stats per (model, layer)."""
 
 import dagster as dg
+import pandas as pd
 
 from assets import quality
+from assets.metadata import stats_metadata
+from assets.subject import subject_model
 from autointerp.errors import AutointerpError, ValidationError
 from autointerp.excerpts import build_excerpts
 from autointerp.recording import record_model, write_recording
@@ -12,7 +15,7 @@ from resources import AutointerpSettings, DuckDBStore
 RECORD_GROUP = "record"
 
 
-@dg.asset(partitions_def=model_partitions, group_name=RECORD_GROUP, kinds={"duckdb"})
+@dg.asset(partitions_def=model_partitions, group_name=RECORD_GROUP, kinds={"duckdb"}, deps=[subject_model])
 def excerpts(context: dg.AssetExecutionContext, settings: AutointerpSettings, store: DuckDBStore) -> dg.MaterializeResult:
     """The corpus cut into 64-token excerpts with this model's tokenizer; registers the model's revision."""
     model = context.partition_key
@@ -86,5 +89,6 @@ def record(context: dg.AssetExecutionContext, settings: AutointerpSettings, stor
     }
     yield dg.MaterializeResult(asset_key="activation_records",
                                metadata={**metadata, "rows": sum(r.records.num_rows for r in summary.values())})
-    yield dg.MaterializeResult(asset_key="neuron_stats",
-                               metadata={**metadata, "rows": sum(r.stats.num_rows for r in summary.values())})
+    stats = pd.concat([r.stats.to_pandas() for r in summary.values()])
+    yield dg.MaterializeResult(asset_key="neuron_stats", metadata={
+        **metadata, "rows": sum(r.stats.num_rows for r in summary.values()), **stats_metadata(stats)})

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from autointerp.errors import ConfigError
+from autointerp.registry import read_registry, registry_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG_PATH = REPO_ROOT / "autointerp.yaml"
@@ -77,11 +78,25 @@ class LLMSpec:
 
 @dataclass(frozen=True)
 class NeuronSelection:
-    """Which neurons of each layer are explained: all, the first `count`, `count` at random, or `ids`."""
+    """Which neurons of each layer are explained: all, the first `count`, `count` at random, or `ids`.
+
+    `layers`: the layers `autointerp run` explains (empty: every layer it records). Recording is one pass
+    for all layers, but explaining costs an LLM call per neuron, so a spread of layers is the usual choice.
+    """
 
     select: str = "random"
     count: int = 4
     ids: tuple[int, ...] = ()
+    layers: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class WatchSpec:
+    """How often the pipeline looks for new model revisions: a sensor every `sensor_interval_s`, and a
+    schedule on `cron` (for deployments that keep sensors off)."""
+
+    cron: str = "0 * * * *"
+    sensor_interval_s: int = 60
 
 
 @dataclass(frozen=True)
@@ -92,6 +107,7 @@ class Config:
     explainer: LLMSpec = field(default_factory=LLMSpec)
     simulator: LLMSpec = field(default_factory=LLMSpec)
     neurons: NeuronSelection = field(default_factory=NeuronSelection)
+    watch: WatchSpec = field(default_factory=WatchSpec)
     seed: int = 0
     path: Path = DEFAULT_CONFIG_PATH  # where it was read from; relative paths resolve next to it
 
@@ -115,30 +131,35 @@ def load_config(path: str | Path | None = None) -> Config:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    return parse_config(raw, path)
+    return parse_config(raw, path, read_registry())
 
 
-def parse_config(raw: Any, path: Path) -> Config:
+def parse_config(raw: Any, path: Path, registered: list[dict] | None = None) -> Config:
+    """`registered`: models added at run time (autointerp.registry), appended to the configured ones."""
+    registered = registered or []
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
     raw = dict(raw)
     models_raw = raw.pop("models", None)
-    if not isinstance(models_raw, list) or not models_raw:
+    if not isinstance(models_raw, list) or not (models_raw or registered):
         raise ConfigError(f"{path}: 'models' must be a non-empty list of {{name, source}} entries")
     models = tuple(_build(ModelSpec, m, f"{path}: models[{i}]") for i, m in enumerate(models_raw))
+    models += tuple(_build(ModelSpec, m, f"{registry_path()}: [{i}]") for i, m in enumerate(registered))
     names = [m.name for m in models]
     for name in names:
         if not _MODEL_NAME.match(name):
             raise ConfigError(f"{path}: model name '{name}' must match {_MODEL_NAME.pattern}")
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
-        raise ConfigError(f"{path}: model names must be unique; repeated: {', '.join(duplicated)}")
+        raise ConfigError(f"{path}: model names must be unique (configured and registered with `autointerp models "
+                          f"add`); repeated: {', '.join(duplicated)}")
     sections = {
         "corpus": _build(CorpusSpec, raw.pop("corpus", {}), f"{path}: corpus"),
         "records": _build(RecordSpec, raw.pop("records", {}), f"{path}: records"),
         "explainer": _build(LLMSpec, raw.pop("explainer", {}), f"{path}: explainer"),
         "simulator": _build(LLMSpec, raw.pop("simulator", {}), f"{path}: simulator"),
         "neurons": _build(NeuronSelection, raw.pop("neurons", {}), f"{path}: neurons"),
+        "watch": _build(WatchSpec, raw.pop("watch", {}), f"{path}: watch"),
     }
     top = _build(_TopLevel, raw, f"{path}")
     config = Config(models=models, seed=top.seed, path=path.resolve(), **sections)
@@ -186,8 +207,10 @@ def _check_values(config: Config) -> None:
         raise ConfigError(f"{where}: neurons.select must be all, first, random or list, got '{selection.select}'")
     if selection.select == "list" and not selection.ids:
         raise ConfigError(f"{where}: neurons.select is list, so neurons.ids must list neuron numbers")
-    if selection.count < 1 or any(i < 0 for i in selection.ids):
-        raise ConfigError(f"{where}: neurons.count must be positive and neurons.ids non-negative")
+    if selection.count < 1 or any(i < 0 for i in (*selection.ids, *selection.layers)):
+        raise ConfigError(f"{where}: neurons.count must be positive, neurons.ids and neurons.layers non-negative")
+    if len(config.watch.cron.split()) != 5 or config.watch.sensor_interval_s < 1:
+        raise ConfigError(f"{where}: watch.cron must be a 5-field cron string and watch.sensor_interval_s positive")
     for m in config.models:
         if m.dtype not in ("float32", "bfloat16", "float16"):
             raise ConfigError(f"{where}: model '{m.name}': dtype must be float32, bfloat16 or float16")

@@ -27,3 +27,7 @@ class StoreError(AutointerpError):
 
 class ValidationError(AutointerpError):
     """Data failed a quality check before it was written."""
+
+
+class ImportFormatError(AutointerpError):
+    """A file to import is not valid JSON or does not have the structure of the format it claims."""

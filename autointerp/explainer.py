@@ -23,8 +23,15 @@ class Explanation:
     completion: str
 
 
+def layer_selected(selection: NeuronSelection, layer: int) -> bool:
+    """Is the layer among `neurons.layers` (every layer when that list is empty)?"""
+    return not selection.layers or layer in selection.layers
+
+
 def select_neurons(selection: NeuronSelection, n_neurons: int, seed: int, layer: int) -> list[int]:
     """The neurons of a layer to explain; `random` is a pure function of (seed, layer)."""
+    if not layer_selected(selection, layer):
+        return []
     if selection.select == "all":
         return list(range(n_neurons))
     if selection.select == "first":

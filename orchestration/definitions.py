@@ -5,11 +5,13 @@ import dagster as dg
 from assets.checks import explain_checks, record_checks
 from assets.explain import explanations, scores, simulations
 from assets.record import excerpts, record
+from assets.subject import subject_model
+from assets.view import neuron_viewer
 from orchestration.partitions import model_layer_partitions, model_partitions
-from orchestration.sensors import configured_models
+from orchestration.sensors import model_revision_check, model_revisions
 from resources import AutointerpSettings, DuckDBStore, LLMs
 
-ASSETS = [excerpts, record, explanations, simulations, scores]
+ASSETS = [subject_model, excerpts, record, explanations, simulations, scores, neuron_viewer]
 CHECKS = [*record_checks, *explain_checks]
 RESOURCES = {"settings": AutointerpSettings(), "store": DuckDBStore(), "llms": LLMs()}
 
@@ -25,5 +27,6 @@ defs = dg.Definitions(
     asset_checks=CHECKS,
     resources=RESOURCES,
     jobs=[excerpts_job, record_job, explain_job],
-    sensors=[configured_models],
+    sensors=[model_revisions],
+    schedules=[model_revision_check],
 )

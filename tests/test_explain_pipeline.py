@@ -7,7 +7,7 @@ import pytest
 
 from autointerp.store import Store
 from orchestration.definitions import ASSETS, CHECKS, RESOURCES
-from orchestration.partitions import register_model
+from orchestration.partitions import model_layer_key, register_model
 from tests.test_pipeline import check_results, run
 
 STAGES = ["explanations", "simulations", "scores"]
@@ -50,3 +50,33 @@ def test_all_four_stages_land_checked_rows_and_a_rerun_makes_no_llm_call(project
     assert metadata(again, "explanations")["llm_calls_made"] == 0
     assert metadata(again, "simulations")["llm_calls_made"] == 0
     assert store.query("SELECT count(*) AS n FROM scores").n[0] == 2  # replaced, not duplicated
+
+
+def test_score_metadata_shows_a_histogram_the_mean_and_the_best_explanations(project, instance):
+    import base64
+    import re
+
+    register_model(instance, "tiny-gpt2", 3)
+    assert run(instance, ["excerpts"], "tiny-gpt2").success
+    result = run(instance, ["activation_records", "neuron_stats", *STAGES], "tiny-gpt2", layers=[1, 2])
+    assert result.success
+    scores = Store.from_home().query("SELECT * FROM scores")
+    shown = metadata(result, "scores")
+    assert shown["neurons_scored"] == 4  # 2 layers x first 2 neurons
+    defined = scores.score_top_and_random.dropna()
+    if len(defined):
+        assert shown["mean_score_top_and_random"] == pytest.approx(defined.mean())
+    png = base64.b64decode(re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", shown["score_histogram"]).group(1))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
+    best = scores.sort_values("score_top_and_random", ascending=False).explanation.iloc[0]
+    assert best.replace("|", "\\|")[:40] in shown["best_explanations"]
+    stats = metadata(result, "neuron_stats")
+    assert "data:image/png;base64," in stats["max_activation_histogram"]
+
+    # The ranged run covered two layers: each partition also carries its own numbers, as an observation.
+    records = instance.fetch_observations(dg.AssetKey("scores"), limit=10).records
+    by_layer = {r.asset_observation.partition: r.asset_observation.metadata for r in records}
+    assert len(by_layer) == 2
+    for key, meta in by_layer.items():
+        assert meta["neurons_scored"].value == 2
+        assert key in (str(model_layer_key("tiny-gpt2", 1)), str(model_layer_key("tiny-gpt2", 2)))

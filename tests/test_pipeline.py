@@ -13,7 +13,7 @@ from autointerp.recording import expected_counts
 from autointerp.store import Store
 from orchestration.definitions import ASSETS, CHECKS, RESOURCES
 from orchestration.partitions import model_layer_key, register_model
-from orchestration.sensors import configured_models
+from orchestration.sensors import model_revisions
 
 RECORDS = ["activation_records", "neuron_stats"]
 
@@ -128,10 +128,13 @@ def test_bad_activations_are_rejected_before_they_land(project, instance, tiny_g
 
 
 def test_the_sensor_turns_configured_models_into_partitions(project, instance):
-    result = configured_models(dg.build_sensor_context(instance=instance))
+    def sense():
+        return model_revisions(dg.build_sensor_context(instance=instance, resources=RESOURCES))
+
+    result = sense()
     requests = {r.partitions_def_name: list(r.partition_keys) for r in result.dynamic_partitions_requests}
     assert sorted(requests["models"]) == ["tiny-gpt2", "tiny-llama"]
     assert requests["layers"] == ["0", "1", "2"]
     register_model(instance, "tiny-gpt2", 3)
     register_model(instance, "tiny-llama", 3)
-    assert isinstance(configured_models(dg.build_sensor_context(instance=instance)), dg.SkipReason)
+    assert not sense().dynamic_partitions_requests  # registered: nothing more to add

@@ -1,0 +1,381 @@
+"""The neuron viewer: a static site built from a real store (tiny GPT-2 recorded through the CLI), checked in
+headless Chromium after its scripts ran, served on 127.0.0.1, and materialized as a Dagster asset."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import threading
+import urllib.request
+from datetime import datetime
+from html.parser import HTMLParser
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from autointerp.errors import AutointerpError
+from autointerp.store import Replacement, Store
+from autointerp.viewer import build_site, make_server, site_dir
+from orchestration.cli import main
+from tests.browser import dump_dom, screenshot
+from tests.conftest import LOCAL_LLM, write_config, write_corpus
+
+MODEL = "tiny-gpt2"
+ARTIFACTS = Path(__file__).parent / "artifacts"
+HOSTILE_TOKEN = "<i>&amp; x\n"  # must reach the page as text, newline shown as a glyph
+HOSTILE_SHOWN = "<i>&amp; x↵"
+EXPLAINER, SIMULATOR = "test:explainer@sha256:0a1b", "test:simulator"
+# (neuron, sample, explanation, score_top_and_random, score_random_only, reason): values we choose, so the pages'
+# content and order can be asserted exactly. Neuron 0's best explanation is sample 1, with markup in it.
+EXPLAINED = [
+    (0, 0, "animals and the places they sleep", 0.25, 0.1, None),
+    (0, 1, 'the words "<b>cat</b>" & dog', 0.75, 0.5, None),
+    (3, 0, "numbers written as words", None, None, "simulated activations are constant"),
+    (5, 0, "colours", -0.2, -0.3, None),
+    (7, 0, "verbs of motion", 0.9, 0.8, None),
+]
+
+
+# --- a store filled by a real record run, plus explanation/simulation/score rows we choose -------------
+
+
+def _fill_llm_stages(store: Store, revision: str) -> None:
+    key = dict(model=MODEL, revision=revision, layer=1)
+    now = datetime(2025, 1, 1)
+    explanations = pd.DataFrame([{**key, "neuron": n, "explainer": EXPLAINER, "sample": s, "explanation": text,
+                                  "completion": f" {text}\n", "created_at": now} for n, s, text, *_ in EXPLAINED])
+    scores = pd.DataFrame([{**key, "neuron": n, "explainer": EXPLAINER, "simulator": SIMULATOR, "sample": s,
+                            "explanation": text, "score_top_and_random": tr, "score_random_only": ro,
+                            "rsquared": None if tr is None else tr - 1, "absolute_dev_explained": None, "n_tokens": 128,
+                            "reason": reason} for n, s, text, tr, ro, reason in EXPLAINED])
+    # Neuron 0 sample 1 simulated on its test-split excerpts (top record 3, random record 2 of 5 top / 4 random).
+    test = store.query("SELECT kind, excerpt_id FROM activation_records WHERE model = ? AND layer = 1 AND neuron = 0 "
+                       "AND ((kind = 'top' AND rank = 3) OR (kind = 'random' AND rank = 2))", [MODEL])
+    simulations = pd.DataFrame([{**key, "neuron": 0, "explainer": EXPLAINER, "simulator": SIMULATOR, "sample": 1,
+                                 "excerpt_id": int(row.excerpt_id), "kind": row.kind,
+                                 "simulated": simulated_values(row.kind)} for row in test.itertuples()])
+    where = {"model": MODEL, "revision": revision}
+    store.replace([Replacement("explanations", where, explanations), Replacement("scores", where, scores),
+                   Replacement("simulations", where, simulations)])
+
+
+def simulated_values(kind: str) -> list[float]:
+    return [round((i % 11) * (1.0 if kind == "top" else 0.5), 2) for i in range(64)]
+
+
+def _peak(store: Store, layer: int, neuron: int) -> tuple[int, int]:
+    """(excerpt_id, token position) of the argmax of the neuron's rank-0 top record, from the store."""
+    row = store.query("SELECT excerpt_id, activations FROM activation_records WHERE model = ? AND layer = ? "
+                      "AND neuron = ? AND kind = 'top' AND rank = 0", [MODEL, layer, neuron]).iloc[0]
+    return int(row.excerpt_id), int(np.argmax(np.asarray(row.activations)))
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory, tiny_gpt2, tiny_llama):
+    """Layers 0-1 of tiny GPT-2 recorded by `autointerp run` into a fresh home; tiny-llama configured, not recorded."""
+    root = tmp_path_factory.mktemp("viewer")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AUTOINTERP_HOME", str(root / "data"))
+        env.setenv("DAGSTER_HOME", str(root / "dagster"))
+        (root / "dagster").mkdir()
+        corpus = write_corpus(root / "corpus.jsonl")
+        env.setenv("AUTOINTERP_CONFIG", str(write_config(root, {MODEL: tiny_gpt2, "tiny-llama": tiny_llama}, corpus,
+                                                         explainer=LOCAL_LLM, simulator=LOCAL_LLM)))
+        assert main(["run", "--model", MODEL, "--layers", "0-1", "--until", "record"]) == 0
+        store = Store.from_home()
+        revision = store.latest_revision(MODEL)
+        _fill_llm_stages(store, revision)
+        # A token with markup and a newline, at the very token the peak marks on neuron 0's page.
+        excerpt, position = _peak(store, 1, 0)
+        store.execute("UPDATE excerpts SET tokens = list_concat(tokens[:?], [?], tokens[? + 2:]) "
+                      "WHERE model = ? AND excerpt_id = ?", [position, HOSTILE_TOKEN, position, MODEL, excerpt])
+        yield store
+
+
+@pytest.fixture(scope="module")
+def site(recorded) -> Path:
+    return build_site(recorded, MODEL, site_dir(MODEL))
+
+
+# --- reading the DOM Chromium dumps (stdlib only) ------------------------------------------------------
+
+
+class Node:
+    def __init__(self, tag: str, attrs: dict[str, str | None], parent: "Node | None"):
+        self.tag, self.attrs, self.parent, self.children = tag, attrs, parent, []
+
+    def text(self) -> str:
+        return "".join(c if isinstance(c, str) else c.text() for c in self.children)
+
+    def classes(self) -> set[str]:
+        return set((self.attrs.get("class") or "").split())
+
+    def find_all(self, tag: str | None = None, cls: str | None = None, **attrs: str) -> list["Node"]:
+        found = []
+        for child in self.children:
+            if isinstance(child, Node):
+                if ((tag is None or child.tag == tag) and (cls is None or cls in child.classes())
+                        and all(child.attrs.get(k.replace("_", "-")) == v for k, v in attrs.items())):
+                    found.append(child)
+                found.extend(child.find_all(tag, cls, **attrs))
+        return found
+
+    def find(self, tag: str | None = None, cls: str | None = None, **attrs: str) -> "Node":
+        found = self.find_all(tag, cls, **attrs)
+        assert len(found) == 1, f"expected one <{tag} class={cls} {attrs}>, found {len(found)}"
+        return found[0]
+
+
+class _TreeBuilder(HTMLParser):
+    VOID = {"meta", "link", "br", "img", "input", "hr", "col", "source", "wbr"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.root = self.current = Node("#document", {}, None)
+
+    def handle_starttag(self, tag, attrs):
+        node = Node(tag, dict(attrs), self.current)
+        self.current.children.append(node)
+        if tag not in self.VOID:
+            self.current = node
+
+    def handle_endtag(self, tag):
+        node = self.current
+        while node is not None and node.tag != tag:
+            node = node.parent
+        if node is not None and node.parent is not None:
+            self.current = node.parent
+
+    def handle_data(self, data):
+        self.current.children.append(data)
+
+
+def dom(url: str) -> Node:
+    builder = _TreeBuilder()
+    builder.feed(dump_dom(url))
+    return builder.root
+
+
+def index_rows(page: Node) -> list[Node]:
+    return page.find("table", id="neurons").find("tbody").find_all("tr")
+
+
+def key(row: Node) -> tuple[int, int]:
+    return int(row.attrs["data-layer"]), int(row.attrs["data-neuron"])
+
+
+# --- the site in a browser ------------------------------------------------------------------------------
+
+
+def test_index_lists_the_recorded_neurons_sorted_by_score_and_filters_by_layer(recorded, site):
+    recorded_neurons = recorded.query("SELECT DISTINCT layer, neuron FROM activation_records WHERE model = ?", [MODEL])
+    assert len(recorded_neurons) == 2 * 128
+    page = dom(site.as_uri())
+    rows = index_rows(page)
+    assert sorted(map(key, rows)) == sorted(zip(recorded_neurons.layer, recorded_neurons.neuron))
+    assert page.find("body").attrs.get("data-ready") == "1"  # the script ran
+
+    # Default order (set by the script; the HTML is written in layer/neuron order): best score descending,
+    # neurons without a score after them in layer/neuron order.
+    best = recorded.query("SELECT layer, neuron, max(score_top_and_random) AS score FROM scores WHERE model = ? "
+                          "GROUP BY layer, neuron HAVING score IS NOT NULL ORDER BY score DESC", [MODEL])
+    expected_top = list(zip(best.layer, best.neuron))
+    assert expected_top == [(1, 7), (1, 0), (1, 5)]
+    assert [key(r) for r in rows[:3]] == expected_top
+    assert [key(r) for r in rows[3:]] == sorted(set(map(key, rows)) - set(expected_top))
+    score_header = next(th for th in page.find_all("th") if th.attrs.get("data-key") == "score")
+    assert score_header.attrs.get("aria-sort") == "descending"
+    assert rows[1].find("td", cls="expl").text() == 'the words "<b>cat</b>" & dog'  # neuron 0's best, as text
+    assert rows[1].find_all("b") == []
+
+    # Sorting by another column, and the layer filter, through the URL.
+    by_max = index_rows(dom(site.as_uri() + "?sort=max&dir=asc&layer=0"))
+    stats = recorded.query("SELECT neuron, max FROM neuron_stats WHERE model = ? AND layer = 0 ORDER BY max, neuron", [MODEL])
+    shown = [r for r in by_max if "hidden" not in r.attrs]
+    assert [key(r) for r in shown] == [(0, int(n)) for n in stats.neuron]
+    assert all(key(r)[0] == 1 for r in by_max if "hidden" in r.attrs) and len(by_max) - len(shown) == 128
+
+
+def test_a_neuron_page_shows_its_explanations_scores_and_heat_maps(recorded, site):
+    page = dom((site.parent / "neurons" / "1-0.html").as_uri())
+    best = recorded.query("SELECT explanation FROM scores WHERE model = ? AND layer = 1 AND neuron = 0 "
+                          "ORDER BY score_top_and_random DESC LIMIT 1", [MODEL]).explanation[0]
+    assert page.find(id="best-explanation").find("span", cls="explanation").text() == best == 'the words "<b>cat</b>" & dog'
+    table_rows = page.find("table", id="explanations").find("tbody").find_all("tr")
+    assert [r.find("span", cls="explanation").text() for r in table_rows] == [
+        'the words "<b>cat</b>" & dog', "animals and the places they sleep"]
+    assert [r.find_all("td")[4].text() for r in table_rows] == ["0.750", "0.250"]
+
+    # The peak: exactly one, in the real row of top record 0, at the argmax computed from the store.
+    excerpt, position = _peak(recorded, 1, 0)
+    peaks = page.find_all("span", cls="peak")
+    assert len(peaks) == 1
+    top0 = page.find("div", cls="excerpt", data_kind="top", data_rank="0")
+    assert top0.attrs["data-excerpt"] == str(excerpt)
+    real = top0.find("div", cls="real").find_all("span", cls="tok")
+    assert real.index(peaks[0]) == position
+    assert peaks[0].text() == HOSTILE_SHOWN  # escaped, newline visible
+    assert peaks[0].attrs["style"] == "--a:1.0"  # the neuron's max: full intensity
+    activations = recorded.query("SELECT activations FROM activation_records WHERE model = ? AND layer = 1 AND neuron = 0 "
+                                 "AND kind = 'top' AND rank = 0", [MODEL]).activations[0]
+    assert np.allclose([float(s.attrs["data-activation"]) for s in real], activations, rtol=1e-5, atol=1e-6)
+
+    # Simulated rows under exactly the test-split excerpts that were simulated (top #3, random #2), same tokens.
+    simulated = {(x.attrs["data-kind"], x.attrs["data-rank"]): x for x in page.find_all("div", cls="excerpt")
+                 if x.find_all("div", cls="sim")}
+    assert set(simulated) == {("top", "3"), ("random", "2")}
+    for (kind, _), excerpt_node in simulated.items():
+        assert "test" in excerpt_node.classes()
+        real_toks = excerpt_node.find("div", cls="real").find_all("span", cls="tok")
+        sim_toks = excerpt_node.find("div", cls="sim").find_all("span", cls="tok")
+        assert [float(s.attrs["data-simulated"]) for s in sim_toks] == simulated_values(kind)
+        assert [s.text() for s in sim_toks] == [s.text() for s in real_toks]
+        assert [s.attrs["style"] for s in sim_toks][:3] == ["--a:0.0", f"--a:{0.1 if kind == 'top' else 0.05}",
+                                                            f"--a:{0.2 if kind == 'top' else 0.1}"]
+    n_records = recorded.query("SELECT kind, count(*) AS n FROM activation_records WHERE model = ? AND layer = 1 "
+                               "AND neuron = 0 AND kind IN ('top', 'random') GROUP BY kind", [MODEL])
+    assert {k: len(page.find(id=k).find_all("div", cls="excerpt")) for k in ("top", "random")} == dict(
+        zip(n_records.kind, n_records.n))
+
+    # A neuron recorded but never explained still has a page.
+    unexplained = dom((site.parent / "neurons" / "0-17.html").as_uri())
+    assert unexplained.find(id="best-explanation").text() == "not explained yet"
+    assert len(unexplained.find_all("span", cls="peak")) == 1
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n" and header[12:16] == b"IHDR"
+    return struct.unpack(">II", header[16:24])
+
+
+def test_screenshots_of_the_index_and_a_neuron_page(site):
+    for name, url, size in [("viewer_index.png", site.as_uri(), (1400, 900)),
+                            ("viewer_neuron.png", (site.parent / "neurons" / "1-0.html").as_uri(), (1400, 1600))]:
+        path = screenshot(url, ARTIFACTS / name, size=size)
+        assert path.stat().st_size > 10_000 and _png_size(path) == size
+
+
+# --- serving ---------------------------------------------------------------------------------------------
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, response.read()
+
+
+def test_the_site_is_served_on_localhost_only(site):
+    server = make_server(site.parent, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        assert host == "127.0.0.1"
+        for name in ("index.html", "neurons/1-0.html"):
+            status, body = _get(f"http://127.0.0.1:{port}/{name}")
+            assert status == 200 and body == (site.parent / name).read_bytes()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_autointerp_view_builds_then_serves_and_no_serve_only_builds(recorded, site, capsys):
+    shutil.rmtree(site.parent)
+    assert main(["view", "--model", MODEL, "--no-serve"]) == 0
+    assert str(site) in capsys.readouterr().out and site.exists()
+
+    command = [str(Path(sys.executable).parent / "autointerp"), "view", "--model", MODEL, "--port", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    try:
+        url = None
+        for line in process.stdout:  # the site path, then the URL it serves
+            match = re.match(r"serving (http://127\.0\.0\.1:\d+/\S+)", line)
+            if match:
+                url = match.group(1)
+                break
+        assert url and url.endswith(f"/{MODEL}/index.html"), process.stderr.read() if process.poll() else url
+        status, body = _get(url)
+        assert status == 200 and b'id="neurons"' in body
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+# --- Dagster ---------------------------------------------------------------------------------------------
+
+
+def test_neuron_viewer_asset_materializes_with_metadata(recorded):
+    from orchestration.definitions import RESOURCES, defs
+    from assets.view import neuron_viewer
+
+    index = site_dir(MODEL) / "index.html"
+    before = index.stat().st_mtime_ns if index.exists() else None
+    with dg.DagsterInstance.get() as instance:  # the instance the CLI run registered the partitions in
+        with dg.partition_loading_context(dynamic_partitions_store=instance):
+            parents = defs.resolve_asset_graph().get_parent_partition_keys_for_child(
+                MODEL, dg.AssetKey("scores"), dg.AssetKey("neuron_viewer"))
+        assert set(parents.partitions_subset.get_partition_keys()) == {f"{layer}|{MODEL}" for layer in range(3)}
+
+        result = dg.materialize([neuron_viewer], partition_key=MODEL, instance=instance, resources=RESOURCES)
+        assert result.success
+        event = result.get_asset_materialization_events()[0]
+        metadata = {k: v.value for k, v in event.materialization.metadata.items()}
+        assert metadata["path"] == str(index.resolve())
+        assert metadata["neurons"] == 256 and metadata["explained"] == 4
+        assert metadata["revision"] == recorded.latest_revision(MODEL)
+        assert index.stat().st_mtime_ns != before  # rebuilt
+        assert instance.get_materialized_partitions(dg.AssetKey("neuron_viewer")) == {MODEL}
+
+        # A configured model with nothing recorded: the step fails with the store's message.
+        instance.add_dynamic_partitions("models", ["tiny-llama"])
+        failed = dg.materialize([neuron_viewer], partition_key="tiny-llama", instance=instance, resources=RESOURCES,
+                                raise_on_error=False)
+        assert not failed.success
+        failure = next(e for e in failed.all_events if e.is_step_failure).step_failure_data.error
+        assert "model 'tiny-llama' is not in the store" in (failure.cause or failure).message
+
+
+# --- bad input and atomicity -----------------------------------------------------------------------------
+
+
+def test_a_model_with_nothing_recorded_gets_a_clear_error_and_no_site(recorded, tmp_path, capsys):
+    out = tmp_path / "site"
+    with pytest.raises(AutointerpError, match=r"model 'ghost' is not in the store .*autointerp run --model ghost"):
+        build_site(recorded, "ghost", out)
+    copy = Store(tmp_path / "copy.duckdb")
+    shutil.copy(recorded.path, copy.path)
+    revision = recorded.latest_revision(MODEL)
+    row = copy.query("SELECT * FROM models WHERE model = ?", [MODEL]).assign(model="empty")
+    copy.replace([Replacement("models", {"model": "empty"}, row)])  # registered, never recorded
+    with pytest.raises(AutointerpError, match=f"model 'empty' @ {re.escape(revision)} has no activation records"):
+        build_site(copy, "empty", out)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".site")]
+
+    assert main(["view", "--model", "ghost", "--no-serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: model 'ghost' is not in the store") and "Traceback" not in err
+
+
+def test_a_failed_rebuild_leaves_the_previous_site_whole(recorded, tmp_path):
+    copy = Store(tmp_path / "copy.duckdb")
+    shutil.copy(recorded.path, copy.path)
+    out = tmp_path / "site"
+    index = build_site(copy, MODEL, out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # Layer 1's records point at an excerpt that is gone: rendering fails after layer 0's pages were written.
+    excerpt, _ = _peak(copy, 1, 0)
+    copy.execute("DELETE FROM excerpts WHERE model = ? AND excerpt_id = ?", [MODEL, excerpt])
+    with pytest.raises(AutointerpError, match=f"excerpt {excerpt} is not in the excerpts table"):
+        build_site(copy, MODEL, out)
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before and index.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".site")]  # no staging left behind
