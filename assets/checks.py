@@ -10,7 +10,7 @@ from autointerp.errors import AutointerpError
 from autointerp.explainer import layer_selected
 from autointerp.llm import llm_name
 from autointerp.store import Store
-from orchestration.partitions import layers_by_model, model_layer_partitions, model_partitions
+from orchestration.partitions import layers_by_model, model_layer_key, model_layer_partitions, model_partitions
 from resources import AutointerpSettings, DuckDBStore
 
 
@@ -51,6 +51,7 @@ def _check_layers(context: dg.AssetCheckExecutionContext, store: DuckDBStore,
     """
     db = store.store()
     reports = []
+    ranged = not context.op_execution_context.has_partition_key  # a run over a range of partitions
     for model, layers in layers_by_model(context.partition_keys).items():
         layers = [layer for layer in layers if selection is None or layer_selected(selection, layer)]
         if not layers:
@@ -58,8 +59,36 @@ def _check_layers(context: dg.AssetCheckExecutionContext, store: DuckDBStore,
         revision = _revision(db, model)
         n_neurons = int(db.model_row(model, revision)["n_neurons"])
         with db.connect() as con:
-            reports.append(check(con, model, revision, layers, n_neurons))
+            if not ranged:
+                reports.append(check(con, model, revision, layers, n_neurons))
+                continue
+            for layer in layers:
+                report = check(con, model, revision, [layer], n_neurons)
+                _log_partition_result(context, report, str(model_layer_key(model, layer)))
+                reports.append(report)
     return _result(reports)
+
+
+def _log_partition_result(context: dg.AssetCheckExecutionContext, report: quality.QualityReport,
+                          partition: str) -> None:
+    """Dagster (1.13) records a multi-partition run's check result without a partition, and automation
+    waits for each partition's blocking checks: so a ranged run also reports each partition's own result."""
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationTargetMaterializationData)
+
+    spec = context.check_specs[0]
+    result = _result([report])
+    # Like Dagster's own evaluations: point at the partition's latest materialization, so the result
+    # counts as "checked the current data".
+    latest = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=spec.asset_key, asset_partitions=[partition]), limit=1).records
+    target = AssetCheckEvaluationTargetMaterializationData(
+        run_id=latest[0].event_log_entry.run_id, storage_id=latest[0].storage_id, timestamp=latest[0].timestamp
+    ) if latest else None
+    context.op_execution_context.log_event(dg.AssetCheckEvaluation(
+        asset_key=spec.asset_key, check_name=spec.name, passed=result.passed, metadata=result.metadata,
+        target_materialization_data=target, severity=dg.AssetCheckSeverity.ERROR, blocking=True,
+        partition=partition))
 
 
 def _layer_check(asset: str, description: str):

@@ -158,10 +158,13 @@ def _stats_rows(store: Store, model: str, revision: str, layer: int) -> dict[int
     return {int(row["neuron"]): row for row in frame.to_dict("records")}
 
 
-def recorded_neurons(store: Store, model: str, revision: str) -> list[tuple[int, int]]:
-    """(layer, neuron) of every neuron with top or random records: the neurons the site shows."""
-    frame = store.query("SELECT DISTINCT layer, neuron FROM activation_records WHERE model = ? AND revision = ? "
-                   "AND kind IN ('top', 'random') ORDER BY layer, neuron", [model, revision])
+def recorded_neurons(store: Store, model: str, revision: str, only_explained: bool = False) -> list[tuple[int, int]]:
+    """(layer, neuron) of every neuron with top or random records (and an explanation, if `only_explained`)."""
+    explained = ("AND (layer, neuron) IN (SELECT (layer, neuron) FROM explanations WHERE model = $model "
+                 "AND revision = $revision)") if only_explained else ""
+    frame = store.query("SELECT DISTINCT layer, neuron FROM activation_records WHERE model = $model "
+                        f"AND revision = $revision AND kind IN ('top', 'random') {explained} ORDER BY layer, neuron",
+                        {"model": model, "revision": revision})
     return [(int(layer), int(neuron)) for layer, neuron in zip(frame.layer, frame.neuron)]
 
 
@@ -221,8 +224,13 @@ def _swap_in(staging: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def build_site(store: Store, model: str, out_dir: Path, revision: str | None = None) -> Path:
-    """Render `model`'s site into `out_dir` (replaced whole, atomically) and return the index path."""
+def build_site(store: Store, model: str, out_dir: Path, revision: str | None = None,
+               only_explained: bool = True) -> Path:
+    """Render `model`'s site into `out_dir` (replaced whole, atomically) and return the index path.
+
+    By default only explained neurons get a page: a page is ~200 KiB, and every neuron of a model is
+    tens of thousands of them (SmolLM2-135M: 46,080 neurons, ~9.5 GiB). `only_explained=False` shows all.
+    """
     if not store.path.exists():
         raise StoreError(f"no store at {store.path}: run `autointerp run --model {model} --until record` first")
     revision = revision or store.latest_revision(model)
@@ -230,7 +238,10 @@ def build_site(store: Store, model: str, out_dir: Path, revision: str | None = N
     if info is None:
         raise StoreError(f"model '{model}'{f' revision {revision}' if revision else ''} is not in the store "
                          f"{store.path}: run `autointerp run --model {model} --until record` first")
-    neurons = recorded_neurons(store, model, revision)
+    neurons = recorded_neurons(store, model, revision, only_explained)
+    if not neurons and only_explained:
+        raise StoreError(f"model '{model}' @ {revision} has no explained neurons in {store.path}: run "
+                         f"`autointerp run --model {model}`, or view every recorded neuron with --all-neurons")
     if not neurons:
         raise StoreError(f"model '{model}' @ {revision} has no activation records in {store.path}: "
                          f"run `autointerp run --model {model} --until record` first")
@@ -314,11 +325,11 @@ def serve(directory: Path, port: int = 8000, open_browser: bool = False, paths: 
 
 
 def view(store: Store, models: Sequence[str], port: int = 8000, serve_site: bool = True,
-         open_browser: bool = False, home: Path | None = None) -> list[Path]:
+         open_browser: bool = False, home: Path | None = None, only_explained: bool = True) -> list[Path]:
     """`autointerp view`: rebuild each model's site from the store, print where it is, and serve them."""
     indexes = []
     for model in models:
-        index = build_site(store, model, site_dir(model, home))
+        index = build_site(store, model, site_dir(model, home), only_explained=only_explained)
         print(f"{model}: {index.resolve()}", flush=True)
         indexes.append(index)
     if serve_site:

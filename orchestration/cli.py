@@ -92,6 +92,10 @@ def run(config: Config, models: Sequence[str], layer_spec: str, until: str) -> N
         for keys, chosen in ((STAGES["record"], layers),
                              ([key for stage in stages[1:] for key in STAGES[stage]], explained)):
             for first, last in contiguous_ranges(chosen) if keys else []:
+                if first == last:  # a single partition: its check results are recorded per partition
+                    _materialize(dg, definitions, RESOURCES, instance, keys,
+                                 partition_key=str(model_layer_key(name, first)))
+                    continue
                 _materialize(dg, definitions, RESOURCES, instance, keys, tags={
                     "dagster/asset_partition_range_start": str(model_layer_key(name, first)),
                     "dagster/asset_partition_range_end": str(model_layer_key(name, last)),
@@ -259,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     view_parser.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0: any free port)")
     view_parser.add_argument("--no-serve", action="store_true", help="only build the site and print its path")
     view_parser.add_argument("--open", action="store_true", help="open the index in a web browser")
+    view_parser.add_argument("--all-neurons", action="store_true",
+                             help="a page for every recorded neuron, not only the explained ones (large)")
     export_parser = commands.add_parser("export", help="write the store as OpenAI neuron_explainer files or Parquet")
     export_parser.add_argument("--format", required=True, choices=["neuron-explainer", "parquet"])
     export_parser.add_argument("--out", required=True, help="output directory")
@@ -279,7 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from autointerp.viewer import view, viewable_models
 
             store = Store.from_home()
-            view(store, args.model or viewable_models(store), args.port, not args.no_serve, args.open)
+            view(store, args.model or viewable_models(store), args.port, not args.no_serve, args.open,
+                 only_explained=not args.all_neurons)
             return 0
         config = load_config(args.config)
         if args.command == "models" and args.models_command:

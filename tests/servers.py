@@ -20,7 +20,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -122,7 +122,7 @@ class Server:
     port: int
     process: subprocess.Popen
     log_path: Path
-    stop_report: StopReport | None = field(default=None)
+    stop_report: StopReport | None = None
 
     @property
     def url(self) -> str:
@@ -158,14 +158,15 @@ def serve(command: Callable[[int], Sequence[str]], ready_path: str, *, cwd: Path
     A port picked free can be taken before the server binds it (other tests run alongside): retried.
     """
     for attempt in range(attempts):
-        server = Server(free_port(), None, log_path)  # type: ignore[arg-type]
-        server.process = start_process(command(server.port), cwd=cwd, env=env, log_path=log_path)
+        log_start = log_path.stat().st_size if log_path.exists() else 0
+        port = free_port()
+        server = Server(port, start_process(command(port), cwd=cwd, env=env, log_path=log_path), log_path)
         try:
             try:
                 wait_until_answers(server, ready_path, startup_timeout)
             except ServerError:
-                lost_race = "address already in use" in tail(log_path, 200).lower()
-                if lost_race and attempt + 1 < attempts and server.process.poll() is not None:
+                output = log_path.read_bytes()[log_start:].decode(errors="replace").lower()
+                if "address already in use" in output and attempt + 1 < attempts and server.process.poll() is not None:
                     continue
                 raise
             yield server

@@ -30,7 +30,7 @@ STAGE_DEPS = {"excerpts": set(), "activation_records": {"excerpts"}, "neuron_sta
               "explanations": {"activation_records"}, "simulations": {"explanations"}, "scores": {"simulations"}}
 GROUPS = {"excerpts": "record", "activation_records": "record", "neuron_stats": "record",
           "explanations": "explain", "simulations": "explain", "scores": "explain"}
-MODEL, RECORDED_LAYERS, N_LAYERS = "tiny-gpt2", ["0", "1"], 3
+MODEL, RECORDED_LAYERS, N_LAYERS = "tiny-gpt2", (0, 1), 3
 # A closed network: no telemetry, and no "join the community" dialog over the graph.
 INSTANCE_YAML = "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
 
@@ -126,7 +126,7 @@ def test_partitions_and_their_metadata(webserver, recorded):
                     for r in node["assetPartitionStatuses"]["ranges"]
                     for layer in range(int(r["primaryDimStartKey"]), int(r["primaryDimEndKey"]) + 1)
                     for model in r["secondaryDim"]["materializedPartitions"]}
-    assert materialized == {(int(layer), MODEL) for layer in RECORDED_LAYERS}
+    assert materialized == {(layer, MODEL) for layer in RECORDED_LAYERS}
     latest = node["latestMaterializationByPartition"]
     assert latest[2] is None  # layer 2 never recorded
     # One run recorded both layers: both partitions point at it, with the run's row count.
@@ -159,15 +159,16 @@ def _checks(server: Server, asset: str) -> dict[str, dict[str, Any]]:
 def test_record_checks_passed_and_explain_checks_have_not_run(webserver, recorded):
     store = duckdb_store(recorded)
     # What each check audits: every excerpt, every (layer, neuron, kind) of records, every neuron's stats.
-    audited = {"excerpts_are_well_formed": "SELECT count(*) FROM excerpts",
-               "activation_records_are_valid": "SELECT count(DISTINCT (layer, neuron, kind)) FROM activation_records",
-               "neuron_stats_are_valid": "SELECT count(*) FROM neuron_stats"}
-    for asset in ("excerpts", "activation_records", "neuron_stats"):
-        [(name, check)] = _checks(webserver, asset).items()
+    audited = {("excerpts", "excerpts_are_well_formed"): "SELECT count(*) FROM excerpts",
+               ("activation_records", "activation_records_are_valid"):
+                   "SELECT count(DISTINCT (layer, neuron, kind)) FROM activation_records",
+               ("neuron_stats", "neuron_stats_are_valid"): "SELECT count(*) FROM neuron_stats"}
+    for (asset, name), sql in audited.items():
+        check = _checks(webserver, asset)[name]
         execution = check["executionForLatestMaterialization"]
         assert check["blocking"] and execution["status"] == "SUCCEEDED" and execution["evaluation"]["success"], check
         metadata = {e["label"]: e.get("intValue") for e in execution["evaluation"]["metadataEntries"]}
-        assert metadata["rows_checked"] == int(store.query(audited[name]).iloc[0, 0]) > 0, name
+        assert metadata["rows_checked"] == int(store.query(sql).iloc[0, 0]) > 0, name
     for asset in ("explanations", "simulations", "scores"):
         for check in _checks(webserver, asset).values():
             assert check["blocking"] and check["executionForLatestMaterialization"] is None

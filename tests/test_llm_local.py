@@ -75,3 +75,21 @@ def test_chat_continues_a_primed_answer(llm):
     assert answers[0].completion_tokens > 0
     again = llm.chat([{"messages": messages, "n": 2, "max_tokens": 12, "temperature": 1.0, "top_p": 1.0, "seed": 1}])
     assert again[0].response == completions  # seeded sampling is reproducible
+
+
+def test_explainer_prompts_reuse_the_kv_of_their_shared_few_shot_prefix(llm):
+    """The second prompt computes only what differs from the first; the answer is the same as without reuse."""
+    first = ActivationRecord(tokens=(" a", " river", " of", " water"), activations=(0.0, 3.0, 0.0, 2.0))
+    second = ActivationRecord(tokens=(" the", " year", " 1990", " ended"), activations=(0.0, 1.0, 4.0, 0.0))
+    requests = [{"messages": build_explainer_messages(EXPLAINER_EXAMPLES, [r]), "max_tokens": 16,
+                 "temperature": 0.0, "seed": 0} for r in (first, second)]
+    fresh = LocalLLM(SMOLLM2, dtype="float32", reuse_prefix=False)
+    expected = [fresh.chat([r])[0].response for r in requests]
+
+    llm._chat_prompt = None
+    llm.chat([requests[0]])
+    ids = llm.tokenizer.apply_chat_template(requests[1]["messages"], tokenize=False, continue_final_message=True)
+    ids = llm.tokenizer(ids, add_special_tokens=False)["input_ids"]
+    reused = llm._shared_prefix_cache(ids)
+    assert reused is not None and len(ids) * 0.5 < reused.get_seq_length() < len(ids)  # most of it is shared
+    assert [llm.chat([r])[0].response for r in requests] == expected

@@ -24,11 +24,17 @@ def instance(home):
         yield instance
 
 
-def run(instance, keys, model, layers=None):
-    selection = dg.AssetSelection.assets(*keys) | dg.AssetSelection.checks_for_assets(*keys)
+def run(instance, keys, model, layers=None, checks_only=False):
+    selection = dg.AssetSelection.checks_for_assets(*keys)
+    if not checks_only:
+        selection = dg.AssetSelection.assets(*keys) | selection
     if layers is None:
         return dg.materialize([*ASSETS, *CHECKS], selection=selection, instance=instance, resources=RESOURCES,
                               partition_key=model, raise_on_error=False)
+    if layers[0] == layers[-1] and not checks_only:  # one partition, as the CLI does (a checks-only run
+        # cannot take a partition key in Dagster 1.13: it has no asset to take the partitioning from)
+        return dg.materialize([*ASSETS, *CHECKS], selection=selection, instance=instance, resources=RESOURCES,
+                              partition_key=str(model_layer_key(model, layers[0])), raise_on_error=False)
     tags = {"dagster/asset_partition_range_start": str(model_layer_key(model, layers[0])),
             "dagster/asset_partition_range_end": str(model_layer_key(model, layers[-1]))}
     return dg.materialize([*ASSETS, *CHECKS], selection=selection, instance=instance, resources=RESOURCES,

@@ -12,7 +12,7 @@ from autointerp.config import load_config
 from autointerp.registry import read_registry
 from autointerp.store import Store
 from orchestration import cli
-from orchestration.definitions import ASSETS, CHECKS, RESOURCES, defs
+from orchestration.definitions import ASSETS, RESOURCES, defs
 from orchestration.sensors import model_revision_check, model_revisions
 from tests.test_explain_pipeline import STAGES, metadata
 from tests.test_pipeline import check_results, run
@@ -114,18 +114,20 @@ def test_new_and_changed_revisions_are_detected_re_recorded_and_compared(project
     apply(instance, changed)
 
     # The UI marks what depends on the model stale.
-    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._core.definitions.data_version import StaleStatus
+    from dagster._utils.test.data_versions import get_stale_status_resolver  # Dagster's own test helper
 
-    resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph())
+    resolver = get_stale_status_resolver(instance, ASSETS)
     assert resolver.get_status(dg.AssetKey("excerpts"), "tiny-gpt2") == StaleStatus.STALE
 
     assert run(instance, ["excerpts"], "tiny-gpt2").success
     # Only the layer recorded before is re-recorded.
-    assert requested(sense(instance))[0] == ("record_job", "1|tiny-gpt2..1|tiny-gpt2")
+    assert [r for r in requested(sense(instance)) if r[0] == "record_job"] == [("record_job", "1|tiny-gpt2..1|tiny-gpt2")]
+    before = dg.evaluate_automation_conditions(defs=defs, instance=instance)  # the automation's starting point
     assert run(instance, ["activation_records", "neuron_stats"], "tiny-gpt2", layers=[1, 1]).success
 
     # 4. Declarative automation requests the explain stage for the re-recorded layer: checks passed.
-    evaluation = dg.evaluate_automation_conditions(defs=[*ASSETS, *CHECKS], instance=instance)
+    evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
     assert "1|tiny-gpt2" in {str(k) for k in evaluation.get_requested_partitions(dg.AssetKey("explanations"))}
     rerun = run(instance, STAGES, "tiny-gpt2", layers=[1, 1])
     assert rerun.success
@@ -197,3 +199,42 @@ def test_an_unreadable_model_is_reported_and_the_others_still_refresh(project, h
     project.write_text(project.read_text().replace(str(tiny_gpt2), str(home / "gone")))
     result = sense(instance)
     assert requested(result) == [("excerpts_job", "tiny-llama")]
+
+
+def test_automation_holds_the_explain_stage_while_a_blocking_check_fails(project, instance):
+    from orchestration.partitions import model_layer_key, register_model
+
+    register_model(instance, "tiny-llama", 3)
+    assert run(instance, ["excerpts"], "tiny-llama").success
+    before = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert run(instance, ["activation_records", "neuron_stats"], "tiny-llama", layers=[0, 0]).success
+    key = str(model_layer_key("tiny-llama", 0))
+    passing = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
+    assert key in {str(k) for k in passing.get_requested_partitions(dg.AssetKey("explanations"))}
+
+    # The same partition, its records now corrupt and its check failed: nothing downstream is requested.
+    Store.from_home().execute("UPDATE activation_records SET activations = list_transform(activations, "
+                              "lambda x: x / 0.0) WHERE layer = 0 AND kind = 'top' AND rank = 1")
+    checks = run(instance, ["activation_records"], "tiny-llama", layers=[0, 0], checks_only=True)
+    assert check_results(checks) == {"activation_records_are_valid": False}
+    failing = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
+    assert key not in {str(k) for k in failing.get_requested_partitions(dg.AssetKey("explanations"))}
+
+
+def test_a_ranged_run_reports_each_partitions_check_result_so_automation_follows(project, instance):
+    """One pass records layers 0-2; each (model, layer) partition still gets its own passed check."""
+    from orchestration.partitions import model_layer_key, register_model
+
+    register_model(instance, "tiny-llama", 3)
+    assert run(instance, ["excerpts"], "tiny-llama").success
+    before = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    result = run(instance, ["activation_records", "neuron_stats"], "tiny-llama", layers=[0, 2])
+    assert result.success
+    partitioned = {(e.event_specific_data.check_name, e.event_specific_data.partition)
+                   for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+                   and e.event_specific_data.partition}
+    keys = [str(model_layer_key("tiny-llama", layer)) for layer in range(3)]
+    assert partitioned == {(name, key) for name in ("activation_records_are_valid", "neuron_stats_are_valid")
+                           for key in keys}
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
+    assert {str(k) for k in after.get_requested_partitions(dg.AssetKey("explanations"))} == set(keys)

@@ -23,7 +23,7 @@ import pytest
 
 from autointerp.errors import AutointerpError
 from autointerp.store import Replacement, Store
-from autointerp.viewer import build_site, make_server, site_dir
+from autointerp.viewer import build_site, make_server, page_name, site_dir
 from orchestration.cli import main
 from tests.browser import dump_dom, screenshot
 from tests.conftest import LOCAL_LLM, write_config, write_corpus
@@ -102,7 +102,7 @@ def recorded(tmp_path_factory, tiny_gpt2, tiny_llama):
 
 @pytest.fixture(scope="module")
 def site(recorded) -> Path:
-    return build_site(recorded, MODEL, site_dir(MODEL))
+    return build_site(recorded, MODEL, site_dir(MODEL), only_explained=False)
 
 
 # --- reading the DOM Chromium dumps (stdlib only) ------------------------------------------------------
@@ -356,8 +356,10 @@ def test_a_model_with_nothing_recorded_gets_a_clear_error_and_no_site(recorded, 
     revision = recorded.latest_revision(MODEL)
     row = copy.query("SELECT * FROM models WHERE model = ?", [MODEL]).assign(model="empty")
     copy.replace([Replacement("models", {"model": "empty"}, row)])  # registered, never recorded
-    with pytest.raises(AutointerpError, match=f"model 'empty' @ {re.escape(revision)} has no activation records"):
+    with pytest.raises(AutointerpError, match=f"model 'empty' @ {re.escape(revision)} has no explained neurons"):
         build_site(copy, "empty", out)
+    with pytest.raises(AutointerpError, match=f"model 'empty' @ {re.escape(revision)} has no activation records"):
+        build_site(copy, "empty", out, only_explained=False)
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".site")]
 
     assert main(["view", "--model", "ghost", "--no-serve"]) == 2
@@ -365,17 +367,25 @@ def test_a_model_with_nothing_recorded_gets_a_clear_error_and_no_site(recorded, 
     assert err.startswith("error: model 'ghost' is not in the store") and "Traceback" not in err
 
 
+def test_by_default_only_explained_neurons_get_a_page(recorded, tmp_path):
+    index = build_site(recorded, MODEL, tmp_path / "site")
+    explained = recorded.query("SELECT DISTINCT layer, neuron FROM explanations WHERE model = ?", [MODEL])
+    pages = sorted(p.name for p in (index.parent / "neurons").glob("*.html"))
+    assert len(explained) > 0 and len(pages) == len(explained)
+    assert pages == sorted(Path(page_name(int(r.layer), int(r.neuron))).name for r in explained.itertuples())
+
+
 def test_a_failed_rebuild_leaves_the_previous_site_whole(recorded, tmp_path):
     copy = Store(tmp_path / "copy.duckdb")
     shutil.copy(recorded.path, copy.path)
     out = tmp_path / "site"
-    index = build_site(copy, MODEL, out)
+    index = build_site(copy, MODEL, out, only_explained=False)
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     # Layer 1's records point at an excerpt that is gone: rendering fails after layer 0's pages were written.
     excerpt, _ = _peak(copy, 1, 0)
     copy.execute("DELETE FROM excerpts WHERE model = ? AND excerpt_id = ?", [MODEL, excerpt])
     with pytest.raises(AutointerpError, match=f"excerpt {excerpt} is not in the excerpts table"):
-        build_site(copy, MODEL, out)
+        build_site(copy, MODEL, out, only_explained=False)
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before and index.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".site")]  # no staging left behind

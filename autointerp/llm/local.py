@@ -35,6 +35,13 @@ def fast_dtype(requested: str = "auto") -> torch.dtype:
     return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
 
 
+def _crop(cache: Any, length: int) -> None:
+    """Keep the first `length` positions of a KV cache (this transformers crops by a negative count)."""
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)
+
+
 class LocalLLM(LLM):
     backend = "local"
 
@@ -51,6 +58,7 @@ class LocalLLM(LLM):
         self.lm = AutoModelForCausalLM.from_pretrained(resolved.location, dtype=self.dtype,
                                                        **resolved.pretrained_kwargs()).eval()
         self._prefix: tuple[str, list[int], Any] | None = None  # (text, ids, KV cache) of the last prefix
+        self._chat_prompt: tuple[list[int], Any] | None = None  # (ids, KV cache) of the last chat prompt
         self._digits = [self._single_token(v) for v in VALUE_STRINGS[:10]]
         self._ten = self._single_token("10", required=False)
 
@@ -67,16 +75,42 @@ class LocalLLM(LLM):
         ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
         torch.manual_seed(request.get("seed", 0))
         sample = request.get("temperature", 1.0) > 0
+        n = request.get("n", 1)
+        cache = self._shared_prefix_cache(ids[0].tolist()) if n == 1 else None
         with torch.inference_mode():
             out = self.lm.generate(
                 ids, max_new_tokens=request.get("max_tokens", 60), do_sample=sample,
                 temperature=request.get("temperature", 1.0) if sample else None,
-                top_p=request.get("top_p", 1.0) if sample else None,
-                num_return_sequences=request.get("n", 1), pad_token_id=self.tokenizer.pad_token_id
-                or self.tokenizer.eos_token_id)
-        new = out[:, ids.shape[1]:]
+                top_p=request.get("top_p", 1.0) if sample else None, num_return_sequences=n,
+                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+                past_key_values=cache, return_dict_in_generate=True)
+        if n == 1 and self.reuse_prefix:
+            _crop(out.past_key_values, ids.shape[1])  # the prompt's KV, for the next prompt that shares a prefix
+            self._chat_prompt = (ids[0].tolist(), out.past_key_values)
+        new = out.sequences[:, ids.shape[1]:]
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return CallResult(texts, prompt_tokens=int(ids.shape[1]), completion_tokens=int(new.numel()))
+
+    def _shared_prefix_cache(self, ids: list[int]) -> Any:
+        """The KV cache of the longest prefix this prompt shares with the previous one, or None.
+
+        Explainer prompts share their few-shot examples (most of their tokens), so every prompt after the
+        first computes only its own part. The last token is always recomputed: generation needs its logits.
+        """
+        if not self.reuse_prefix or self._chat_prompt is None:
+            return None
+        previous, cache = self._chat_prompt
+        shared = 0
+        for a, b in zip(previous, ids):
+            if a != b:
+                break
+            shared += 1
+        shared = min(shared, len(ids) - 1)
+        if shared < 32:  # not worth a copy
+            return None
+        reused = copy.deepcopy(cache)
+        _crop(reused, shared)
+        return reused
 
     # --- slots ----------------------------------------------------------------------------------
 

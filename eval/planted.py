@@ -1,0 +1,300 @@
+"""Planted neurons: do the explainer and simulator recover a concept we wrote into the subject model?
+
+1. The default subject model (the first of the config) is edited so that chosen neurons of one layer fire on
+   known concepts (eval/planting.py: a linear probe fitted on the corpus text AFTER the pipeline's token
+   budget, so the text the pipeline records is held out). The edit is measured: precision and recall of
+   "activation > threshold" against the concept's tokens, on the held-out text.
+2. The edited model is saved with save_pretrained and run through the pipeline's own functions (excerpts,
+   recording, explain, simulate, score) from a config that points at it, with the planted neurons and a few
+   unedited neurons of the same layer (the baseline) selected by `neurons: {select: list}`.
+3. Per neuron: the explanation, whether it names the concept (keywords), its scores; and the scores of the
+   hand-written "true rule" (the ceiling the simulator allows) and of another concept's rule (a floor).
+
+    nice -n 10 .venv/bin/python eval/planted.py [--layer 2] [--concepts digits,months,water,family]
+        [--baselines 2] [--llm MODEL] [--tokens N] [--fit-excerpts 4000]
+
+Writes eval/results/planted.json and prints Markdown tables for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from autointerp.config import DEFAULT_CONFIG_PATH, Config, load_config  # noqa: E402
+from autointerp.corpus import iter_documents, iter_excerpts, resolve_corpus_paths  # noqa: E402
+from autointerp.errors import CorpusError, ModelLoadError  # noqa: E402
+from autointerp.explainer import Explanation, explain_neurons  # noqa: E402
+from autointerp.llm import llm_name  # noqa: E402
+from autointerp.recording import EXCERPT_TOKENS  # noqa: E402
+from autointerp.scoring import NeuronScores  # noqa: E402
+from autointerp.simulator import simulate_neurons  # noqa: E402
+from autointerp.store import Store  # noqa: E402
+from autointerp.subject import describe_model, load_model, load_tokenizer, resolve_source  # noqa: E402
+from eval.common import RESULTS, cached_llm, neuron_scores, record_neurons  # noqa: E402
+from eval.planting import mlp_inputs, neuron_activations, plant, precision_recall  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Concept:
+    name: str
+    words: frozenset[str]  # a token belongs if its text, stripped (and lower-cased unless case_sensitive), is one
+    case_sensitive: bool
+    rule: str  # the "true rule" explanation, written by hand
+    keywords: tuple[str, ...]  # an explanation names the concept if it has one of these words (or its plural)
+
+    def names(self, explanation: str) -> bool:
+        pattern = r"\b(?:" + "|".join(map(re.escape, self.keywords)) + r")(?:s|es)?\b"
+        return re.search(pattern, explanation, flags=re.IGNORECASE) is not None
+
+    def contains(self, token: str) -> bool:
+        return (token.strip() if self.case_sensitive else token.strip().lower()) in self.words
+
+    def token_ids(self, tokenizer: Any) -> list[int]:
+        return [i for i in range(len(tokenizer)) if self.contains(tokenizer.decode([i]))]
+
+
+MONTHS = ("January February March April May June July August September October November December").split()
+# Chosen for their frequency in the default corpus (news + Wikipedia): in its first 100k tokens, digits are
+# 3.7% of tokens (745 of 1562 excerpts), months 0.14% (116), water words 0.12% (88), family words 0.22% (152).
+CONCEPTS = {
+    "digits": Concept("digits", frozenset("0123456789"), True, "digits (0-9) in numbers, years and dates",
+                      ("digit", "number", "numeral", "numeric", "numerical", "year")),
+    "months": Concept("months", frozenset(MONTHS), True, "names of months, such as January, March or September",
+                      ("month", *MONTHS)),
+    "water": Concept("water", frozenset(("water waters sea seas ocean oceans river rivers lake lakes coast coasts "
+                                         "coastal creek creeks waterway waterways").split()), False,
+                     "water and bodies of water, such as sea, ocean, river, lake and coast",
+                     ("water", "sea", "ocean", "river", "lake", "coast", "coastal", "marine", "maritime", "aquatic")),
+    "family": Concept("family", frozenset(("mother mothers father fathers parent parents son sons daughter daughters "
+                                           "wife wives husband husbands brother brothers sister sisters sibling "
+                                           "siblings family families child children").split()), False,
+                      "family members and family words, such as mother, father, son, daughter, wife, husband "
+                      "and children",
+                      ("family", "families", "kin", "kinship", "relative", "mother", "father", "parent", "child",
+                       "children", "son", "daughter", "wife", "wives", "husband", "sibling", "brother", "sister",
+                       "spouse")),
+}
+
+
+def corpus_excerpts(config: Config, tokenizer: Any, budget: int, fit: int) -> np.ndarray:
+    """The `fit` excerpts that follow the pipeline's first `budget` excerpts of the corpus: (fit, 64) token ids."""
+    paths = resolve_corpus_paths(config.corpus.paths, config.path.parent)
+
+    def tokenize(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+
+    rows = [e.token_ids for e in iter_excerpts(iter_documents(paths, config.corpus.text_field), tokenize,
+                                               EXCERPT_TOKENS, (budget + fit) * EXCERPT_TOKENS)][budget:]
+    if len(rows) < fit:
+        raise CorpusError(f"the corpus has {budget + len(rows)} excerpts; fitting the planted neurons on {fit} "
+                          f"excerpts held out from the pipeline's {budget} needs {budget + fit} "
+                          "(lower --fit-excerpts or --tokens)")
+    return np.asarray(rows, dtype=np.int64)
+
+
+def batches(tokens: np.ndarray, size: int = 32) -> Iterator[np.ndarray]:
+    return (tokens[i:i + size] for i in range(0, len(tokens), size))
+
+
+def planted_config(config: Config, model_dir: Path, name: str, neurons: list[int], tokens: int,
+                   llm: str | None, directory: Path) -> Config:
+    """A config file for the edited model: the same corpus, records, seed and LLMs as `config` (or `llm`)."""
+    corpus = asdict(config.corpus)
+    corpus.update(paths=resolve_corpus_paths(config.corpus.paths, config.path.parent), max_tokens=tokens)
+    roles = {role: {**asdict(getattr(config, role)), **({"model": llm, "backend": "local"} if llm else {})}
+             for role in ("explainer", "simulator")}
+    raw = {"seed": config.seed, "models": [{"name": name, "source": str(model_dir), "dtype": "float32"}],
+           "corpus": corpus, "records": asdict(config.records), "neurons": {"select": "list", "ids": neurons}, **roles}
+    path = directory / "autointerp.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return load_config(path)
+
+
+def save_dense(model: Any, tokenizer: Any, directory: Path) -> None:
+    """save_pretrained refuses a model loaded from GGUF. Without GGUF kernels transformers dequantizes it to
+    dense float tensors at load time (that is what we edited), so dropping the quantizer leaves a plain checkpoint."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        if not all(p.is_floating_point() for p in model.parameters()):
+            raise ModelLoadError("the subject model kept packed GGUF weights: planting needs dense ones")
+        quantizer.remove_quantization_config(model)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+
+
+def score_dict(scores: NeuronScores) -> dict[str, float | None]:
+    return {"top_and_random": scores.score_top_and_random, "random_only": scores.score_random_only}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layer", type=int, default=2)
+    parser.add_argument("--concepts", default=",".join(CONCEPTS))
+    parser.add_argument("--baselines", type=int, default=2, help="unedited neurons of the layer, for comparison")
+    parser.add_argument("--llm", help="explainer = simulator (a local model source); default: the config's")
+    parser.add_argument("--tokens", type=int, help="tokens the pipeline records; default: the config's")
+    parser.add_argument("--fit-excerpts", type=int, default=4000, help="excerpts the planting probes are fitted on")
+    parser.add_argument("--out", type=Path, default=RESULTS / "planted.json")
+    args = parser.parse_args()
+    started = time.monotonic()
+    config = load_config(os.environ.get("AUTOINTERP_CONFIG") or DEFAULT_CONFIG_PATH)
+    unknown = sorted(set(args.concepts.split(",")) - set(CONCEPTS))
+    if unknown:
+        parser.error(f"--concepts: unknown {', '.join(unknown)}; known: {', '.join(CONCEPTS)}")
+    concepts = [CONCEPTS[c] for c in args.concepts.split(",")]
+    tokens = args.tokens or config.corpus.max_tokens
+    subject = config.models[0]
+    source = resolve_source(subject.source, config.path.parent)
+    info = describe_model(source)
+    layer = args.layer
+    if not 0 <= layer < info.n_layers:
+        parser.error(f"--layer {layer}: {subject.name} has layers 0-{info.n_layers - 1}")
+
+    # 1. plant: one neuron per concept, probes fitted on text the pipeline will not record
+    tokenizer = load_tokenizer(source)
+    model = load_model(source, "float32")
+    fit_tokens = corpus_excerpts(config, tokenizer, tokens // EXCERPT_TOKENS, args.fit_excerpts)
+    print(f"fitting on {fit_tokens.size:,} tokens after the pipeline's first {tokens:,}", flush=True)
+    x = mlp_inputs(model, layer, batches(fit_tokens))
+    chosen = random.Random(f"{config.seed}/planted/{layer}").sample(range(info.n_neurons), len(concepts) + args.baselines)
+    planted_ids, baseline_ids = chosen[:len(concepts)], sorted(chosen[len(concepts):])
+    concept_ids = {c.name: c.token_ids(tokenizer) for c in concepts}
+    fit = {}
+    for concept, neuron in zip(concepts, planted_ids):
+        is_concept = torch.from_numpy(np.isin(fit_tokens, concept_ids[concept.name]).reshape(-1))
+        result = plant(model, layer, neuron, x, is_concept)
+        fit[neuron] = result
+        print(f"planted '{concept.name}' into layer {layer} neuron {neuron}: {int(is_concept.sum())} concept tokens, "
+              f"fit precision {result.fit_precision:.3f} recall {result.fit_recall:.3f}", flush=True)
+    del x
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(tmp) / "planted-model"
+        save_dense(model, tokenizer, model_dir)
+        del model
+        config_planted = planted_config(config, model_dir, f"{subject.name}-planted", planted_ids + baseline_ids,
+                                        tokens, args.llm, Path(tmp))
+        store = Store(Path(tmp) / "eval.duckdb")
+
+        # 2. the pipeline on the edited model
+        revision, records = record_neurons(config_planted, [layer], store)
+        by_key = {(r.layer, r.neuron): r for r in records}
+        name = config_planted.models[0].name
+        reloaded = load_model(resolve_source(str(model_dir)), "float32")
+        held = np.concatenate([t for _, t in store.iter_excerpt_batches(name, revision, 256)])
+        acts = neuron_activations(reloaded, layer, planted_ids, batches(held))
+        del reloaded
+        held_out = {}
+        for j, (concept, neuron) in enumerate(zip(concepts, planted_ids)):
+            is_concept = torch.from_numpy(np.isin(held, concept_ids[concept.name]).reshape(-1))
+            precision, recall = precision_recall(acts[:, j] > fit[neuron].threshold, is_concept)
+            top = by_key[(layer, neuron)].top
+            held_out[neuron] = {"precision": precision, "recall": recall, "concept_tokens": int(is_concept.sum()),
+                                "concept_excerpts": int(np.isin(held, concept_ids[concept.name]).any(axis=1).sum()),
+                                # the recorded top excerpts peak on a concept token
+                                "top_peaks_in_concept": float(np.mean([concept.contains(
+                                    r.tokens[int(np.argmax(r.activations))]) for r in top]))}
+            print(f"held out ({held.size:,} tokens): '{concept.name}' neuron {neuron} precision {precision:.3f} "
+                  f"recall {recall:.3f}", flush=True)
+
+        # 3. explain, simulate, score: own explanations; true and wrong rules for the planted neurons
+        explainer = cached_llm(config_planted.explainer, config_planted, store)
+        simulator = (explainer if config_planted.simulator == config_planted.explainer
+                     else cached_llm(config_planted.simulator, config_planted, store))
+        targets = [by_key[(layer, n)] for n in planted_ids + baseline_ids]
+        llm_started = time.monotonic()
+        own = explain_neurons(explainer, targets, config_planted.explainer, config_planted.seed)
+        print(f"explained {len(own)} neurons in {time.monotonic() - llm_started:.0f}s", flush=True)
+        true_rules = [Explanation(layer, n, 0, c.rule, "") for c, n in zip(concepts, planted_ids)]
+        wrong_rules = [Explanation(layer, n, 0, concepts[(i + 1) % len(concepts)].rule, "")
+                       for i, n in enumerate(planted_ids)] if len(concepts) > 1 else []
+        # one simulation per set: neuron_scores pools a neuron's simulations by (layer, neuron, sample)
+        scores = [neuron_scores(simulate_neurons(simulator, explained, by_key), explained)
+                  for explained in (own, true_rules, wrong_rules)]
+        llm_seconds = time.monotonic() - llm_started
+        names = {role: llm_name(getattr(config_planted, role), config_planted.path.parent)
+                 for role in ("explainer", "simulator")}
+        own_scores, true_scores, wrong_scores = ({e.neuron: s for e, s in zip(explained, set_scores)}
+                                                 for explained, set_scores in zip((own, true_rules, wrong_rules), scores))
+
+    rows = []
+    for e in own:
+        concept = concepts[planted_ids.index(e.neuron)] if e.neuron in planted_ids else None
+        row: dict[str, Any] = {"layer": layer, "neuron": e.neuron, "kind": "planted" if concept else "baseline",
+                               "concept": concept.name if concept else None, "explanation": e.explanation,
+                               "names_concept": concept.names(e.explanation) if concept else None,
+                               "own": score_dict(own_scores[e.neuron])}
+        if concept:
+            row.update(true_rule=concept.rule, true=score_dict(true_scores[e.neuron]),
+                       wrong_rule=wrong_rules[planted_ids.index(e.neuron)].explanation if wrong_rules else None,
+                       wrong=score_dict(wrong_scores[e.neuron]) if wrong_rules else None,
+                       fit={"precision": fit[e.neuron].fit_precision, "recall": fit[e.neuron].fit_recall},
+                       held_out=held_out[e.neuron], threshold=fit[e.neuron].threshold)
+        rows.append(row)
+    result = {"subject": subject.name, "source": subject.source, "layer": layer, "tokens": tokens,
+              "fit_tokens": int(fit_tokens.size), **names, "neurons": rows,
+              "llm_seconds": llm_seconds, "seconds": time.monotonic() - started}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(markdown(result))
+
+
+def fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    planted = [r for r in result["neurons"] if r["kind"] == "planted"]
+    lines = [f"Subject {result['subject']}, layer {result['layer']}, {result['tokens']:,} tokens recorded; "
+             f"explainer {result['explainer']}, simulator {result['simulator']}.", "",
+             "| neuron | planted concept | held-out precision / recall | top excerpts peaking on it | explanation "
+             "| names it | own: top-and-random | own: random-only | true rule: top-and-random | true rule: random-only "
+             "| another concept's rule: top-and-random |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in result["neurons"]:
+        if r["kind"] == "planted":
+            h = r["held_out"]
+            lines.append(f"| {r['neuron']} | {r['concept']} | {h['precision']:.2f} / {h['recall']:.2f} "
+                         f"| {h['top_peaks_in_concept']:.0%} | {r['explanation']} | {'yes' if r['names_concept'] else 'no'} "
+                         f"| {fmt(r['own']['top_and_random'])} | {fmt(r['own']['random_only'])} "
+                         f"| {fmt(r['true']['top_and_random'])} | {fmt(r['true']['random_only'])} "
+                         f"| {fmt(r['wrong']['top_and_random']) if r['wrong'] else 'n/a'} |")
+        else:
+            lines.append(f"| {r['neuron']} | (unedited) | | | {r['explanation']} | | {fmt(r['own']['top_and_random'])} "
+                         f"| {fmt(r['own']['random_only'])} | | | |")
+
+    def avg(rows: list[dict], *keys: str) -> str:
+        values = [row[keys[0]][keys[1]] for row in rows if row.get(keys[0]) and row[keys[0]][keys[1]] is not None]
+        return fmt(float(np.mean(values))) if values else "n/a"
+
+    baseline = [r for r in result["neurons"] if r["kind"] == "baseline"]
+    lines += ["", "| neurons | n | named the concept | own: top-and-random | true rule | another concept's rule |",
+              "| --- | --- | --- | --- | --- | --- |",
+              f"| planted | {len(planted)} | {sum(bool(r['names_concept']) for r in planted)}/{len(planted)} "
+              f"| {avg(planted, 'own', 'top_and_random')} | {avg(planted, 'true', 'top_and_random')} "
+              f"| {avg(planted, 'wrong', 'top_and_random')} |",
+              f"| unedited (baseline) | {len(baseline)} | | {avg(baseline, 'own', 'top_and_random')} | | |",
+              "", f"Time: {result['seconds'] / 60:.1f} min in all, {result['llm_seconds'] / 60:.1f} min explaining "
+              "and simulating."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
