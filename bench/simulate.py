@@ -5,7 +5,8 @@ Measures, on this machine:
    on recorded neurons of the default subject model;
 2. the all-at-once simulator (every slot of an excerpt from ONE forward pass) against one forward pass
    per token (the naive way; target: at least 10x faster);
-3. the simulator with the few-shot prefix's KV cache reused across excerpts, against recomputing it.
+3. the simulator with the few-shot prefix's KV cache reused across excerpts, against recomputing it;
+4. the explainer with the KV of the prompts' shared few-shot prefix reused, against recomputing it.
 
     .venv/bin/python bench/simulate.py [--neurons 4] [--excerpts 6] [--model embedded:qwen2.5-coder-1.5b-instruct]
 
@@ -33,11 +34,11 @@ import torch  # noqa: E402
 from autointerp.config import DEFAULT_CONFIG_PATH, load_config  # noqa: E402
 from autointerp.excerpts import build_excerpts  # noqa: E402
 from autointerp.explainer import explain_neurons, select_neurons  # noqa: E402
-from autointerp.fewshot import SIMULATOR_EXAMPLES  # noqa: E402
+from autointerp.fewshot import EXPLAINER_EXAMPLES, SIMULATOR_EXAMPLES  # noqa: E402
 from autointerp.llm.base import CachedLLM  # noqa: E402
 from autointerp.llm.cache import LLMCache  # noqa: E402
 from autointerp.llm.local import LocalLLM  # noqa: E402
-from autointerp.prompts import build_simulator_prompt  # noqa: E402
+from autointerp.prompts import build_explainer_messages, build_simulator_prompt  # noqa: E402
 from autointerp.recording import record_model, write_recording  # noqa: E402
 from autointerp.records import load_neuron_records  # noqa: E402
 from autointerp.scoring import score_neuron  # noqa: E402
@@ -119,6 +120,16 @@ def main() -> None:
         _, no_prefix_cache_s = timed(lambda: llm.slots(requests))
         llm.reuse_prefix = True
 
+        # 4: the explainer, whose prompts share their few-shot examples: KV of the shared prefix reused or not
+        chats = [{"messages": build_explainer_messages(EXPLAINER_EXAMPLES, r.train_top()[: llm_spec.examples]),
+                  "max_tokens": 20, "temperature": 0.0, "seed": 0} for r in records]
+        llm._chat_prompt = None
+        llm.chat(chats[:1])
+        _, explain_reuse_s = timed(lambda: llm.chat(chats[1:]))
+        llm.reuse_prefix = False
+        _, explain_fresh_s = timed(lambda: llm.chat(chats[1:]))
+        llm.reuse_prefix = True
+
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"nproc": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -130,6 +141,8 @@ def main() -> None:
         "simulator": {"excerpts": len(requests), "all_at_once_s": all_at_once_s, "one_forward_per_token_s": naive_s,
                       "speedup_all_at_once": naive_s / all_at_once_s, "without_prefix_cache_s": no_prefix_cache_s,
                       "speedup_prefix_cache": no_prefix_cache_s / all_at_once_s},
+        "explainer": {"prompts": len(chats) - 1, "new_tokens": 20, "shared_prefix_reused_s": explain_reuse_s,
+                      "recomputed_s": explain_fresh_s, "speedup_prefix_reuse": explain_fresh_s / explain_reuse_s},
     }
     out = Path(__file__).parent / "results" / "simulate.json"
     out.parent.mkdir(exist_ok=True)
@@ -140,6 +153,9 @@ def main() -> None:
     print(f"simulator on {sim['excerpts']} excerpts: all at once {all_at_once_s:.1f}s, one forward per token "
           f"{naive_s:.1f}s (x{sim['speedup_all_at_once']:.1f}, target >= 10), without the prefix cache "
           f"{no_prefix_cache_s:.1f}s (x{sim['speedup_prefix_cache']:.1f})")
+    ex = result["explainer"]
+    print(f"explainer on {ex['prompts']} prompts (20 new tokens each): shared few-shot prefix reused "
+          f"{explain_reuse_s:.1f}s, recomputed {explain_fresh_s:.1f}s (x{ex['speedup_prefix_reuse']:.1f})")
     print(f"wrote {out}")
 
 

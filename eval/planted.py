@@ -26,7 +26,7 @@ import re
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -43,12 +43,13 @@ from autointerp.errors import CorpusError, ModelLoadError  # noqa: E402
 from autointerp.explainer import Explanation, explain_neurons  # noqa: E402
 from autointerp.llm import llm_name  # noqa: E402
 from autointerp.recording import EXCERPT_TOKENS  # noqa: E402
+from autointerp.records import NeuronRecord  # noqa: E402
 from autointerp.scoring import NeuronScores  # noqa: E402
 from autointerp.simulator import simulate_neurons  # noqa: E402
 from autointerp.store import Store  # noqa: E402
 from autointerp.subject import describe_model, load_model, load_tokenizer, resolve_source  # noqa: E402
 from eval.common import RESULTS, cached_llm, neuron_scores, record_neurons  # noqa: E402
-from eval.planting import mlp_inputs, neuron_activations, plant, precision_recall  # noqa: E402
+from eval.planting import PlantedNeuron, mlp_inputs, neuron_activations, plant, precision_recall  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,83 @@ def score_dict(scores: NeuronScores) -> dict[str, float | None]:
     return {"top_and_random": scores.score_top_and_random, "random_only": scores.score_random_only}
 
 
+def plant_concepts(model: Any, layer: int, concepts: list[Concept], neurons: list[int], fit_tokens: np.ndarray,
+                   concept_ids: dict[str, list[int]]) -> dict[int, PlantedNeuron]:
+    """Neuron i learns concept i from the fit text."""
+    x = mlp_inputs(model, layer, batches(fit_tokens))
+    planted = {}
+    for concept, neuron in zip(concepts, neurons):
+        is_concept = torch.from_numpy(np.isin(fit_tokens, concept_ids[concept.name]).reshape(-1))
+        planted[neuron] = plant(model, layer, neuron, x, is_concept)
+        print(f"planted '{concept.name}' into layer {layer} neuron {neuron}: {int(is_concept.sum())} concept tokens in "
+              f"the fit text, precision {planted[neuron].fit_precision:.3f} recall {planted[neuron].fit_recall:.3f}",
+              flush=True)
+    return planted
+
+
+def held_out_firing(model_dir: Path, held: np.ndarray, layer: int, concepts: list[Concept],
+                    planted: dict[int, PlantedNeuron], concept_ids: dict[str, list[int]],
+                    by_key: dict[tuple[int, int], NeuronRecord]) -> dict[int, dict[str, float]]:
+    """How the saved model's planted neurons fire on the text the pipeline recorded (none of it was fitted on)."""
+    neurons = list(planted)
+    acts = neuron_activations(load_model(resolve_source(str(model_dir)), "float32"), layer, neurons, batches(held))
+    out = {}
+    for j, (concept, neuron) in enumerate(zip(concepts, neurons)):
+        in_concept = np.isin(held, concept_ids[concept.name])
+        precision, recall = precision_recall(acts[:, j] > planted[neuron].threshold,
+                                             torch.from_numpy(in_concept.reshape(-1)))
+        peaks = [concept.contains(r.tokens[int(np.argmax(r.activations))]) for r in by_key[(layer, neuron)].top]
+        out[neuron] = {"precision": precision, "recall": recall, "concept_tokens": int(in_concept.sum()),
+                       "concept_excerpts": int(in_concept.any(axis=1).sum()),
+                       "top_peaks_in_concept": float(np.mean(peaks))}  # recorded top excerpts peaking on the concept
+        print(f"held out ({held.size:,} tokens): '{concept.name}' neuron {neuron} precision {precision:.3f} "
+              f"recall {recall:.3f}", flush=True)
+    return out
+
+
+def explain_and_score(config: Config, store: Store, by_key: dict[tuple[int, int], NeuronRecord], layer: int,
+                      concepts: list[Concept], planted: list[int], baselines: list[int]) -> dict[str, Any]:
+    """Own explanations of every neuron; for the planted ones also the true rule and another concept's rule."""
+    explainer = cached_llm(config.explainer, config, store)
+    simulator = explainer if config.simulator == config.explainer else cached_llm(config.simulator, config, store)
+    started = time.monotonic()
+    own = explain_neurons(explainer, [by_key[(layer, n)] for n in planted + baselines], config.explainer, config.seed)
+    print(f"explained {len(own)} neurons in {time.monotonic() - started:.0f}s", flush=True)
+    sets = {"own": own,
+            "true": [Explanation(layer, n, 0, c.rule, "") for c, n in zip(concepts, planted)],
+            "wrong": [Explanation(layer, n, 0, concepts[(i + 1) % len(concepts)].rule, "")
+                      for i, n in enumerate(planted)] if len(concepts) > 1 else []}
+    # one simulation call per set: neuron_scores pools a neuron's simulations by (layer, neuron, sample)
+    scores = {name: dict(zip((e.neuron for e in explained),
+                             neuron_scores(simulate_neurons(simulator, explained, by_key), explained)))
+              for name, explained in sets.items()}
+    return {"sets": sets, "scores": scores, "seconds": time.monotonic() - started,
+            **{role: llm_name(getattr(config, role), config.path.parent) for role in ("explainer", "simulator")}}
+
+
+def neuron_rows(layer: int, concepts: list[Concept], planted: dict[int, PlantedNeuron], held_out: dict[int, dict],
+                scored: dict[str, Any]) -> list[dict[str, Any]]:
+    planted_ids = list(planted)
+    sets, scores = scored["sets"], scored["scores"]
+    rows = []
+    for e in sets["own"]:
+        concept = concepts[planted_ids.index(e.neuron)] if e.neuron in planted else None
+        row: dict[str, Any] = {"layer": layer, "neuron": e.neuron, "kind": "planted" if concept else "baseline",
+                               "concept": concept.name if concept else None, "explanation": e.explanation,
+                               "names_concept": concept.names(e.explanation) if concept else None,
+                               "own": score_dict(scores["own"][e.neuron])}
+        if concept:
+            wrong = next((w for w in sets["wrong"] if w.neuron == e.neuron), None)
+            row.update(true_rule=concept.rule, true=score_dict(scores["true"][e.neuron]),
+                       wrong_rule=wrong.explanation if wrong else None,
+                       wrong=score_dict(scores["wrong"][e.neuron]) if wrong else None,
+                       threshold=planted[e.neuron].threshold,
+                       fit={"precision": planted[e.neuron].fit_precision, "recall": planted[e.neuron].fit_recall},
+                       held_out=held_out[e.neuron])
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layer", type=int, default=2)
@@ -167,90 +245,33 @@ def main() -> None:
     if not 0 <= layer < info.n_layers:
         parser.error(f"--layer {layer}: {subject.name} has layers 0-{info.n_layers - 1}")
 
-    # 1. plant: one neuron per concept, probes fitted on text the pipeline will not record
     tokenizer = load_tokenizer(source)
     model = load_model(source, "float32")
     fit_tokens = corpus_excerpts(config, tokenizer, tokens // EXCERPT_TOKENS, args.fit_excerpts)
     print(f"fitting on {fit_tokens.size:,} tokens after the pipeline's first {tokens:,}", flush=True)
-    x = mlp_inputs(model, layer, batches(fit_tokens))
-    chosen = random.Random(f"{config.seed}/planted/{layer}").sample(range(info.n_neurons), len(concepts) + args.baselines)
-    planted_ids, baseline_ids = chosen[:len(concepts)], sorted(chosen[len(concepts):])
+    rng = random.Random(f"{config.seed}/planted/{layer}")
+    chosen = rng.sample(range(info.n_neurons), len(concepts) + args.baselines)
+    planted_ids, baselines = chosen[:len(concepts)], sorted(chosen[len(concepts):])
     concept_ids = {c.name: c.token_ids(tokenizer) for c in concepts}
-    fit = {}
-    for concept, neuron in zip(concepts, planted_ids):
-        is_concept = torch.from_numpy(np.isin(fit_tokens, concept_ids[concept.name]).reshape(-1))
-        result = plant(model, layer, neuron, x, is_concept)
-        fit[neuron] = result
-        print(f"planted '{concept.name}' into layer {layer} neuron {neuron}: {int(is_concept.sum())} concept tokens, "
-              f"fit precision {result.fit_precision:.3f} recall {result.fit_recall:.3f}", flush=True)
-    del x
+    planted = plant_concepts(model, layer, concepts, planted_ids, fit_tokens, concept_ids)
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "planted-model"
         save_dense(model, tokenizer, model_dir)
         del model
-        config_planted = planted_config(config, model_dir, f"{subject.name}-planted", planted_ids + baseline_ids,
+        config_planted = planted_config(config, model_dir, f"{subject.name}-planted", planted_ids + baselines,
                                         tokens, args.llm, Path(tmp))
         store = Store(Path(tmp) / "eval.duckdb")
-
-        # 2. the pipeline on the edited model
         revision, records = record_neurons(config_planted, [layer], store)
         by_key = {(r.layer, r.neuron): r for r in records}
-        name = config_planted.models[0].name
-        reloaded = load_model(resolve_source(str(model_dir)), "float32")
-        held = np.concatenate([t for _, t in store.iter_excerpt_batches(name, revision, 256)])
-        acts = neuron_activations(reloaded, layer, planted_ids, batches(held))
-        del reloaded
-        held_out = {}
-        for j, (concept, neuron) in enumerate(zip(concepts, planted_ids)):
-            is_concept = torch.from_numpy(np.isin(held, concept_ids[concept.name]).reshape(-1))
-            precision, recall = precision_recall(acts[:, j] > fit[neuron].threshold, is_concept)
-            top = by_key[(layer, neuron)].top
-            held_out[neuron] = {"precision": precision, "recall": recall, "concept_tokens": int(is_concept.sum()),
-                                "concept_excerpts": int(np.isin(held, concept_ids[concept.name]).any(axis=1).sum()),
-                                # the recorded top excerpts peak on a concept token
-                                "top_peaks_in_concept": float(np.mean([concept.contains(
-                                    r.tokens[int(np.argmax(r.activations))]) for r in top]))}
-            print(f"held out ({held.size:,} tokens): '{concept.name}' neuron {neuron} precision {precision:.3f} "
-                  f"recall {recall:.3f}", flush=True)
+        held = np.concatenate([t for _, t in store.iter_excerpt_batches(config_planted.models[0].name, revision, 256)])
+        held_out = held_out_firing(model_dir, held, layer, concepts, planted, concept_ids, by_key)
+        scored = explain_and_score(config_planted, store, by_key, layer, concepts, planted_ids, baselines)
 
-        # 3. explain, simulate, score: own explanations; true and wrong rules for the planted neurons
-        explainer = cached_llm(config_planted.explainer, config_planted, store)
-        simulator = (explainer if config_planted.simulator == config_planted.explainer
-                     else cached_llm(config_planted.simulator, config_planted, store))
-        targets = [by_key[(layer, n)] for n in planted_ids + baseline_ids]
-        llm_started = time.monotonic()
-        own = explain_neurons(explainer, targets, config_planted.explainer, config_planted.seed)
-        print(f"explained {len(own)} neurons in {time.monotonic() - llm_started:.0f}s", flush=True)
-        true_rules = [Explanation(layer, n, 0, c.rule, "") for c, n in zip(concepts, planted_ids)]
-        wrong_rules = [Explanation(layer, n, 0, concepts[(i + 1) % len(concepts)].rule, "")
-                       for i, n in enumerate(planted_ids)] if len(concepts) > 1 else []
-        # one simulation per set: neuron_scores pools a neuron's simulations by (layer, neuron, sample)
-        scores = [neuron_scores(simulate_neurons(simulator, explained, by_key), explained)
-                  for explained in (own, true_rules, wrong_rules)]
-        llm_seconds = time.monotonic() - llm_started
-        names = {role: llm_name(getattr(config_planted, role), config_planted.path.parent)
-                 for role in ("explainer", "simulator")}
-        own_scores, true_scores, wrong_scores = ({e.neuron: s for e, s in zip(explained, set_scores)}
-                                                 for explained, set_scores in zip((own, true_rules, wrong_rules), scores))
-
-    rows = []
-    for e in own:
-        concept = concepts[planted_ids.index(e.neuron)] if e.neuron in planted_ids else None
-        row: dict[str, Any] = {"layer": layer, "neuron": e.neuron, "kind": "planted" if concept else "baseline",
-                               "concept": concept.name if concept else None, "explanation": e.explanation,
-                               "names_concept": concept.names(e.explanation) if concept else None,
-                               "own": score_dict(own_scores[e.neuron])}
-        if concept:
-            row.update(true_rule=concept.rule, true=score_dict(true_scores[e.neuron]),
-                       wrong_rule=wrong_rules[planted_ids.index(e.neuron)].explanation if wrong_rules else None,
-                       wrong=score_dict(wrong_scores[e.neuron]) if wrong_rules else None,
-                       fit={"precision": fit[e.neuron].fit_precision, "recall": fit[e.neuron].fit_recall},
-                       held_out=held_out[e.neuron], threshold=fit[e.neuron].threshold)
-        rows.append(row)
     result = {"subject": subject.name, "source": subject.source, "layer": layer, "tokens": tokens,
-              "fit_tokens": int(fit_tokens.size), **names, "neurons": rows,
-              "llm_seconds": llm_seconds, "seconds": time.monotonic() - started}
+              "fit_tokens": int(fit_tokens.size), "explainer": scored["explainer"], "simulator": scored["simulator"],
+              "neurons": neuron_rows(layer, concepts, planted, held_out, scored),
+              "llm_seconds": scored["seconds"], "seconds": time.monotonic() - started}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(markdown(result))
@@ -272,7 +293,8 @@ def markdown(result: dict[str, Any]) -> str:
         if r["kind"] == "planted":
             h = r["held_out"]
             lines.append(f"| {r['neuron']} | {r['concept']} | {h['precision']:.2f} / {h['recall']:.2f} "
-                         f"| {h['top_peaks_in_concept']:.0%} | {r['explanation']} | {'yes' if r['names_concept'] else 'no'} "
+                         f"| {h['top_peaks_in_concept']:.0%} | {r['explanation']} "
+                         f"| {'yes' if r['names_concept'] else 'no'} "
                          f"| {fmt(r['own']['top_and_random'])} | {fmt(r['own']['random_only'])} "
                          f"| {fmt(r['true']['top_and_random'])} | {fmt(r['true']['random_only'])} "
                          f"| {fmt(r['wrong']['top_and_random']) if r['wrong'] else 'n/a'} |")

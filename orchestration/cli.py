@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -59,7 +61,11 @@ def dagster_instance():
         home = (default_home() / "dagster").resolve()
         home.mkdir(parents=True, exist_ok=True)
         os.environ["DAGSTER_HOME"] = str(home)
-    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    home = Path(os.environ["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    settings = home / "dagster.yaml"
+    if not settings.exists():  # these machines are offline: no telemetry, no sign-up dialog in the UI
+        settings.write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
     return dg.DagsterInstance.get()
 
 
@@ -70,13 +76,14 @@ def run(config: Config, models: Sequence[str], layer_spec: str, until: str) -> N
     from orchestration.definitions import ASSETS, CHECKS, RESOURCES
     from orchestration.partitions import contiguous_ranges, model_layer_key, register_model
 
-    instance = dagster_instance()
-    print(f"Dagster instance: {os.environ['DAGSTER_HOME']}  (see the runs with: dagster dev -w workspace.yaml)")
+    started = time.monotonic()
     plans = []
     for name in models:  # validate everything before the first run starts
         spec = config.model(name)
         info = describe_model(resolve_source(spec.source, config.path.parent))
         plans.append((name, info, parse_layers(layer_spec, info.n_layers)))
+    instance = dagster_instance()
+    print(f"Dagster instance: {os.environ['DAGSTER_HOME']}  (see the runs with: dagster dev -w workspace.yaml)")
     definitions = [*ASSETS, *CHECKS]
     stages = list(STAGES)[: list(STAGES).index(until) + 1]
     for name, info, layers in plans:
@@ -101,8 +108,16 @@ def run(config: Config, models: Sequence[str], layer_spec: str, until: str) -> N
                     "dagster/asset_partition_range_end": str(model_layer_key(name, last)),
                 })
         print_summary(Store.from_home(), name, layers)
-        if "score" in stages:
+        if "score" in stages and explained:
             print_scores(Store.from_home(), name, explained)
+            _materialize(dg, definitions, RESOURCES, instance, ["neuron_viewer"], partition_key=name)
+            from autointerp.viewer import site_dir
+
+            print(f"\nNeuron viewer: {(site_dir(name) / 'index.html').resolve()}\n"
+                  f"  serve it with: autointerp view --model {name}   (http://127.0.0.1:8000)")
+    from autointerp.progress import format_duration
+
+    print(f"\ndone in {format_duration(time.monotonic() - started)}")
 
 
 def explain_layers(config: Config, layers: list[int]) -> list[int]:
@@ -239,6 +254,8 @@ def interop(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Dagster flags the features we use as beta/preview at import; that is for developers, not users.
+    warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview)")
     parser = argparse.ArgumentParser(prog="autointerp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML config (default: $AUTOINTERP_CONFIG or the repository's autointerp.yaml)")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -298,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             run(config, args.model or [m.name for m in config.models], args.layers, args.until)
     except AutointerpError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever the cause wrote
         return 2
     return 0
 

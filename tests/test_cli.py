@@ -47,6 +47,27 @@ def test_bad_input_gets_one_clear_line_and_no_run(project, home):
     assert not (home / "data" / "autointerp.duckdb").exists()
 
 
+@pytest.mark.parametrize("edit, message", [
+    # a source that does not load
+    (lambda text, home: text.replace("tiny-gpt2\n  source: ", f"tiny-gpt2\n  source: {home}/gone-"),
+     "gone-"),
+    # a revision that cannot be read: a Hub model, and this machine cannot reach the Hub
+    (lambda text, home: text.replace("name: tiny-gpt2\n  source: ", "name: tiny-gpt2\n  source: hf:nobody/missing #"),
+     "nobody/missing"),
+    # a config edited into nonsense
+    (lambda text, home: text + "\nrecords: [1, 2\n", "not valid YAML"),
+    (lambda text, home: text.replace("seed:", "sede:"), "unknown key(s) 'sede'"),
+])
+def test_bad_models_and_configs_get_one_clear_line_and_no_rows(project, home, edit, message):
+    project.write_text(edit(project.read_text(), home))
+    done = cli("run", "--model", "tiny-gpt2", "--until", "record")
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.startswith("error: ") and message in done.stderr and "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr  # one line
+    store = home / "data" / "autointerp.duckdb"
+    assert not store.exists() or Store(store).query("SELECT count(*) AS n FROM activation_records")["n"][0] == 0
+
+
 def test_layer_specs():
     assert parse_layers("all", 4) == [0, 1, 2, 3]
     assert parse_layers("0,2-4", 6) == [0, 2, 3, 4]

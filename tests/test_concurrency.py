@@ -45,14 +45,14 @@ def test_parallel_runs_of_different_layers_all_land(project, home):
             register_model(instance, model, 3)
             assert run(instance, ["excerpts"], model).success
 
-        # Four record runs at once: three single layers of one model and a range of the other.
-        finish([launch("record_job", "tiny-gpt2", layer, layer) for layer in range(3)]
-               + [launch("record_job", "tiny-llama", 0, 2)])
+        # Three record runs at once: a layer and a range of one model, a range of the other.
+        finish([launch("record_job", "tiny-gpt2", 0, 0), launch("record_job", "tiny-gpt2", 1, 2),
+                launch("record_job", "tiny-llama", 0, 2)])
         # Then the LLM stages of two layers at once: both write explanations and the llm_calls cache.
         finish([launch("explain_job", "tiny-gpt2", layer, layer) for layer in (1, 2)])
 
         runs = instance.get_runs()
-        assert len(runs) == 2 + 6 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        assert len(runs) == 2 + 5 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
         parallel = [r for r in runs if r.job_name in ("record_job", "explain_job")]
         for dagster_run in parallel:
             messages = [e.message or "" for e in instance.all_logs(dagster_run.run_id)]
@@ -67,4 +67,4 @@ def test_parallel_runs_of_different_layers_all_land(project, home):
     scores = store.query("SELECT layer, count(*) AS n FROM scores WHERE model = 'tiny-gpt2' GROUP BY layer")
     assert dict(zip(scores.layer, scores.n)) == {1: 2, 2: 2}  # neurons: first 2 of each layer
     calls = store.query("SELECT count(*) AS n, count(DISTINCT key) AS keys FROM llm_calls")
-    assert calls.n[0] == calls.keys[0] > 0  # every answer cached once, none lost or doubled
+    assert calls["n"][0] == calls["keys"][0] > 0  # every answer cached once, none lost or doubled
