@@ -77,12 +77,15 @@ def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
 def explanations(context: dg.AssetExecutionContext, settings: AutointerpSettings, store: DuckDBStore,
                  llms: LLMs) -> dg.MaterializeResult:
     config, db = settings.load(), store.store()
+    context.log.info(f"loading the explainer {config.explainer.backend}:{config.explainer.model}")
     explainer = llms.for_role(config, "explainer", db)
 
     def work(model: str, revision: str, layer: int, records: list[NeuronRecord], progress: Progress) -> list[dict]:
         rows = []
         now = datetime.now(timezone.utc).replace(tzinfo=None)
-        for chunk in _chunks(records, config.explainer.concurrency):
+        # An endpoint answers `concurrency` requests at once; a local model one at a time (progress per neuron).
+        in_flight = config.explainer.concurrency if config.explainer.backend == "openai" else 1
+        for chunk in _chunks(records, in_flight):
             for e in explain_neurons(explainer, chunk, config.explainer, config.seed):
                 rows.append({"model": model, "revision": revision, "layer": layer, "neuron": e.neuron,
                              "explainer": explainer.name, "sample": e.sample, "explanation": e.explanation,
@@ -109,6 +112,7 @@ def _explanations_of(db: Store, model: str, revision: str, layer: int, explainer
 def simulations(context: dg.AssetExecutionContext, settings: AutointerpSettings, store: DuckDBStore,
                 llms: LLMs) -> dg.MaterializeResult:
     config, db = settings.load(), store.store()
+    context.log.info(f"loading the simulator {config.simulator.backend}:{config.simulator.model}")
     simulator = llms.for_role(config, "simulator", db)
     explainer_name = llm_name(config.explainer, config.path.parent)
 

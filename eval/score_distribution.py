@@ -113,7 +113,7 @@ def table(frame: pd.DataFrame) -> tuple[str, list[dict]]:
                          "top_and_random": summarize(part.top_and_random), "random_only": summarize(part.random_only)})
 
     def pct(x: float | None) -> str:
-        return "n/a" if x is None else f"{100 * x:.1f}%"
+        return "n/a" if x is None else f"{100 * x:.1f}%" if x == 0 or x >= 0.01 else f"{100 * x:.2f}%"
 
     def num(x: float | None) -> str:
         return "n/a" if x is None else f"{x:.3f}"
@@ -155,7 +155,8 @@ def interpretation(frame: pd.DataFrame) -> str:
                  f"{', '.join(f'{k} ~{x}' for k, x in EXPLAINER_SCALE.items())}.")
     lines.append("- The comparison is loose by construction: the paper scores all 307,200 neurons of GPT-2 XL with "
                  "GPT-4 as explainer and simulator, and picks top excerpts out of ~50,000; here a 1.5B (or smaller) "
-                 "local model explains a 135M subject, a few neurons per layer, from a 100k-token corpus.")
+                 "local model explains a 135M subject, a few neurons per layer, with top excerpts from ~1,600 "
+                 "(the default 100k-token corpus).")
     return "\n".join(lines)
 
 
