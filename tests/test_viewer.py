@@ -330,7 +330,7 @@ def test_neuron_viewer_asset_materializes_with_metadata(recorded):
         event = result.get_asset_materialization_events()[0]
         metadata = {k: v.value for k, v in event.materialization.metadata.items()}
         assert metadata["path"] == str(index.resolve())
-        assert metadata["neurons"] == 256 and metadata["explained"] == 4
+        assert metadata["neurons"] == 4 and metadata["explained"] == 4  # pages for the explained neurons
         assert metadata["revision"] == recorded.latest_revision(MODEL)
         assert index.stat().st_mtime_ns != before  # rebuilt
         assert instance.get_materialized_partitions(dg.AssetKey("neuron_viewer")) == {MODEL}
