@@ -7,8 +7,9 @@ two rows:
   from the others'; it is scaled so that a typical concept token gets `gain` and the rest fall well below 0,
   where silu is ~0;
 - up: a direction u with u.x ~ 1 on every token (RMS-normalised residuals share a large common component:
-  on SmolLM2-135M's layer 2, u.x is 1.00 +- 0.02 on held-out text), so the activation is ~silu(gate.x): ~`gain` on the concept, ~0 elsewhere, and linear rather than
-  quadratic in the probe's margin (closer to on/off, which is what a "true rule" predicts).
+  on SmolLM2-135M's layer 2, u.x is 1.00 +- 0.02 on held-out text), so the activation is ~silu(gate.x):
+  ~`gain` on the concept, ~0 elsewhere, and linear rather than quadratic in the probe's margin (closer to
+  on/off, which is what a "true rule" predicts).
 The neuron's `down_proj` column is zeroed: it writes nothing back, so the edit cannot leak into later layers
 through it, and every other neuron of the layer, which reads the same x, is untouched.
 """

@@ -34,7 +34,8 @@ from eval.common import RESULTS  # noqa: E402
 # Bills et al. 2023 (GPT-2 XL, GPT-4 explainer and simulator), METHOD.md s.7.
 PAPER = {"mean_top_and_random": 0.151, "mean_random_only": 0.037, "above_0.7": 0.017, "above_0.9": 0.0006}
 EXPLAINER_SCALE = {"GPT-2": 0.03, "GPT-3": 0.065, "GPT-3.5": 0.10, "GPT-4": 0.144, "human contractors": 0.178}
-COLUMNS = ["source", "explainer", "layer", "neuron", "top_and_random", "random_only"]
+COLUMNS = ["source", "explainer", "layer", "neuron", "top_and_random", "random_only", "real"]
+CEILING = "planted.json: planted neurons, true rule"  # not real neurons: the simulator's ceiling
 
 
 def short(llm: str) -> str:
@@ -63,11 +64,13 @@ def from_store(path: Path) -> pd.DataFrame:
     frame["source"] = "store: " + frame.model
     frame["explainer"] = [short(e) if short(e) == short(s) else f"{short(e)} / {short(s)}"
                           for e, s in zip(frame.explainer, frame.simulator)]
+    frame["real"] = True
     return frame[COLUMNS]
 
 
 def from_results(path: Path) -> pd.DataFrame:
-    """Real-neuron scores in an eval results file (own_vs_shuffled.json or planted.json)."""
+    """Scores in an eval results file: own_vs_shuffled.json (real neurons, own explanations) or planted.json
+    (real = its unedited baseline neurons; the planted ones are kept apart, as own explanation and true rule)."""
     data = json.loads(path.read_text())
     rows = []
     if "results" in data:  # own_vs_shuffled: neurons were recorded layer by layer, equally many per layer
@@ -76,16 +79,19 @@ def from_results(path: Path) -> pd.DataFrame:
             scores = result["own_scores"]
             per_layer = len(scores) // len(layers) if len(scores) % len(layers) == 0 else None
             for i, score in enumerate(scores):
-                rows.append({"source": path.stem, "explainer": short(result["model"]),
+                rows.append({"source": f"{path.name}: own explanation", "explainer": short(result["model"]),
                              "layer": layers[i // per_layer] if per_layer else None, "neuron": None,
-                             "top_and_random": score, "random_only": None})
-    else:  # planted: only the unedited baseline neurons are real
+                             "top_and_random": score, "random_only": None, "real": True})
+    else:
         for n in data["neurons"]:
+            common = {"explainer": short(data["explainer"]), "layer": data["layer"], "neuron": n["neuron"]}
             if n["kind"] == "baseline":
-                rows.append({"source": f"{path.stem} baselines", "explainer": short(data["explainer"]),
-                             "layer": data["layer"], "neuron": n["neuron"],
-                             "top_and_random": n["own"]["top_and_random"], "random_only": n["own"]["random_only"]})
-    return pd.DataFrame(rows, columns=COLUMNS)
+                rows.append({**common, "source": f"{path.name}: unedited neurons", "real": True, **n["own"]})
+            else:
+                rows.append({**common, "source": f"{path.name}: planted neurons, own explanation", "real": False,
+                             **n["own"]})
+                rows.append({**common, "source": CEILING, "real": False, **n["true"]})
+    return pd.DataFrame(rows, columns=COLUMNS).astype({"top_and_random": float, "random_only": float})
 
 
 def summarize(values: pd.Series) -> dict[str, float | int | None]:
@@ -132,9 +138,10 @@ def table(frame: pd.DataFrame) -> tuple[str, list[dict]]:
 
 def interpretation(frame: pd.DataFrame) -> str:
     lines = []
-    for (source, explainer), group in frame.groupby(["source", "explainer"], sort=False):
+    for (source, explainer), group in frame[frame.real].groupby(["source", "explainer"], sort=False):
         v = group.top_and_random.dropna().to_numpy(dtype=float)
-        if v.size < 2:
+        if v.size < 5:
+            lines.append(f"- **{source}, {explainer}**: {v.size} neurons, too few for an interval.")
             continue
         lo, hi = bootstrap_mean(v)
         mean = float(v.mean())
@@ -151,6 +158,14 @@ def interpretation(frame: pd.DataFrame) -> str:
             f"{nearest} (~{EXPLAINER_SCALE[nearest]}). "
             f"{int((v > 0.7).sum())} above 0.7, where the paper's rate (1.7%) predicts {expected:.2f}: "
             f"this many neurons cannot resolve the tail.{ro}")
+    ceiling = frame[frame.source == CEILING]
+    if len(ceiling):
+        lines.append(f"- Ceiling: on {len(ceiling)} planted neurons, which fire on their concept and hardly anywhere "
+                     f"else (held-out precision and recall in planted.json), the hand-written true rule scores a "
+                     f"mean of {ceiling.top_and_random.mean():.3f} top-and-random with "
+                     f"{', '.join(sorted(set(ceiling.explainer)))} as the simulator. That is roughly the best this "
+                     "simulator allows, so the real-neuron means above say as much about the simulator as about the "
+                     "explanations.")
     lines.append(f"- The paper's explainer scale (top-and-random mean, GPT-4 simulator): "
                  f"{', '.join(f'{k} ~{x}' for k, x in EXPLAINER_SCALE.items())}.")
     lines.append("- The comparison is loose by construction: the paper scores all 307,200 neurons of GPT-2 XL with "
@@ -166,21 +181,23 @@ def histogram(frame: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=False)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.5), sharey=False)
     bins = np.linspace(-0.5, 1.0, 31)
+    groups = list(frame.groupby(["source", "explainer"], sort=False))
+    colors = dict(zip((key for key, _ in groups), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 5))
     for ax, column, paper, title in ((axes[0], "top_and_random", PAPER["mean_top_and_random"], "top-and-random"),
                                      (axes[1], "random_only", PAPER["mean_random_only"], "random-only")):
-        for (source, explainer), group in frame.groupby(["source", "explainer"], sort=False):
+        for (source, explainer), group in groups:
             values = group[column].dropna().to_numpy(dtype=float)
             if values.size:
-                ax.hist(values, bins=bins, histtype="step", linewidth=1.5,
+                ax.hist(values, bins=bins, histtype="step", linewidth=1.5, color=colors[(source, explainer)],
                         label=f"{source}, {explainer} (n={values.size}, mean {values.mean():.3f})")
         ax.axvline(paper, color="black", linestyle="--", label=f"paper mean {paper} (GPT-4 on GPT-2 XL)")
         ax.set_xlim(bins[0], bins[-1])
         ax.set_title(f"score {title}")
         ax.set_xlabel("correlation (simulated vs real activations)")
         ax.set_ylabel("neurons")
-        ax.legend(fontsize=6, loc="upper right")
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.15))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
