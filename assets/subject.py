@@ -24,14 +24,10 @@ def subject_model(context, settings: AutointerpSettings) -> dg.DataVersionsByPar
         if spec.name not in registered:
             continue  # the sensor registers it first
         try:
-            versions[spec.name] = dg.DataVersion(current_revision(spec.source, config))
+            versions[spec.name] = dg.DataVersion(model_revision(resolve_source(spec.source, config.path.parent)))
         except AutointerpError as exc:
             failures.append(f"{spec.name}: {exc}")
             context.log.error(f"cannot read the revision of model '{spec.name}': {exc}")
     if failures and not versions:
         raise AutointerpError("; ".join(failures))
     return dg.DataVersionsByPartition(versions)
-
-
-def current_revision(source: str, config) -> str:
-    return model_revision(resolve_source(source, config.path.parent))

@@ -13,10 +13,11 @@ from pathlib import Path
 import yaml
 
 from autointerp.errors import ConfigError
+from autointerp.store import default_home
 
 
 def registry_path(home: str | Path | None = None) -> Path:
-    return Path(home or os.environ.get("AUTOINTERP_HOME") or "data") / "models.yaml"
+    return Path(home or default_home()) / "models.yaml"
 
 
 def read_registry(home: str | Path | None = None) -> list[dict]:

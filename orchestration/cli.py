@@ -193,10 +193,9 @@ def manage_models(config: Config, args: argparse.Namespace) -> None:
     from orchestration.partitions import register_model
 
     if args.models_command == "remove":
-        if args.name not in {e.get("name") for e in read_registry()}:
+        if not remove_model(args.name):
             raise AutointerpError(f"'{args.name}' was not added with `autointerp models add` "
                                   f"(models in {config.path} are removed by editing it)")
-        remove_model(args.name)
         print(f"removed {args.name} from {registry_path()}; its rows stay in the store")
         return
     if any(spec.name == args.name for spec in config.models):

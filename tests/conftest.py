@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import random
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import yaml
@@ -85,6 +87,20 @@ def write_config(directory: Path, models: dict[str, str], corpus: Path, max_toke
     path = directory / "autointerp.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+@contextmanager
+def project_env(root: Path, models: dict[str, Path], **sections: dict) -> Iterator[dict[str, str]]:
+    """A project under `root` (a small corpus, a config with `models`), with AUTOINTERP_HOME, DAGSTER_HOME and
+    AUTOINTERP_CONFIG pointing at it for the duration of the block: for module-scoped fixtures."""
+    config = write_config(root, models, write_corpus(root / "corpus.jsonl"), **sections)
+    env = {"AUTOINTERP_HOME": str(root / "data"), "DAGSTER_HOME": str(root / "dagster"),
+           "AUTOINTERP_CONFIG": str(config)}
+    (root / "dagster").mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        yield env
 
 
 @pytest.fixture

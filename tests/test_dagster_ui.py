@@ -18,7 +18,7 @@ import pytest
 
 from autointerp.store import Store
 from browser import _run as run_chromium
-from conftest import save_tiny_model, write_config, write_corpus
+from conftest import project_env, save_tiny_model
 from orchestration.cli import main
 from servers import LOOPBACK, Server, http_post_json, port_is_free, serve, wait_until_answers
 
@@ -40,15 +40,8 @@ def recorded(tmp_path_factory) -> dict[str, str]:
     """A project whose record stage ran for layers 0-1: the environment that points at it."""
     root = tmp_path_factory.mktemp("dagster-ui")
     model = save_tiny_model("gpt2", root / MODEL)
-    config = write_config(root, {MODEL: model}, write_corpus(root / "corpus.jsonl"),
-                          neurons={"select": "first", "count": 2})
-    env = {"AUTOINTERP_HOME": str(root / "data"), "DAGSTER_HOME": str(root / "dagster"),
-           "AUTOINTERP_CONFIG": str(config)}
-    (root / "dagster").mkdir()
-    (root / "dagster" / "dagster.yaml").write_text(INSTANCE_YAML)
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
+    with project_env(root, {MODEL: model}, neurons={"select": "first", "count": 2}) as env:
+        (root / "dagster" / "dagster.yaml").write_text(INSTANCE_YAML)
         assert main(["run", "--model", MODEL, "--layers", "0-1", "--until", "record"]) == 0
     return env
 

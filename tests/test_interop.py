@@ -29,7 +29,7 @@ from autointerp.scoring import score_neuron
 from autointerp.simulator import scored_records
 from autointerp.store import Replacement, Store
 from orchestration.cli import main
-from tests.conftest import LOCAL_LLM, write_config, write_corpus
+from tests.conftest import LOCAL_LLM, project_env
 
 FIXTURES = Path(__file__).parent / "fixtures" / "neuron_explainer"
 
@@ -118,13 +118,7 @@ def their_loads(text: str) -> Any:
 def recorded(tmp_path_factory, tiny_gpt2) -> Path:
     """A DuckDB store with layers 0-1 of tiny-gpt2 recorded by `autointerp run` (tests copy it)."""
     home = tmp_path_factory.mktemp("interop")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AUTOINTERP_HOME", str(home / "data"))
-        mp.setenv("DAGSTER_HOME", str(home / "dagster"))
-        (home / "dagster").mkdir()
-        corpus = write_corpus(home / "corpus.jsonl")
-        mp.setenv("AUTOINTERP_CONFIG", str(write_config(home, {"tiny-gpt2": tiny_gpt2}, corpus, explainer=LOCAL_LLM,
-                                                        simulator=LOCAL_LLM)))
+    with project_env(home, {"tiny-gpt2": tiny_gpt2}, explainer=LOCAL_LLM, simulator=LOCAL_LLM):
         assert main(["run", "--model", "tiny-gpt2", "--layers", "0-1", "--until", "record"]) == 0
     return home / "data" / "autointerp.duckdb"
 

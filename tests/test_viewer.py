@@ -26,7 +26,7 @@ from autointerp.store import Replacement, Store
 from autointerp.viewer import build_site, make_server, page_name, site_dir
 from orchestration.cli import main
 from tests.browser import dump_dom, screenshot
-from tests.conftest import LOCAL_LLM, write_config, write_corpus
+from tests.conftest import LOCAL_LLM, project_env
 
 MODEL = "tiny-gpt2"
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -82,13 +82,7 @@ def _peak(store: Store, layer: int, neuron: int) -> tuple[int, int]:
 def recorded(tmp_path_factory, tiny_gpt2, tiny_llama):
     """Layers 0-1 of tiny GPT-2 recorded by `autointerp run` into a fresh home; tiny-llama configured, not recorded."""
     root = tmp_path_factory.mktemp("viewer")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("AUTOINTERP_HOME", str(root / "data"))
-        env.setenv("DAGSTER_HOME", str(root / "dagster"))
-        (root / "dagster").mkdir()
-        corpus = write_corpus(root / "corpus.jsonl")
-        env.setenv("AUTOINTERP_CONFIG", str(write_config(root, {MODEL: tiny_gpt2, "tiny-llama": tiny_llama}, corpus,
-                                                         explainer=LOCAL_LLM, simulator=LOCAL_LLM)))
+    with project_env(root, {MODEL: tiny_gpt2, "tiny-llama": tiny_llama}, explainer=LOCAL_LLM, simulator=LOCAL_LLM):
         assert main(["run", "--model", MODEL, "--layers", "0-1", "--until", "record"]) == 0
         store = Store.from_home()
         revision = store.latest_revision(MODEL)
