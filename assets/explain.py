@@ -126,7 +126,7 @@ def simulations(context: dg.AssetExecutionContext, settings: AutointerpSettings,
             if (layer, int(neuron)) not in by_neuron:
                 continue
             todo = [Explanation(layer, int(neuron), int(g.sample), g.explanation, "") for g in group.itertuples()]
-            for s in simulate_neurons(simulator, todo, by_neuron):
+            for s in simulate_neurons(simulator, todo, by_neuron, config.simulator.placeholder):
                 rows.append({"model": model, "revision": revision, "layer": layer, "neuron": s.neuron,
                              "explainer": explainer_name, "simulator": simulator.name, "sample": s.sample,
                              "excerpt_id": s.excerpt_id, "kind": s.kind, "simulated": list(s.simulated)})
@@ -140,7 +140,8 @@ def simulations(context: dg.AssetExecutionContext, settings: AutointerpSettings,
             con, model, revision, layers, explainer_name, simulator.name).raise_if_failed())
 
     metadata = _for_each_layer(context, config, db, "simulating", work, write)
-    return dg.MaterializeResult(metadata={**metadata, "simulator": simulator.name, **_cache_metadata(simulator)})
+    return dg.MaterializeResult(metadata={**metadata, "simulator": simulator.name,
+                                          "placeholder": config.simulator.placeholder, **_cache_metadata(simulator)})
 
 
 def _cache_metadata(llm: CachedLLM) -> dict[str, int]:

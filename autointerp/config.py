@@ -64,6 +64,11 @@ class LLMSpec:
     base_url: str = ""  # openai only; empty: the OpenAI API
     dtype: str = "auto"  # local only: auto = bfloat16 where the CPU has native bf16, else float32
     mode: str = "auto"  # simulator over openai: echo (prompt logprobs), chat (top_logprobs), parse, or auto
+    # simulator, all-at-once (local, or openai echo): what stands in each value slot of the target excerpt.
+    # "unknown" is the reference; small models copy it forward and their value distribution after the first
+    # few slots is noise, while "0" (the value almost every token has) lets them break out only where the
+    # explanation applies (README, Evaluation).
+    placeholder: str = "unknown"
     top_logprobs: int = 15  # openai: how many alternatives per position are read (the reference reads 15)
     temperature: float = 1.0
     top_p: float = 1.0
@@ -197,6 +202,11 @@ def _check_values(config: Config) -> None:
             raise ConfigError(f"{where}: {role}.backend must be local or openai, got '{spec.backend}'")
         if spec.mode not in ("auto", "echo", "chat", "parse"):
             raise ConfigError(f"{where}: {role}.mode must be auto, echo, chat or parse, got '{spec.mode}'")
+        if spec.placeholder not in ("unknown", "0"):
+            raise ConfigError(f"{where}: {role}.placeholder must be unknown or 0, got '{spec.placeholder}'")
+        if spec.placeholder != "unknown" and spec.backend == "openai" and spec.mode != "echo":
+            raise ConfigError(f"{where}: {role}.placeholder 0 needs backend local or mode echo: the chat and parse "
+                              "modes ask the model to replace 'unknown'")
         if spec.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ConfigError(f"{where}: {role}.dtype must be auto, float32, bfloat16 or float16")
         for name in ("max_tokens", "samples", "examples", "batch_size", "concurrency", "max_retries", "top_logprobs"):

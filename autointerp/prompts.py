@@ -234,8 +234,10 @@ def simulator_prefix(examples: Sequence[FewShotNeuron]) -> str:
 
 
 def build_simulator_prompt(examples: Sequence[FewShotNeuron], explanation: str, tokens: Sequence[str],
-                           label: str | int | None = None) -> SimulatorPrompt:
-    """The "all at once" simulator prompt for one excerpt; the target defaults to neuron k + 1."""
+                           label: str | int | None = None, placeholder: str = UNKNOWN) -> SimulatorPrompt:
+    """The "all at once" simulator prompt for one excerpt; the target defaults to neuron k + 1.
+
+    `placeholder` is written in every value slot (see LLMSpec.placeholder)."""
     label = _default_label(examples, label)
     body = (f"Neuron {label}\n{_explanation_line(label, explanation, period=False)}\n"
             "Activations:\n<start>\n")
@@ -243,7 +245,7 @@ def build_simulator_prompt(examples: Sequence[FewShotNeuron], explanation: str, 
     for token in tokens:
         body += f"{escape_token(token)}\t"
         slots.append(len(body))
-        body += f"{UNKNOWN}\n"
+        body += f"{placeholder}\n"
     body += "<end>"
     return SimulatorPrompt(simulator_prefix(examples), body, slots)
 

@@ -96,7 +96,8 @@ def main() -> None:
         # 1. end to end
         explanations, explain_s = timed(lambda: explain_neurons(cached, records, llm_spec, config.seed))
         by_key = {(r.layer, r.neuron): r for r in records}
-        simulations, simulate_s = timed(lambda: simulate_neurons(cached, explanations, by_key))
+        simulations, simulate_s = timed(lambda: simulate_neurons(cached, explanations, by_key,
+                                                                   config.simulator.placeholder))
         started = time.perf_counter()
         scores = []
         for e in explanations:
@@ -110,7 +111,8 @@ def main() -> None:
 
         # 2 and 3: the simulator alone, on the same excerpts and explanation
         excerpts = [r for rec in records for r in rec.test_top() + rec.test_random()][: args.excerpts]
-        prompts = [build_simulator_prompt(SIMULATOR_EXAMPLES, explanations[0].explanation, r.tokens) for r in excerpts]
+        prompts = [build_simulator_prompt(SIMULATOR_EXAMPLES, explanations[0].explanation, r.tokens,
+                                          placeholder=config.simulator.placeholder) for r in excerpts]
         requests = [{"prefix": p.prefix, "body": p.body, "slots": p.slots} for p in prompts]
         llm.slots(requests[:1])  # warm-up, and the prefix cache is filled
         _, all_at_once_s = timed(lambda: llm.slots(requests))

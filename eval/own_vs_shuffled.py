@@ -75,8 +75,9 @@ def main() -> None:
             print(f"{model}: explained {len(own)} neurons in {time.monotonic() - started:.0f}s", flush=True)
             order = derangement(len(own), config.seed)
             shuffled = [Explanation(e.layer, e.neuron, e.sample, own[j].explanation, "") for e, j in zip(own, order)]
-            own_scores = scores_of(simulate_neurons(llm, own, by_key), own)
-            shuffled_scores = scores_of(simulate_neurons(llm, shuffled, by_key), shuffled)
+            placeholder = config.simulator.placeholder
+            own_scores = scores_of(simulate_neurons(llm, own, by_key, placeholder), own)
+            shuffled_scores = scores_of(simulate_neurons(llm, shuffled, by_key, placeholder), shuffled)
             seconds = time.monotonic() - started
             results.append({"model": model, "neurons": len(records), "own": mean(own_scores),
                             "shuffled": mean(shuffled_scores), "gap": mean(own_scores) - mean(shuffled_scores),

@@ -44,8 +44,8 @@ from autointerp.explainer import Explanation, explain_neurons  # noqa: E402
 from autointerp.llm import llm_name  # noqa: E402
 from autointerp.recording import EXCERPT_TOKENS  # noqa: E402
 from autointerp.records import NeuronRecord  # noqa: E402
-from autointerp.scoring import NeuronScores  # noqa: E402
-from autointerp.simulator import simulate_neurons  # noqa: E402
+from autointerp.scoring import NeuronScores, score_neuron  # noqa: E402
+from autointerp.simulator import scored_records, simulate_neurons  # noqa: E402
 from autointerp.store import Store  # noqa: E402
 from autointerp.subject import describe_model, load_model, load_tokenizer, resolve_source  # noqa: E402
 from eval.common import RESULTS, cached_llm, neuron_scores, record_neurons  # noqa: E402
@@ -178,6 +178,16 @@ def held_out_firing(model_dir: Path, held: np.ndarray, layer: int, concepts: lis
     return out
 
 
+def rule_applied_exactly(concept: Concept, record: NeuronRecord) -> NeuronScores:
+    """The true rule's score with a simulator that follows it perfectly (10 on concept tokens, 0 elsewhere),
+    on the same test excerpts: the ceiling the LLM simulator's "true rule" score is measured against."""
+    parts: dict[str, tuple[list, list]] = {"top": ([], []), "random": ([], [])}
+    for kind, r in scored_records(record):
+        parts[kind][0].append(r.activations)
+        parts[kind][1].append(tuple(10.0 if concept.contains(t) else 0.0 for t in r.tokens))
+    return score_neuron(*parts["top"], *parts["random"])
+
+
 def explain_and_score(config: Config, store: Store, by_key: dict[tuple[int, int], NeuronRecord], layer: int,
                       concepts: list[Concept], planted: list[int], baselines: list[int]) -> dict[str, Any]:
     """Own explanations of every neuron; for the planted ones also the true rule and another concept's rule."""
@@ -192,14 +202,15 @@ def explain_and_score(config: Config, store: Store, by_key: dict[tuple[int, int]
                       for i, n in enumerate(planted)] if len(concepts) > 1 else []}
     # one simulation call per set: neuron_scores pools a neuron's simulations by (layer, neuron, sample)
     scores = {name: dict(zip((e.neuron for e in explained),
-                             neuron_scores(simulate_neurons(simulator, explained, by_key), explained)))
+                             neuron_scores(simulate_neurons(simulator, explained, by_key, config.simulator.placeholder),
+                                           explained)))
               for name, explained in sets.items()}
     return {"sets": sets, "scores": scores, "seconds": time.monotonic() - started,
             **{role: llm_name(getattr(config, role), config.path.parent) for role in ("explainer", "simulator")}}
 
 
 def neuron_rows(layer: int, concepts: list[Concept], planted: dict[int, PlantedNeuron], held_out: dict[int, dict],
-                scored: dict[str, Any]) -> list[dict[str, Any]]:
+                scored: dict[str, Any], by_key: dict[tuple[int, int], NeuronRecord]) -> list[dict[str, Any]]:
     planted_ids = list(planted)
     sets, scores = scored["sets"], scored["scores"]
     rows = []
@@ -212,6 +223,7 @@ def neuron_rows(layer: int, concepts: list[Concept], planted: dict[int, PlantedN
         if concept:
             wrong = next((w for w in sets["wrong"] if w.neuron == e.neuron), None)
             row.update(true_rule=concept.rule, true=score_dict(scores["true"][e.neuron]),
+                       exact=score_dict(rule_applied_exactly(concept, by_key[(layer, e.neuron)])),
                        wrong_rule=wrong.explanation if wrong else None,
                        wrong=score_dict(scores["wrong"][e.neuron]) if wrong else None,
                        threshold=planted[e.neuron].threshold,
@@ -270,7 +282,7 @@ def main() -> None:
 
     result = {"subject": subject.name, "source": subject.source, "layer": layer, "tokens": tokens,
               "fit_tokens": int(fit_tokens.size), "explainer": scored["explainer"], "simulator": scored["simulator"],
-              "neurons": neuron_rows(layer, concepts, planted, held_out, scored),
+              "neurons": neuron_rows(layer, concepts, planted, held_out, scored, by_key),
               "llm_seconds": scored["seconds"], "seconds": time.monotonic() - started}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
@@ -287,8 +299,8 @@ def markdown(result: dict[str, Any]) -> str:
              f"explainer {result['explainer']}, simulator {result['simulator']}.", "",
              "| neuron | planted concept | held-out precision / recall | top excerpts peaking on it | explanation "
              "| names it | own: top-and-random | own: random-only | true rule: top-and-random | true rule: random-only "
-             "| another concept's rule: top-and-random |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| another concept's rule: top-and-random | true rule applied exactly: top-and-random |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in result["neurons"]:
         if r["kind"] == "planted":
             h = r["held_out"]
@@ -297,22 +309,24 @@ def markdown(result: dict[str, Any]) -> str:
                          f"| {'yes' if r['names_concept'] else 'no'} "
                          f"| {fmt(r['own']['top_and_random'])} | {fmt(r['own']['random_only'])} "
                          f"| {fmt(r['true']['top_and_random'])} | {fmt(r['true']['random_only'])} "
-                         f"| {fmt(r['wrong']['top_and_random']) if r['wrong'] else 'n/a'} |")
+                         f"| {fmt(r['wrong']['top_and_random']) if r['wrong'] else 'n/a'} "
+                         f"| {fmt(r['exact']['top_and_random'])} |")
         else:
             lines.append(f"| {r['neuron']} | (unedited) | | | {r['explanation']} | | {fmt(r['own']['top_and_random'])} "
-                         f"| {fmt(r['own']['random_only'])} | | | |")
+                         f"| {fmt(r['own']['random_only'])} | | | | |")
 
     def avg(rows: list[dict], *keys: str) -> str:
         values = [row[keys[0]][keys[1]] for row in rows if row.get(keys[0]) and row[keys[0]][keys[1]] is not None]
         return fmt(float(np.mean(values))) if values else "n/a"
 
     baseline = [r for r in result["neurons"] if r["kind"] == "baseline"]
-    lines += ["", "| neurons | n | named the concept | own: top-and-random | true rule | another concept's rule |",
-              "| --- | --- | --- | --- | --- | --- |",
+    lines += ["", "| neurons | n | named the concept | own: top-and-random | true rule | another concept's rule "
+              "| true rule applied exactly |",
+              "| --- | --- | --- | --- | --- | --- | --- |",
               f"| planted | {len(planted)} | {sum(bool(r['names_concept']) for r in planted)}/{len(planted)} "
               f"| {avg(planted, 'own', 'top_and_random')} | {avg(planted, 'true', 'top_and_random')} "
-              f"| {avg(planted, 'wrong', 'top_and_random')} |",
-              f"| unedited (baseline) | {len(baseline)} | | {avg(baseline, 'own', 'top_and_random')} | | |",
+              f"| {avg(planted, 'wrong', 'top_and_random')} | {avg(planted, 'exact', 'top_and_random')} |",
+              f"| unedited (baseline) | {len(baseline)} | | {avg(baseline, 'own', 'top_and_random')} | | | |",
               "", f"Time: {result['seconds'] / 60:.1f} min in all, {result['llm_seconds'] / 60:.1f} min explaining "
               "and simulating."]
     return "\n".join(lines)

@@ -20,6 +20,22 @@ WORDS = ("the a cat dog runs sleeps on under red blue big small house tree river
          "and or but if then when where why how who what one two three four five six seven eight nine ten").split()
 
 
+@pytest.fixture(autouse=True)
+def no_dagster_instance_left_entered():
+    """Fail the test that leaves a Dagster instance entered (e.g. an evaluation context never closed).
+
+    An entered instance sets Dagster's current defs-state storage, which holds only a weak reference to it;
+    once the instance is collected, every later `materialize` in this process fails far from the cause.
+    """
+    import gc
+
+    from dagster._core.storage.defs_state.base import DefsStateStorage
+
+    yield
+    gc.collect()  # an unclosed context closes when collected, and then restores a stale storage
+    assert DefsStateStorage.get() is None, "this test left a Dagster instance entered: use `with` on the context"
+
+
 def make_tokenizer():
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast

@@ -55,6 +55,9 @@ def test_the_config_path_comes_from_the_environment(tmp_path, monkeypatch):
     ("- just\n- a list\n", "top level must be a mapping"),
     ("seed: 1\n", "'models' must be a non-empty list"),
     (GOOD.replace("records: {top: 10}", "records: {random: 50, random_pool: 40}"), "cannot exceed records.random_pool"),
+    (GOOD + "simulator: {placeholder: '?'}\n", "simulator.placeholder must be unknown or 0, got '?'"),
+    (GOOD + "simulator: {backend: openai, model: m, mode: chat, placeholder: '0'}\n",
+     "placeholder 0 needs backend local or mode echo"),
 ])
 def test_bad_configs_get_one_clear_error(tmp_path, text, message):
     with pytest.raises(ConfigError) as error:

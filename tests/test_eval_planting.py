@@ -104,3 +104,21 @@ def test_planting_refuses_a_model_without_a_gated_mlp(tiny_gpt2):
     model = load_model(resolve_source(str(tiny_gpt2)))
     with pytest.raises(UnsupportedArchitectureError, match="gated"):
         plant(model, 0, 0, torch.zeros(4, 32), torch.tensor([True, False, False, False]))
+
+
+def test_the_exact_rule_ceiling_is_scored_on_the_test_excerpts():
+    from autointerp.records import ActivationRecord, NeuronRecord
+    from eval.planted import CONCEPTS, rule_applied_exactly
+
+    months = CONCEPTS["months"]
+    words = [" In", " March", " the", " river", " rose", " in", " May", "."]
+
+    def record(i: int, shift: int) -> ActivationRecord:
+        tokens = tuple(words[(j + shift) % len(words)] for j in range(len(words)))
+        return ActivationRecord(tokens, tuple(5.0 if months.contains(t) else 0.0 for t in tokens), i)
+
+    neuron = NeuronRecord("m", "r", 0, 0, [record(i, i) for i in range(8)], [record(100 + i, i) for i in range(6)])
+    exact = rule_applied_exactly(months, neuron)
+    assert exact.score_top_and_random == pytest.approx(1.0) and exact.score_random_only == pytest.approx(1.0)
+    # Another concept's rule on the same excerpts: the river tokens, never a month, correlate negatively.
+    assert rule_applied_exactly(CONCEPTS["water"], neuron).score_top_and_random < 0

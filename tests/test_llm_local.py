@@ -22,13 +22,15 @@ def llm() -> LocalLLM:
     return LocalLLM(SMOLLM2, dtype="float32", batch_size=2)
 
 
-def slot_request(explanation: str, tokens=TOKENS) -> dict:
-    prompt = build_simulator_prompt(SIMULATOR_EXAMPLES, explanation, tokens)
+def slot_request(explanation: str, tokens=TOKENS, placeholder: str = "unknown") -> dict:
+    prompt = build_simulator_prompt(SIMULATOR_EXAMPLES, explanation, tokens, placeholder=placeholder)
     return {"prefix": prompt.prefix, "body": prompt.body, "slots": prompt.slots}
 
 
-def test_one_pass_equals_one_forward_per_slot(llm):
-    requests = [slot_request("words about water"), slot_request("punctuation", TOKENS[:4])]
+@pytest.mark.parametrize("placeholder", ["unknown", "0"])
+def test_one_pass_equals_one_forward_per_slot(llm, placeholder):
+    requests = [slot_request("words about water", placeholder=placeholder),
+                slot_request("punctuation", TOKENS[:4], placeholder)]
     answers = llm.slots(requests)
     assert [len(a.response) for a in answers] == [7, 4]
     prefix_ids = llm.tokenizer(requests[0]["prefix"])["input_ids"]

@@ -257,6 +257,12 @@ def test_simulator_prompt_shape_and_slots():
     assert [prompt.text[s:s + len(UNKNOWN)] for s in prompt.text_slots] == [UNKNOWN] * len(tokens)
 
 
+def test_simulator_prompt_with_the_zero_placeholder():
+    prompt = build_simulator_prompt(SIMULATOR_EXAMPLES, "words about water", [" The", " river"], placeholder="0")
+    assert prompt.body.endswith("<start>\n The\t0\n river\t0\n<end>")
+    assert [prompt.body[s - 1:s + 2] for s in prompt.slots] == ["\t0\n", "\t0\n"]
+
+
 def test_simulator_prefix_is_identical_across_explanations_and_excerpts():
     a = build_simulator_prompt(SIMULATOR_EXAMPLES, "years", [" 1990"])
     b = build_simulator_prompt(SIMULATOR_EXAMPLES, "something else entirely", [" a", " b", " c"])

@@ -135,7 +135,8 @@ def test_bad_activations_are_rejected_before_they_land(project, instance, tiny_g
 
 def test_the_sensor_turns_configured_models_into_partitions(project, instance):
     def sense():
-        return model_revisions(dg.build_sensor_context(instance=instance, resources=RESOURCES))
+        with dg.build_sensor_context(instance=instance, resources=RESOURCES) as context:
+            return model_revisions(context)
 
     result = sense()
     requests = {r.partitions_def_name: list(r.partition_keys) for r in result.dynamic_partitions_requests}

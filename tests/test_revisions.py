@@ -26,7 +26,8 @@ def instance(home):
 
 
 def sense(instance) -> dg.SensorResult | dg.SkipReason:
-    return model_revisions(dg.build_sensor_context(instance=instance, resources=RESOURCES))
+    with dg.build_sensor_context(instance=instance, resources=RESOURCES) as context:
+        return model_revisions(context)
 
 
 def apply(instance, result: dg.SensorResult) -> None:
@@ -163,8 +164,7 @@ def test_changed_weights_show_up_in_compare(project, home, instance, tiny_gpt2):
 
     checkpoint = shutil.copytree(tiny_gpt2, home / "gpt2-checkpoint")
     project.write_text(project.read_text().replace(str(tiny_gpt2), str(checkpoint)))
-    register = dg.build_sensor_context(instance=instance, resources=RESOURCES)
-    apply(instance, model_revisions(register))
+    apply(instance, sense(instance))
     for _ in range(2):  # revision A, then B: new weights for every neuron of layer 1
         assert run(instance, ["excerpts"], "tiny-gpt2").success
         assert run(instance, ["activation_records", "neuron_stats"], "tiny-gpt2", layers=[1, 1]).success
@@ -182,8 +182,8 @@ def test_changed_weights_show_up_in_compare(project, home, instance, tiny_gpt2):
 
 
 def test_the_schedule_runs_the_same_check(project, instance):
-    context = dg.build_schedule_context(instance=instance, resources=RESOURCES)
-    result = model_revision_check(context)
+    with dg.build_schedule_context(instance=instance, resources=RESOURCES) as context:
+        result = model_revision_check(context)
     assert sorted((r.job_name, r.partition_key) for r in result) == [("excerpts_job", "tiny-gpt2"),
                                                                      ("excerpts_job", "tiny-llama")]
     # It registered the partitions and reported the observations itself.
