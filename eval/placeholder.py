@@ -1,0 +1,79 @@
+"""Which simulator placeholder lets a small local simulator follow an explanation: "unknown" or "0"?
+
+For each concept of eval/planted.py, a synthetic neuron is made from the exact rule: activation 6 on the
+concept's tokens, 0 elsewhere, over excerpts of the corpus (the default subject's tokenizer). Its test set is
+5 excerpts that contain the concept and 5 random ones, as the pipeline's. The simulator is given the concept's
+hand-written rule, once per placeholder, and the pooled correlation is printed: the rule is right by
+construction, so this measures the simulator alone.
+
+    .venv/bin/python eval/placeholder.py [--concepts digits,months] [--draws 2]   # ~5 min per draw
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+from autointerp.config import DEFAULT_CONFIG_PATH, load_config  # noqa: E402
+from autointerp.fewshot import SIMULATOR_EXAMPLES  # noqa: E402
+from autointerp.llm import build_llm  # noqa: E402
+from autointerp.prompts import build_simulator_prompt, expected_value  # noqa: E402
+from autointerp.subject import load_tokenizer, resolve_source  # noqa: E402
+from eval.common import RESULTS  # noqa: E402
+from eval.planted import CONCEPTS, corpus_excerpts  # noqa: E402
+
+PLACEHOLDERS = ("unknown", "0")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concepts", default=",".join(CONCEPTS))
+    parser.add_argument("--draws", type=int, default=2, help="random excerpt sets per concept")
+    parser.add_argument("--out", type=Path, default=RESULTS / "placeholder.json")
+    args = parser.parse_args()
+    config = load_config(os.environ.get("AUTOINTERP_CONFIG") or DEFAULT_CONFIG_PATH)
+    tokenizer = load_tokenizer(resolve_source(config.models[0].source, config.path.parent))
+    texts = [[tokenizer.decode([i]) for i in row] for row in corpus_excerpts(config, tokenizer, 0, 1500)]
+    llm = build_llm(config.simulator, config.path.parent)
+    rows = []
+    for draw in range(args.draws):
+        rng = random.Random(draw)
+        for name in args.concepts.split(","):
+            concept = CONCEPTS[name]
+            acts = [[6.0 if concept.contains(t) else 0.0 for t in text] for text in texts]
+            hits = [i for i, a in enumerate(acts) if max(a) > 0]
+            chosen = rng.sample(hits, 5) + rng.sample(range(len(texts)), 5)
+            real = np.concatenate([acts[i] for i in chosen])
+            row = {"concept": name, "draw": draw}
+            for placeholder in PLACEHOLDERS:
+                prompts = [build_simulator_prompt(SIMULATOR_EXAMPLES, concept.rule, texts[i], placeholder=placeholder)
+                           for i in chosen]
+                answers = llm.slots([{"prefix": p.prefix, "body": p.body, "slots": p.slots} for p in prompts])
+                simulated = np.concatenate([[expected_value(d) for d in a.response] for a in answers])
+                row[placeholder] = {"correlation": float(np.corrcoef(simulated, real)[0, 1]),
+                                    "mean_on_concept": float(simulated[real > 0].mean()),
+                                    "mean_elsewhere": float(simulated[real == 0].mean())}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"simulator": llm.name, "rows": rows}, indent=2))
+    print("\n| placeholder | mean correlation | mean on concept tokens | mean elsewhere | better in |\n"
+          "| --- | --- | --- | --- | --- |")
+    for p in PLACEHOLDERS:
+        other = PLACEHOLDERS[1 - PLACEHOLDERS.index(p)]
+        wins = sum(r[p]["correlation"] > r[other]["correlation"] for r in rows)
+        print(f"| `{p}` | {np.mean([r[p]['correlation'] for r in rows]):.3f} "
+              f"| {np.mean([r[p]['mean_on_concept'] for r in rows]):.2f} "
+              f"| {np.mean([r[p]['mean_elsewhere'] for r in rows]):.2f} | {wins} of {len(rows)} |")
+
+
+if __name__ == "__main__":
+    main()
