@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from autointerp.fewshot import FewShotNeuron
 from autointerp.records import ActivationRecord
@@ -209,8 +209,8 @@ def parse_explanation(completion: str, prefix: str | None = None) -> str:
 @dataclass
 class SimulatorPrompt:
     prefix: str  # instruction + few-shot neurons with revealed activations, identical for every excerpt and explanation
-    body: str  # the target neuron's explanation and its <start>/token<TAB>unknown/<end> block
-    slots: list[int]  # offsets in body where each token's activation is written: the "u" of each "unknown"
+    body: str  # the target neuron's explanation and its <start>/token<TAB>placeholder/<end> block
+    slots: list[int]  # offsets in body where each token's activation is written: where each placeholder starts
 
     @property
     def text(self) -> str:
@@ -220,6 +220,11 @@ class SimulatorPrompt:
     def text_slots(self) -> list[int]:
         """`slots` as offsets into `text`."""
         return [len(self.prefix) + s for s in self.slots]
+
+    @property
+    def request(self) -> dict[str, Any]:
+        """This prompt as an LLM `slots` request (autointerp/llm/base.py)."""
+        return {"prefix": self.prefix, "body": self.body, "slots": self.slots}
 
 
 def _simulator_example_block(label: int, example: FewShotNeuron) -> str:

@@ -12,7 +12,7 @@ from typing import Sequence
 from autointerp.explainer import Explanation
 from autointerp.fewshot import SIMULATOR_EXAMPLES
 from autointerp.llm.base import CachedLLM
-from autointerp.prompts import UNKNOWN, build_simulator_prompt, expected_value
+from autointerp.prompts import build_simulator_prompt, expected_value
 from autointerp.records import ActivationRecord, NeuronRecord
 
 
@@ -32,14 +32,15 @@ def scored_records(record: NeuronRecord) -> list[tuple[str, ActivationRecord]]:
 
 
 def simulate_neurons(llm: CachedLLM, explanations: Sequence[Explanation],
-                     neurons: dict[tuple[int, int], NeuronRecord], placeholder: str = UNKNOWN) -> list[Simulation]:
+                     neurons: dict[tuple[int, int], NeuronRecord], placeholder: str) -> list[Simulation]:
+    """`placeholder`: the simulator spec's (LLMSpec.placeholder), required so that no caller drops it."""
     jobs, requests = [], []
     for explanation in explanations:
         for kind, record in scored_records(neurons[(explanation.layer, explanation.neuron)]):
             prompt = build_simulator_prompt(SIMULATOR_EXAMPLES, explanation.explanation, record.tokens,
                                             placeholder=placeholder)
             jobs.append((explanation, kind, record))
-            requests.append({"prefix": prompt.prefix, "body": prompt.body, "slots": prompt.slots})
+            requests.append(prompt.request)
     simulations = []
     for (explanation, kind, record), distributions in zip(jobs, llm.slots(requests)):
         simulated = tuple(expected_value(d) for d in distributions)

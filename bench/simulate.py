@@ -113,7 +113,7 @@ def main() -> None:
         excerpts = [r for rec in records for r in rec.test_top() + rec.test_random()][: args.excerpts]
         prompts = [build_simulator_prompt(SIMULATOR_EXAMPLES, explanations[0].explanation, r.tokens,
                                           placeholder=config.simulator.placeholder) for r in excerpts]
-        requests = [{"prefix": p.prefix, "body": p.body, "slots": p.slots} for p in prompts]
+        requests = [p.request for p in prompts]
         llm.slots(requests[:1])  # warm-up, and the prefix cache is filled
         _, all_at_once_s = timed(lambda: llm.slots(requests))
         _, naive_s = timed(lambda: [naive_slots(llm, r) for r in requests[:2]])

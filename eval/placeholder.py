@@ -3,8 +3,8 @@
 For each concept of eval/planted.py, a synthetic neuron is made from the exact rule: activation 6 on the
 concept's tokens, 0 elsewhere, over excerpts of the corpus (the default subject's tokenizer). Its test set is
 5 excerpts that contain the concept and 5 random ones, as the pipeline's. The simulator is given the concept's
-hand-written rule, once per placeholder, and the pooled correlation is printed: the rule is right by
-construction, so this measures the simulator alone.
+hand-written rule, once per placeholder, and scored as the pipeline scores (top-and-random): the rule is right
+by construction, so this measures the simulator alone.
 
     .venv/bin/python eval/placeholder.py [--concepts digits,months] [--draws 2]   # ~5 min per draw
 """
@@ -26,6 +26,7 @@ from autointerp.config import DEFAULT_CONFIG_PATH, load_config  # noqa: E402
 from autointerp.fewshot import SIMULATOR_EXAMPLES  # noqa: E402
 from autointerp.llm import build_llm  # noqa: E402
 from autointerp.prompts import build_simulator_prompt, expected_value  # noqa: E402
+from autointerp.scoring import score_neuron  # noqa: E402
 from autointerp.subject import load_tokenizer, resolve_source  # noqa: E402
 from eval.common import RESULTS  # noqa: E402
 from eval.planted import CONCEPTS, corpus_excerpts  # noqa: E402
@@ -39,28 +40,33 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=2, help="random excerpt sets per concept")
     parser.add_argument("--out", type=Path, default=RESULTS / "placeholder.json")
     args = parser.parse_args()
+    unknown = sorted(set(args.concepts.split(",")) - set(CONCEPTS))
+    if unknown:
+        parser.error(f"--concepts: unknown {', '.join(unknown)}; known: {', '.join(CONCEPTS)}")
     config = load_config(os.environ.get("AUTOINTERP_CONFIG") or DEFAULT_CONFIG_PATH)
     tokenizer = load_tokenizer(resolve_source(config.models[0].source, config.path.parent))
     texts = [[tokenizer.decode([i]) for i in row] for row in corpus_excerpts(config, tokenizer, 0, 1500)]
     llm = build_llm(config.simulator, config.path.parent)
+    concepts = [CONCEPTS[name] for name in args.concepts.split(",")]
+    acts = {c.name: [[6.0 if c.contains(t) else 0.0 for t in text] for text in texts] for c in concepts}
     rows = []
     for draw in range(args.draws):
         rng = random.Random(draw)
-        for name in args.concepts.split(","):
-            concept = CONCEPTS[name]
-            acts = [[6.0 if concept.contains(t) else 0.0 for t in text] for text in texts]
-            hits = [i for i, a in enumerate(acts) if max(a) > 0]
+        for concept in concepts:
+            name = concept.name
+            hits = [i for i, a in enumerate(acts[name]) if max(a) > 0]
             chosen = rng.sample(hits, 5) + rng.sample(range(len(texts)), 5)
-            real = np.concatenate([acts[i] for i in chosen])
+            real = [acts[name][i] for i in chosen]
             row = {"concept": name, "draw": draw}
             for placeholder in PLACEHOLDERS:
-                prompts = [build_simulator_prompt(SIMULATOR_EXAMPLES, concept.rule, texts[i], placeholder=placeholder)
-                           for i in chosen]
-                answers = llm.slots([{"prefix": p.prefix, "body": p.body, "slots": p.slots} for p in prompts])
-                simulated = np.concatenate([[expected_value(d) for d in a.response] for a in answers])
-                row[placeholder] = {"correlation": float(np.corrcoef(simulated, real)[0, 1]),
-                                    "mean_on_concept": float(simulated[real > 0].mean()),
-                                    "mean_elsewhere": float(simulated[real == 0].mean())}
+                answers = llm.slots([build_simulator_prompt(SIMULATOR_EXAMPLES, concept.rule, texts[i],
+                                                            placeholder=placeholder).request for i in chosen])
+                simulated = [[expected_value(d) for d in a.response] for a in answers]
+                scores = score_neuron(real[:5], simulated[:5], real[5:], simulated[5:])
+                flat_real, flat_sim = np.concatenate(real), np.concatenate(simulated)
+                row[placeholder] = {"correlation": scores.score_top_and_random,
+                                    "mean_on_concept": float(flat_sim[flat_real > 0].mean()),
+                                    "mean_elsewhere": float(flat_sim[flat_real == 0].mean())}
             rows.append(row)
             print(json.dumps(row), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

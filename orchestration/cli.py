@@ -58,9 +58,7 @@ def dagster_instance():
     import dagster as dg
 
     if not os.environ.get("DAGSTER_HOME"):
-        home = (default_home() / "dagster").resolve()
-        home.mkdir(parents=True, exist_ok=True)
-        os.environ["DAGSTER_HOME"] = str(home)
+        os.environ["DAGSTER_HOME"] = str((default_home() / "dagster").resolve())
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     settings = home / "dagster.yaml"

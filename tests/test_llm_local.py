@@ -23,8 +23,7 @@ def llm() -> LocalLLM:
 
 
 def slot_request(explanation: str, tokens=TOKENS, placeholder: str = "unknown") -> dict:
-    prompt = build_simulator_prompt(SIMULATOR_EXAMPLES, explanation, tokens, placeholder=placeholder)
-    return {"prefix": prompt.prefix, "body": prompt.body, "slots": prompt.slots}
+    return build_simulator_prompt(SIMULATOR_EXAMPLES, explanation, tokens, placeholder=placeholder).request
 
 
 @pytest.mark.parametrize("placeholder", ["unknown", "0"])
