@@ -1,23 +1,25 @@
-"""Blocking asset checks: a failed check stops every stage downstream of the checked table."""
+"""Blocking asset checks: the store's quality suites on the stored tables; a failed check stops every stage
+downstream of the checked table (the same suites already ran when the rows were written)."""
 
-from typing import Any, Callable
+from typing import Any
 
 import dagster as dg
 
-from assets import quality
-from autointerp.config import NeuronSelection
-from autointerp.errors import AutointerpError
-from autointerp.explainer import layer_selected
-from autointerp.llm import llm_name
-from autointerp.store import Store
+from autointerp.corpus import EXCERPT_TOKENS
+from autointerp.neurons import layer_selected
+from autointerp.record.recorder import expected_counts
+from assets.common import stages
+from autointerp.store import queries
+from autointerp.store.quality import (QualityReport, Scope, check_activation_records, check_excerpts,
+                                      check_explanations, check_neuron_stats, check_scores, check_simulations)
 from orchestration.partitions import layers_by_model, model_layer_key, model_layer_partitions, model_partitions
 from resources import AutointerpSettings, DuckDBStore
 
 
-def _result(reports: list[quality.QualityReport]) -> dg.AssetCheckResult:
+def _result(reports: list[QualityReport]) -> dg.AssetCheckResult:
     if not reports:
-        return dg.AssetCheckResult(passed=True, metadata={"rows_checked": 0,
-                                                          "result": "no neuron of these layers is selected (neurons.layers)"})
+        return dg.AssetCheckResult(passed=True, metadata={
+            "rows_checked": 0, "result": "no neuron of these layers is selected (neurons.layers)"})
     failures = [r.summary() for r in reports if not r.passed]
     return dg.AssetCheckResult(
         passed=not failures,
@@ -27,59 +29,63 @@ def _result(reports: list[quality.QualityReport]) -> dg.AssetCheckResult:
     )
 
 
-def _revision(db: Store, model: str) -> str:
-    revision = db.latest_revision(model)
-    if revision is None:
-        raise AutointerpError(f"model '{model}' has no registered revision: materialize `excerpts` first")
-    return revision
-
-
 @dg.asset_check(asset="excerpts", blocking=True, partitions_def=model_partitions,
                 description="64 token ids and 64 token strings per excerpt, excerpt ids unique.")
 def excerpts_are_well_formed(context: dg.AssetCheckExecutionContext, store: DuckDBStore) -> dg.AssetCheckResult:
     db = store.store()
-    with db.connect() as con:
-        return _result([quality.check_excerpts(con, m, _revision(db, m)) for m in context.partition_keys])
+    reports = []
+    for model in context.partition_keys:
+        revision = queries.current_model(db, model)["revision"]
+        with db.connect() as con:
+            reports.append(check_excerpts(con, Scope(model, revision), tokens=EXCERPT_TOKENS))
+    return _result(reports)
 
 
-def _check_layers(context: dg.AssetCheckExecutionContext, store: DuckDBStore,
-                  check: Callable[[Any, str, str, list[int], int], quality.QualityReport],
-                  selection: NeuronSelection | None = None) -> dg.AssetCheckResult:
-    """Run `check(con, model, revision, layers, n_neurons)` for every model in the checked partitions.
+def _check_layers(context: dg.AssetCheckExecutionContext, settings: AutointerpSettings, store: DuckDBStore,
+                  suite: Any, selected_only: bool = False, roles: bool = False, **expect: Any) -> dg.AssetCheckResult:
+    """Run `suite` on the stored rows of every (model, layer) in the checked partitions.
 
-    With a `selection`, layers outside `neurons.layers` are skipped: nothing is explained there by design.
+    `selected_only`: layers outside `neurons.layers` are skipped (nothing is explained there by design);
+    `roles`: the rows of the configured explainer (and simulator, for the tables that have one).
     """
-    db = store.store()
+    pipeline = stages(context, settings, store)
+    db, config = pipeline.store, pipeline.config
+    names: dict[str, str] = {}
+    if roles:
+        names["explainer"] = pipeline.explainer.name if suite is check_explanations else pipeline.explained_by
+        if suite is not check_explanations:
+            names["simulator"] = pipeline.simulator.name
     reports = []
     ranged = not context.op_execution_context.has_partition_key  # a run over a range of partitions
     for model, layers in layers_by_model(context.partition_keys).items():
-        layers = [layer for layer in layers if selection is None or layer_selected(selection, layer)]
+        layers = [layer for layer in layers if not selected_only or layer_selected(config.neurons, layer)]
         if not layers:
             continue
-        revision = _revision(db, model)
-        n_neurons = int(db.model_row(model, revision)["n_neurons"])
+        row = queries.current_model(db, model)
+        extra = {key: value(config, row) for key, value in expect.items()}
         with db.connect() as con:
             if not ranged:
-                reports.append(check(con, model, revision, layers, n_neurons))
+                reports.append(suite(con, Scope(model, row["revision"], tuple(layers), **names), **extra))
                 continue
             for layer in layers:
-                report = check(con, model, revision, [layer], n_neurons)
+                report = suite(con, Scope(model, row["revision"], (layer,), **names), **extra)
                 _log_partition_result(context, report, str(model_layer_key(model, layer)))
                 reports.append(report)
     return _result(reports)
 
 
-def _log_partition_result(context: dg.AssetCheckExecutionContext, report: quality.QualityReport,
-                          partition: str) -> None:
+def _log_partition_result(context: dg.AssetCheckExecutionContext, report: QualityReport, partition: str) -> None:
     """Dagster (1.13) records a multi-partition run's check result without a partition, and automation
-    waits for each partition's blocking checks: so a ranged run also reports each partition's own result."""
+    waits for each partition's blocking checks: so a ranged run also reports each partition's own result.
+
+    Private API: no public one builds the evaluation's target materialization (AssetCheckEvaluation is
+    public, its target data class is not); without it the result does not count as checking the latest data.
+    """
     from dagster._core.definitions.asset_checks.asset_check_evaluation import (
         AssetCheckEvaluationTargetMaterializationData)
 
     spec = context.check_specs[0]
     result = _result([report])
-    # Like Dagster's own evaluations: point at the partition's latest materialization, so the result
-    # counts as "checked the current data".
     latest = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=spec.asset_key, asset_partitions=[partition]), limit=1).records
     target = AssetCheckEvaluationTargetMaterializationData(
@@ -99,41 +105,33 @@ def _layer_check(asset: str, description: str):
               "sorted by max activation, the configured number of records per neuron, excerpts that exist.")
 def activation_records_are_valid(context: dg.AssetCheckExecutionContext, settings: AutointerpSettings,
                                  store: DuckDBStore) -> dg.AssetCheckResult:
-    spec = settings.load().records
-    return _check_layers(context, store, lambda con, m, r, layers, n: quality.check_activation_records(
-        con, m, r, layers, spec, n))
+    return _check_layers(context, settings, store, check_activation_records,
+                         counts=lambda config, row: expected_counts(config.records, int(row["n_excerpts"])))
 
 
 @_layer_check("neuron_stats", "Finite statistics, variance >= 0, fraction in [0, 1], max equal to the top record's.")
-def neuron_stats_are_valid(context: dg.AssetCheckExecutionContext, store: DuckDBStore) -> dg.AssetCheckResult:
-    return _check_layers(context, store, lambda con, m, r, layers, n: quality.check_neuron_stats(con, m, r, layers, n))
+def neuron_stats_are_valid(context: dg.AssetCheckExecutionContext, settings: AutointerpSettings,
+                           store: DuckDBStore) -> dg.AssetCheckResult:
+    return _check_layers(context, settings, store, check_neuron_stats, complete=lambda config, row: True)
 
 
-@_layer_check("explanations", "Non-empty, of sane length (2-400 characters), not an echo of the prompt.")
+@_layer_check("explanations", "Chosen explanations non-empty, of sane length (2-400 characters), not an echo of "
+              "the prompt; one chosen per neuron.")
 def explanations_are_valid(context: dg.AssetCheckExecutionContext, settings: AutointerpSettings,
                            store: DuckDBStore) -> dg.AssetCheckResult:
-    config = settings.load()
-    explainer = llm_name(config.explainer, config.path.parent)
-    return _check_layers(context, store, lambda con, m, r, layers, n: quality.check_explanations(
-        con, m, r, layers, explainer), config.neurons)
+    return _check_layers(context, settings, store, check_explanations, selected_only=True, roles=True)
 
 
 @_layer_check("simulations", "Simulated values within [0, 10], finite, one per token of the excerpt.")
 def simulations_are_valid(context: dg.AssetCheckExecutionContext, settings: AutointerpSettings,
                           store: DuckDBStore) -> dg.AssetCheckResult:
-    config = settings.load()
-    names = llm_name(config.explainer, config.path.parent), llm_name(config.simulator, config.path.parent)
-    return _check_layers(context, store, lambda con, m, r, layers, n: quality.check_simulations(
-        con, m, r, layers, *names), config.neurons)
+    return _check_layers(context, settings, store, check_simulations, selected_only=True, roles=True)
 
 
 @_layer_check("scores", "Correlations within [-1, 1] or NULL with a stated reason.")
 def scores_are_valid(context: dg.AssetCheckExecutionContext, settings: AutointerpSettings,
                      store: DuckDBStore) -> dg.AssetCheckResult:
-    config = settings.load()
-    names = llm_name(config.explainer, config.path.parent), llm_name(config.simulator, config.path.parent)
-    return _check_layers(context, store, lambda con, m, r, layers, n: quality.check_scores(
-        con, m, r, layers, *names), config.neurons)
+    return _check_layers(context, settings, store, check_scores, selected_only=True, roles=True)
 
 
 record_checks = [excerpts_are_well_formed, activation_records_are_valid, neuron_stats_are_valid]

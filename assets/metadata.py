@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # no display: render to PNG bytes
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-# The paper's mean top-and-random score (GPT-2 XL, GPT-4 explainer and simulator; METHOD.md s.7).
+# The paper's mean top-and-random score (GPT-2 XL, GPT-4 explainer and simulator; docs/method.md s.8).
 PAPER_MEAN_SCORE = 0.151
 
 

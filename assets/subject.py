@@ -7,7 +7,7 @@ DataVersion. When it changes, the Dagster UI marks the model's excerpts, and eve
 import dagster as dg
 
 from autointerp.errors import AutointerpError
-from autointerp.subject import model_revision, resolve_source
+from autointerp.subject import Subject
 from orchestration.partitions import model_partitions
 from resources import AutointerpSettings
 
@@ -24,7 +24,7 @@ def subject_model(context, settings: AutointerpSettings) -> dg.DataVersionsByPar
         if spec.name not in registered:
             continue  # the sensor registers it first
         try:
-            versions[spec.name] = dg.DataVersion(model_revision(resolve_source(spec.source, config.path.parent)))
+            versions[spec.name] = dg.DataVersion(Subject.of(spec, config.base_dir).revision)
         except AutointerpError as exc:
             failures.append(f"{spec.name}: {exc}")
             context.log.error(f"cannot read the revision of model '{spec.name}': {exc}")

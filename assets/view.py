@@ -2,9 +2,10 @@
 
 import dagster as dg
 
-from autointerp.viewer import build_site, site_dir
+from autointerp.store import queries
+from autointerp.viewer.site import build_site, site_dir
 from orchestration.partitions import by_model, model_partitions
-from resources import AutointerpSettings, DuckDBStore
+from resources import DuckDBStore
 
 VIEW_GROUP = "view"
 
@@ -15,19 +16,16 @@ _deps = [dg.AssetDep(key, partition_mapping=by_model) for key in ("scores", "neu
 @dg.asset(partitions_def=model_partitions, deps=_deps, group_name=VIEW_GROUP, kinds={"html"},
           description="Static HTML site of the model's neurons: index sortable by score, a page per neuron with "
                       "explanations, scores, stats and token heat maps (real and simulated activations).")
-def neuron_viewer(context: dg.AssetExecutionContext, settings: AutointerpSettings, store: DuckDBStore) -> dg.MaterializeResult:
+def neuron_viewer(context: dg.AssetExecutionContext, store: DuckDBStore) -> dg.MaterializeResult:
     model = context.partition_key
-    settings.load().model(model)  # a partition of a model no longer configured gets a clear error
     db = store.store()
-    revision = db.latest_revision(model)
-    index = build_site(db, model, site_dir(model, db.path.parent), revision).resolve()
-    explained = db.query("SELECT count(DISTINCT (layer, neuron)) AS n FROM explanations WHERE model = ? AND revision = ?",
-                         [model, revision]).n[0]
+    revision = queries.current_model(db, model)["revision"]
+    index = build_site(db, model, site_dir(model, db.home), revision).resolve()
     context.log.info(f"viewer for {model}: {index.as_uri()}")
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(index)),
         "url": dg.MetadataValue.url(index.as_uri()),
         "revision": revision,
         "neurons": len(list((index.parent / "neurons").glob("*.html"))),
-        "explained": int(explained),
+        "explained": queries.explained_count(db, model, revision),
     })

@@ -1,4 +1,4 @@
-"""Few-shot neurons shown to the explainer and the simulator before the target neuron (METHOD.md s.4-5).
+"""Few-shot neurons shown to the explainer and the simulator before the target neuron (docs/method.md s.5-6).
 
 These are made-up neurons written for this project (not the reference's examples). Activations are raw,
 GELU-like values: mostly zero or slightly negative, with peaks on the concept; prompts normalise them
@@ -8,16 +8,9 @@ per neuron, as they do for the target. Explanations are written as the completio
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
-from autointerp.records import ActivationRecord
-
-
-@dataclass(frozen=True)
-class FewShotNeuron:
-    explanation: str
-    records: tuple[ActivationRecord, ...]
+from autointerp.record.records import ActivationRecord, FewShotNeuron
 
 
 def _record(pairs: Sequence[tuple[str, float]]) -> ActivationRecord:

@@ -13,7 +13,7 @@ Measures, for the first model of the config (default: SmolLM2-135M from autointe
 Targets: recording <= 1.15x the bare forward time (judged at each size); peak-RSS growth < 10%
 for the factor*N corpus.
 PASS/FAIL is printed, but the exit code is 0 either way: this is a measurement, not a test.
-Results go to stdout and to bench/results/record.json; progress goes to stderr.
+Results go to stdout and to bench/results/record.json (or --out); progress goes to stderr.
 
 The memory children are started before this process loads the model: on Linux a child's ru_maxrss
 starts at its parent's peak RSS (it is carried over by fork+exec), so a child of a 3 GB parent
@@ -21,7 +21,7 @@ would report >= 3 GB. VmHWM (/proc/self/status), which is per address space, is 
 
 Run from the repository root (offline):
     HF_HUB_OFFLINE=1 /work/venv/bin/python bench/record.py [--tokens 4096] [--factor 10] [--layers all]
-        [--batch-size 32] [--config autointerp.yaml] [--profile]
+        [--batch-size 32] [--config FILE] [--profile] [--out FILE]
 """
 
 from __future__ import annotations
@@ -41,17 +41,18 @@ from typing import Any, Callable, Iterator
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF de-quantization progress bar
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from autointerp import recording  # noqa: E402
-from autointerp.config import Config, load_config  # noqa: E402
-from autointerp.corpus import iter_documents, iter_excerpts, resolve_corpus_paths  # noqa: E402
-from autointerp.recording import EXCERPT_TOKENS, record_activations  # noqa: E402
-from autointerp.subject import (describe_model, load_model, load_tokenizer, model_revision,  # noqa: E402
-                                neuron_modules, resolve_source)
+from autointerp.config import Config  # noqa: E402
+from autointerp.corpus import EXCERPT_TOKENS, iter_documents, iter_excerpts, resolve_corpus_paths  # noqa: E402
+from autointerp.record import recorder, streaming  # noqa: E402
+from autointerp.record.recorder import record_activations  # noqa: E402
+from autointerp.subject import Subject as ModelSubject  # noqa: E402
+from eval.common import config_of, parser as make_parser  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "record.json"
 MAX_SLOWDOWN = 1.15
@@ -65,7 +66,7 @@ def log(message: str) -> None:
 
 def iter_batches(config: Config, tokenizer: Any, max_tokens: int, batch_size: int) -> Iterator[Batch]:
     """The corpus's first max_tokens tokens as batches of excerpts, tokenized lazily, cut as `excerpts` cuts them."""
-    paths = resolve_corpus_paths(config.corpus.paths, config.path.parent)
+    paths = resolve_corpus_paths(config.corpus.paths, config.base_dir)
     excerpts = iter_excerpts(iter_documents(paths, config.corpus.text_field),
                              lambda text: tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"],
                              EXCERPT_TOKENS, max_tokens)
@@ -97,21 +98,21 @@ class Subject:
 
     def __init__(self, args: argparse.Namespace):
         hf_logging.set_verbosity_error()
-        self.config = load_config(args.config)
+        self.config = config_of(args)
         self.spec = self.config.models[0]
-        self.source = resolve_source(self.spec.source, self.config.path.parent)
-        self.info = describe_model(self.source)
+        self.subject = ModelSubject.of(self.spec, self.config.base_dir)  # its units: the config's (MLP neurons)
+        self.source, self.units = self.subject.source, self.subject.units
+        self.info = self.subject.info
         self.layers = parse_layers(args.layers, self.info.n_layers)
         self.records = dataclasses.replace(self.config.records, batch_size=args.batch_size)
-        self.tokenizer = load_tokenizer(self.source)
-        self.model = load_model(self.source, self.spec.dtype)
-        self.modules = neuron_modules(self.model)
+        self.tokenizer = self.subject.tokenizer()
+        self.model = self.subject.load()
 
     def batches(self, max_tokens: int) -> Iterator[Batch]:
         return iter_batches(self.config, self.tokenizer, max_tokens, self.records.batch_size)
 
     def record(self, layers: list[int], batches: list[Batch] | Iterator[Batch], n_excerpts: int) -> dict[int, Any]:
-        return record_activations(self.model, self.modules, layers, batches, self.records, self.config.seed,
+        return record_activations(self.model, self.units, layers, batches, self.records, self.config.seed,
                                   self.info.n_neurons, n_excerpts, log=log)
 
     def forward(self, batches: list[Batch]) -> None:
@@ -162,15 +163,17 @@ def child_memory(args: argparse.Namespace) -> None:
 
 def measure_memory(args: argparse.Namespace, tokens: int) -> dict[str, float]:
     log(f"memory: recording {tokens:,} tokens in a fresh process")
-    command = [sys.executable, str(Path(__file__).resolve()), "--child-memory", str(tokens), "--config", str(args.config),
+    command = [sys.executable, str(Path(__file__).resolve()), "--child-memory", str(tokens),
+               *(["--config", str(args.config)] if args.config else []),
                "--layers", args.layers, "--batch-size", str(args.batch_size)]
     out = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-PROFILED = {"update": (recording.LayerRecorder, "update"), "offer": (recording.StreamingTopK, "offer"),
-            "priorities": (recording, "random_priorities"), "moments": (recording.Moments, "update"),
-            "finish": (recording.LayerRecorder, "finish")}
+# random_priorities is patched where LayerRecorder.update looks it up: the recorder module's namespace.
+PROFILED = {"update": (recorder.LayerRecorder, "update"), "offer": (streaming.StreamingTopK, "offer"),
+            "priorities": (recorder, "random_priorities"), "moments": (streaming.Moments, "update"),
+            "finish": (recorder.LayerRecorder, "finish")}
 
 
 def profile_recording(subject: Subject, batches: list[Batch], n_excerpts: int) -> dict[str, float]:
@@ -187,15 +190,15 @@ def profile_recording(subject: Subject, batches: list[Batch], n_excerpts: int) -
                 totals[name(*a)] = totals.get(name(*a), 0.0) + time.perf_counter() - started
         return wrapped
 
-    def offer_kind(topk: recording.StreamingTopK, *_: Any) -> str:
+    def offer_kind(topk: streaming.StreamingTopK, *_: Any) -> str:
         return "StreamingTopK.offer (" + ("random pool" if topk.keys.dtype == torch.float64 else "top") + ")"
 
     try:
-        recording.LayerRecorder.update = timer(lambda *a: "LayerRecorder.update (all parts)", originals["update"])
-        recording.StreamingTopK.offer = timer(offer_kind, originals["offer"])
-        recording.random_priorities = timer(lambda *a: "random_priorities", originals["priorities"])
-        recording.Moments.update = timer(lambda *a: "Moments.update", originals["moments"])
-        recording.LayerRecorder.finish = timer(lambda *a: "LayerRecorder.finish", originals["finish"])
+        recorder.LayerRecorder.update = timer(lambda *a: "LayerRecorder.update (all parts)", originals["update"])
+        streaming.StreamingTopK.offer = timer(offer_kind, originals["offer"])
+        recorder.random_priorities = timer(lambda *a: "random_priorities", originals["priorities"])
+        streaming.Moments.update = timer(lambda *a: "Moments.update", originals["moments"])
+        recorder.LayerRecorder.finish = timer(lambda *a: "LayerRecorder.finish", originals["finish"])
         total = timed(lambda: subject.record(subject.layers, batches, n_excerpts))
     finally:
         for name, (owner, attr) in PROFILED.items():
@@ -224,12 +227,12 @@ def time_speed(subject: Subject, batches: list[Batch]) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=4096, help="small corpus size N in tokens (default 4096)")
     parser.add_argument("--factor", type=int, default=10, help="large corpus = factor x N tokens (default 10)")
     parser.add_argument("--layers", default="all", help="layers to record: 'all' or e.g. '0,5,10-12'")
     parser.add_argument("--batch-size", type=int, default=32, help="excerpts per forward pass (default 32)")
-    parser.add_argument("--config", type=Path, default=Path("autointerp.yaml"), help="config file (its first model is used)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
     parser.add_argument("--profile", action="store_true",
                         help="also time each part of the recorder on the small corpus (one extra run)")
     parser.add_argument("--child-memory", type=int, help=argparse.SUPPRESS)
@@ -244,7 +247,7 @@ def main() -> None:
     memory["growth"] = (memory["large"]["peak_rss_mib"] - memory["small"]["peak_rss_mib"]) / memory["small"]["peak_rss_mib"]
     memory["parent_peak_rss_at_spawn_mib"] = parent_at_spawn
 
-    log(f"loading the model from {args.config}")
+    log(f"loading the model from {args.config or 'the default config'}")
     subject = Subject(args)
     large = list(subject.batches(large_tokens))  # tokenized once, held in memory
     n_small = args.tokens // EXCERPT_TOKENS
@@ -262,7 +265,7 @@ def main() -> None:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"nproc": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                     "python": platform.python_version(), "platform": platform.platform()},
-        "model": {"name": subject.spec.name, "source": subject.spec.source, "revision": model_revision(subject.source),
+        "model": {"name": subject.spec.name, "source": subject.spec.source, "revision": subject.subject.revision,
                   "dtype": subject.spec.dtype, "n_layers": subject.info.n_layers, "n_neurons": subject.info.n_neurons},
         "corpus": list(subject.config.corpus.paths),
         "layers_recorded": subject.layers,
@@ -275,12 +278,12 @@ def main() -> None:
                     **{f"ratio_pass_{size}": timing[size]["ratio_record_vs_bare"] <= MAX_SLOWDOWN for size in timing}},
         "wall_s": time.perf_counter() - started,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print_table(results, args.layers if args.layers != "all" else f"0-{subject.layers[-1]}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results, args.layers if args.layers != "all" else f"0-{subject.layers[-1]}", args.out)
 
 
-def print_table(r: dict[str, Any], layer_label: str) -> None:
+def print_table(r: dict[str, Any], layer_label: str, out: Path = RESULTS) -> None:
     m, machine, model = r["memory"], r["machine"], r["model"]
     verdict = {True: "PASS", False: "FAIL"}
     print(f"\n{model['name']} ({model['dtype']}, {model['n_layers']} layers x {model['n_neurons']} neurons), "
@@ -319,7 +322,7 @@ def print_table(r: dict[str, Any], layer_label: str) -> None:
               f"{t['ratio_record_vs_bare']:.2f}x (target <= {MAX_SLOWDOWN}x)")
     print(f"{verdict[r['targets']['growth_pass']]}  peak RSS growth for {m['large']['tokens'] / m['small']['tokens']:.0f}x "
           f"the tokens = {100 * m['growth']:+.1f}% (target < {100 * MAX_GROWTH:.0f}%)")
-    print(f"\nresults: {RESULTS}  (total {r['wall_s'] / 60:.1f} min)")
+    print(f"\nresults: {out}  (total {r['wall_s'] / 60:.1f} min)")
 
 
 if __name__ == "__main__":

@@ -1,23 +1,30 @@
-"""What the evaluation scripts share: record a model through the pipeline's own functions, score, average."""
+"""What the evaluation scripts share: the `--config` option, recording through the pipeline's own stages, and
+scoring the way the score stage does."""
 
 from __future__ import annotations
 
+import argparse
+import os
+import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from autointerp.config import Config, LLMSpec
-from autointerp.excerpts import build_excerpts
-from autointerp.explainer import Explanation, select_neurons
-from autointerp.llm import build_llm
-from autointerp.llm.base import CachedLLM
-from autointerp.llm.cache import LLMCache
-from autointerp.recording import record_model, write_recording
-from autointerp.records import NeuronRecord, load_neuron_records
-from autointerp.scoring import NeuronScores, score_neuron
-from autointerp.simulator import Simulation
-from autointerp.store import Store
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from autointerp.config import Choice, Config, LLMChoice, load_config  # noqa: E402
+from autointerp.errors import ConfigError  # noqa: E402
+from autointerp.explain import ExplainerInput, Explanation  # noqa: E402
+from autointerp.explain.best_of_n import choose  # noqa: E402
+from autointerp.llm.local import LocalOptions  # noqa: E402
+from autointerp.record.records import NeuronRecord  # noqa: E402
+from autointerp.score.scoring import NeuronScores, score_simulations  # noqa: E402
+from autointerp.simulate import Simulation, SimulationJob, Simulator  # noqa: E402
+from autointerp.stages import Stages  # noqa: E402
+from autointerp.store import Store  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -26,36 +33,71 @@ def quiet(_: str) -> None:
     """A log sink for the pipeline's progress lines."""
 
 
-def record_neurons(config: Config, layers: Sequence[int], store: Store) -> tuple[str, list[NeuronRecord]]:
-    """Excerpts -> recording -> the selected neurons' records, for the config's first model, as the record
-    stage does it. Returns the model's revision and the records, layer by layer."""
+def parser(description: str | None) -> argparse.ArgumentParser:
+    """An argument parser with the CLI's `--config` (default: $AUTOINTERP_CONFIG or the repository's file)."""
+    parsed = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parsed.add_argument("--config", help="YAML config (default: $AUTOINTERP_CONFIG or the repository's autointerp.yaml)")
+    return parsed
+
+
+def config_of(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+def record_neurons(config: Config, layers: Sequence[int], store: Store,
+                   log=quiet) -> tuple[Stages, str, list[NeuronRecord]]:
+    """Excerpts -> recording -> the selected neurons' records, for the config's first model, through the stages.
+    Returns the stages (for explain/simulate/score), the model's revision and the records, layer by layer."""
+    stages = Stages(config, store, log)
     subject = config.models[0].name
-    build_excerpts(config, subject, store, log=quiet)
-    recording = record_model(config, subject, layers, store, log=quiet)
-    write_recording(store, recording)
-    n_neurons = int(store.model_row(subject, recording.revision)["n_neurons"])
+    stages.excerpts(subject)
+    recording = stages.record(subject, layers)
     records: list[NeuronRecord] = []
-    with store.connect() as con:
-        for layer in layers:
-            records += load_neuron_records(con, subject, recording.revision, layer,
-                                           select_neurons(config.neurons, n_neurons, config.seed, layer))
-    return recording.revision, records
+    for layer in layers:
+        records += stages.neuron_records(subject, recording.revision, layer).values()
+    return stages, recording.revision, records
 
 
-def cached_llm(spec: LLMSpec, config: Config, store: Store) -> CachedLLM:
-    return CachedLLM(build_llm(spec, config.path.parent), LLMCache(store))
+def local_llm(model: str, like: LLMChoice | None = None) -> LLMChoice:
+    """The local backend running `model`; with `like` a local choice, its dtype and batch size are kept."""
+    options = like.options if like is not None and like.kind == "local" else LocalOptions()
+    return LLMChoice("local", replace(options, model=model))
 
 
-def neuron_scores(simulations: Sequence[Simulation], explanations: Sequence[Explanation]) -> list[NeuronScores]:
-    """The scores of each explanation, from its simulations of the test split (as the score stage computes them)."""
-    out = []
-    for e in explanations:
-        sims = [s for s in simulations if (s.layer, s.neuron, s.sample) == (e.layer, e.neuron, e.sample)]
-        top = [s for s in sims if s.kind == "top"]
-        rnd = [s for s in sims if s.kind == "random"]
-        out.append(score_neuron([s.real for s in top], [s.simulated for s in top],
-                                [s.real for s in rnd], [s.simulated for s in rnd]))
-    return out
+def with_llm(choice: Choice, llm: LLMChoice) -> Choice:
+    """An explainer's or simulator's choice with another LLM, its other options kept."""
+    if not hasattr(choice.options, "llm"):
+        raise ConfigError(f"the {choice.kind} explainer/simulator runs no LLM to replace")
+    return replace(choice, options=replace(choice.options, llm=llm))
+
+
+def explain_records(stages: Stages, records: Sequence[NeuronRecord]) -> list[Explanation]:
+    """The config's explainer on `records`: one explanation per neuron, chosen as the explain stage chooses it
+    (best-of-n on the valid split when it draws several), in one call and without writing to the store."""
+    explainer = stages.explainer
+    candidates = explainer.explain([ExplainerInput.of(r) for r in records], stages.config.seed)
+    if explainer.candidates == 1:
+        return candidates
+    by_key = {(r.layer, r.neuron): r for r in records}
+    return [c for c in choose(candidates, by_key, stages.simulator) if c.chosen]
+
+
+def explanation_scores(simulator: Simulator, explanations: Sequence[Explanation],
+                       by_key: dict[tuple[int, int], NeuronRecord]) -> list[NeuronScores]:
+    """The scores of each explanation: simulated on its neuron's test split (one simulator call for all of
+    them) and scored as the score stage does."""
+    if not explanations:
+        return []
+    jobs = [(i, e, kind, r) for i, e in enumerate(explanations) for kind, r in by_key[(e.layer, e.neuron)].scored("test")]
+    values = simulator.simulate([SimulationJob(e.explanation, r.tokens) for _, e, _, r in jobs])
+    simulations: list[list[Simulation]] = [[] for _ in explanations]
+    for (i, e, kind, r), simulated in zip(jobs, values):
+        if len(simulated) != len(r.tokens):
+            raise ValueError(f"simulator returned {len(simulated)} values for {len(r.tokens)} tokens "
+                             f"(layer {e.layer}, neuron {e.neuron}, excerpt {r.excerpt_id})")
+        simulations[i].append(Simulation(e.layer, e.neuron, e.sample, int(r.excerpt_id or 0), kind, tuple(simulated),
+                                         r.activations))
+    return [score_simulations(s) for s in simulations]
 
 
 def mean(values: Sequence[float | None]) -> float:

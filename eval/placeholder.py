@@ -6,36 +6,36 @@ concept's tokens, 0 elsewhere, over excerpts of the corpus (the default subject'
 hand-written rule, once per placeholder, and scored as the pipeline scores (top-and-random): the rule is right
 by construction, so this measures the simulator alone.
 
-    .venv/bin/python eval/placeholder.py [--concepts digits,months] [--draws 2]   # ~5 min per draw
+    .venv/bin/python eval/placeholder.py [--config FILE] [--concepts digits,months] [--draws 2]   # ~5 min per draw
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import random
 import sys
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from autointerp.config import DEFAULT_CONFIG_PATH, load_config  # noqa: E402
-from autointerp.fewshot import SIMULATOR_EXAMPLES  # noqa: E402
-from autointerp.llm import build_llm  # noqa: E402
-from autointerp.prompts import build_simulator_prompt, expected_value  # noqa: E402
-from autointerp.scoring import score_neuron  # noqa: E402
-from autointerp.subject import load_tokenizer, resolve_source  # noqa: E402
-from eval.common import RESULTS  # noqa: E402
+from autointerp.llm import llm_name  # noqa: E402
+from autointerp.score.scoring import score_neuron  # noqa: E402
+from autointerp.simulate import SimulationJob, build_simulator  # noqa: E402
+from autointerp.store import Store  # noqa: E402
+from autointerp.subject import Subject  # noqa: E402
+from eval.common import RESULTS, config_of  # noqa: E402
+from eval.common import parser as make_parser  # noqa: E402
 from eval.planted import CONCEPTS, corpus_excerpts  # noqa: E402
 
 PLACEHOLDERS = ("unknown", "0")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     parser.add_argument("--concepts", default=",".join(CONCEPTS))
     parser.add_argument("--draws", type=int, default=2, help="random excerpt sets per concept")
     parser.add_argument("--out", type=Path, default=RESULTS / "placeholder.json")
@@ -43,34 +43,41 @@ def main() -> None:
     unknown = sorted(set(args.concepts.split(",")) - set(CONCEPTS))
     if unknown:
         parser.error(f"--concepts: unknown {', '.join(unknown)}; known: {', '.join(CONCEPTS)}")
-    config = load_config(os.environ.get("AUTOINTERP_CONFIG") or DEFAULT_CONFIG_PATH)
-    tokenizer = load_tokenizer(resolve_source(config.models[0].source, config.path.parent))
+    config = config_of(args)
+    options = config.simulator.options
+    if not hasattr(options, "placeholder") or not hasattr(options, "llm"):
+        parser.error(f"the config's simulator ({config.simulator.kind}) has no placeholder option: "
+                     "this compares the all_at_once simulator's placeholders")
+    tokenizer = Subject.of(config.models[0], config.base_dir).tokenizer()
     texts = [[tokenizer.decode([i]) for i in row] for row in corpus_excerpts(config, tokenizer, 0, 1500)]
-    llm = build_llm(config.simulator, config.path.parent)
     concepts = [CONCEPTS[name] for name in args.concepts.split(",")]
     acts = {c.name: [[6.0 if c.contains(t) else 0.0 for t in text] for text in texts] for c in concepts}
     rows = []
-    for draw in range(args.draws):
-        rng = random.Random(draw)
-        for concept in concepts:
-            name = concept.name
-            hits = [i for i, a in enumerate(acts[name]) if max(a) > 0]
-            chosen = rng.sample(hits, 5) + rng.sample(range(len(texts)), 5)
-            real = [acts[name][i] for i in chosen]
-            row = {"concept": name, "draw": draw}
-            for placeholder in PLACEHOLDERS:
-                answers = llm.slots([build_simulator_prompt(SIMULATOR_EXAMPLES, concept.rule, texts[i],
-                                                            placeholder=placeholder).request for i in chosen])
-                simulated = [[expected_value(d) for d in a.response] for a in answers]
-                scores = score_neuron(real[:5], simulated[:5], real[5:], simulated[5:])
-                flat_real, flat_sim = np.concatenate(real), np.concatenate(simulated)
-                row[placeholder] = {"correlation": scores.score_top_and_random,
-                                    "mean_on_concept": float(flat_sim[flat_real > 0].mean()),
-                                    "mean_elsewhere": float(flat_sim[flat_real == 0].mean())}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "placeholder.duckdb")  # the LLM call cache, this run's only
+        # The config's simulator once per placeholder; both share one loaded LLM.
+        simulators = {p: build_simulator(replace(config.simulator, options=replace(options, placeholder=p)),
+                                         config.base_dir, store) for p in PLACEHOLDERS}
+        for draw in range(args.draws):
+            rng = random.Random(draw)
+            for concept in concepts:
+                name = concept.name
+                hits = [i for i, a in enumerate(acts[name]) if max(a) > 0]
+                chosen = rng.sample(hits, 5) + rng.sample(range(len(texts)), 5)
+                real = [acts[name][i] for i in chosen]
+                row = {"concept": name, "draw": draw}
+                for placeholder in PLACEHOLDERS:
+                    simulated = simulators[placeholder].simulate([SimulationJob(concept.rule, tuple(texts[i]))
+                                                                  for i in chosen])
+                    scores = score_neuron(real[:5], simulated[:5], real[5:], simulated[5:])
+                    flat_real, flat_sim = np.concatenate(real), np.concatenate(simulated)
+                    row[placeholder] = {"correlation": scores.score_top_and_random,
+                                        "mean_on_concept": float(flat_sim[flat_real > 0].mean()),
+                                        "mean_elsewhere": float(flat_sim[flat_real == 0].mean())}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"simulator": llm.name, "rows": rows}, indent=2))
+    args.out.write_text(json.dumps({"simulator": llm_name(options.llm, config.base_dir), "rows": rows}, indent=2))
     print("\n| placeholder | mean correlation | mean on concept tokens | mean elsewhere | better in |\n"
           "| --- | --- | --- | --- | --- |")
     for p in PLACEHOLDERS:

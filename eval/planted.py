@@ -4,13 +4,14 @@
    known concepts (eval/planting.py: a linear probe fitted on the corpus text AFTER the pipeline's token
    budget, so the text the pipeline records is held out). The edit is measured: precision and recall of
    "activation > threshold" against the concept's tokens, on the held-out text.
-2. The edited model is saved with save_pretrained and run through the pipeline's own functions (excerpts,
-   recording, explain, simulate, score) from a config that points at it, with the planted neurons and a few
-   unedited neurons of the same layer (the baseline) selected by `neurons: {select: list}`.
+2. The edited model is saved with save_pretrained and run through the pipeline's own stages (excerpts,
+   recording) and the config's explainer, simulator and scoring, from a config that points at it, with the
+   planted neurons and a few unedited neurons of the same layer (the baseline) selected by
+   `neurons: {select: list}`.
 3. Per neuron: the explanation, whether it names the concept (keywords), its scores; and the scores of the
    hand-written "true rule" (the ceiling the simulator allows) and of another concept's rule (a floor).
 
-    nice -n 10 .venv/bin/python eval/planted.py [--layer 2] [--concepts digits,months,water,family]
+    nice -n 10 .venv/bin/python eval/planted.py [--config FILE] [--layer 2] [--concepts digits,months,water,family]
         [--baselines 2] [--llm MODEL] [--tokens N] [--fit-excerpts 4000]
 
 Writes eval/results/planted.json and prints Markdown tables for the README.
@@ -18,7 +19,6 @@ Writes eval/results/planted.json and prints Markdown tables for the README.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -26,7 +26,7 @@ import re
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -35,20 +35,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
-from autointerp.config import DEFAULT_CONFIG_PATH, Config, load_config  # noqa: E402
-from autointerp.corpus import iter_documents, iter_excerpts, resolve_corpus_paths  # noqa: E402
+from autointerp.config import Choice, Config, NeuronSelection  # noqa: E402
+from autointerp.corpus import EXCERPT_TOKENS, iter_documents, iter_excerpts, resolve_corpus_paths  # noqa: E402
 from autointerp.errors import CorpusError, ModelLoadError  # noqa: E402
-from autointerp.explainer import Explanation, explain_neurons  # noqa: E402
+from autointerp.explain import Explanation  # noqa: E402
 from autointerp.llm import llm_name  # noqa: E402
-from autointerp.recording import EXCERPT_TOKENS  # noqa: E402
-from autointerp.records import NeuronRecord  # noqa: E402
-from autointerp.scoring import NeuronScores, score_neuron  # noqa: E402
-from autointerp.simulator import scored_records, simulate_neurons  # noqa: E402
-from autointerp.store import Store  # noqa: E402
-from autointerp.subject import describe_model, load_model, load_tokenizer, resolve_source  # noqa: E402
-from eval.common import RESULTS, cached_llm, neuron_scores, record_neurons  # noqa: E402
+from autointerp.record.records import NeuronRecord  # noqa: E402
+from autointerp.score.scoring import NeuronScores, score_neuron  # noqa: E402
+from autointerp.stages import Stages  # noqa: E402
+from autointerp.store import Store, queries  # noqa: E402
+from autointerp.subject import Subject, load_model, resolve_source  # noqa: E402
+from eval.common import (RESULTS, config_of, explain_records, explanation_scores, local_llm,  # noqa: E402
+                         record_neurons, with_llm)
+from eval.common import parser as make_parser  # noqa: E402
 from eval.planting import PlantedNeuron, mlp_inputs, neuron_activations, plant, precision_recall  # noqa: E402
 
 
@@ -96,7 +96,7 @@ CONCEPTS = {
 
 def corpus_excerpts(config: Config, tokenizer: Any, budget: int, fit: int) -> np.ndarray:
     """The `fit` excerpts that follow the pipeline's first `budget` excerpts of the corpus: (fit, 64) token ids."""
-    paths = resolve_corpus_paths(config.corpus.paths, config.path.parent)
+    paths = resolve_corpus_paths(config.corpus.paths, config.base_dir)
 
     def tokenize(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
@@ -115,17 +115,18 @@ def batches(tokens: np.ndarray, size: int = 32) -> Iterator[np.ndarray]:
 
 
 def planted_config(config: Config, model_dir: Path, name: str, neurons: list[int], tokens: int,
-                   llm: str | None, directory: Path) -> Config:
-    """A config file for the edited model: the same corpus, records, seed and LLMs as `config` (or `llm`)."""
-    corpus = asdict(config.corpus)
-    corpus.update(paths=resolve_corpus_paths(config.corpus.paths, config.path.parent), max_tokens=tokens)
-    roles = {role: {**asdict(getattr(config, role)), **({"model": llm, "backend": "local"} if llm else {})}
-             for role in ("explainer", "simulator")}
-    raw = {"seed": config.seed, "models": [{"name": name, "source": str(model_dir), "dtype": "float32"}],
-           "corpus": corpus, "records": asdict(config.records), "neurons": {"select": "list", "ids": neurons}, **roles}
-    path = directory / "autointerp.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return load_config(path)
+                   llm: str | None) -> Config:
+    """A config for the edited model (its only model): the same corpus (`tokens` of it), records, seed,
+    explainer and simulator as `config`, their LLM replaced by the local model `llm` if given; `neurons`
+    selected in every layer. Relative paths still resolve next to `config`'s file."""
+    subject = replace(config.models[0], name=name, source=str(model_dir), dtype="float32")
+    roles = {}
+    if llm:
+        for role in ("explainer", "simulator"):
+            choice = getattr(config, role)
+            roles[role] = with_llm(choice, local_llm(llm, like=getattr(choice.options, "llm", None)))
+    return replace(config, models=(subject,), corpus=replace(config.corpus, max_tokens=tokens),
+                   neurons=NeuronSelection(select="list", ids=tuple(neurons)), **roles)
 
 
 def save_dense(model: Any, tokenizer: Any, directory: Path) -> None:
@@ -182,31 +183,35 @@ def rule_applied_exactly(concept: Concept, record: NeuronRecord) -> NeuronScores
     """The true rule's score with a simulator that follows it perfectly (10 on concept tokens, 0 elsewhere),
     on the same test excerpts: the ceiling the LLM simulator's "true rule" score is measured against."""
     parts: dict[str, tuple[list, list]] = {"top": ([], []), "random": ([], [])}
-    for kind, r in scored_records(record):
+    for kind, r in record.scored("test"):
         parts[kind][0].append(r.activations)
         parts[kind][1].append(tuple(10.0 if concept.contains(t) else 0.0 for t in r.tokens))
     return score_neuron(*parts["top"], *parts["random"])
 
 
-def explain_and_score(config: Config, store: Store, by_key: dict[tuple[int, int], NeuronRecord], layer: int,
+def role_name(choice: Choice, role: Any, base_dir: Path) -> str:
+    """What the results name an explainer or simulator by: its LLM (the role's own name if it runs none)."""
+    llm = getattr(choice.options, "llm", None)
+    return llm_name(llm, base_dir) if llm is not None else role.name
+
+
+def explain_and_score(stages: Stages, by_key: dict[tuple[int, int], NeuronRecord], layer: int,
                       concepts: list[Concept], planted: list[int], baselines: list[int]) -> dict[str, Any]:
     """Own explanations of every neuron; for the planted ones also the true rule and another concept's rule."""
-    explainer = cached_llm(config.explainer, config, store)
-    simulator = explainer if config.simulator == config.explainer else cached_llm(config.simulator, config, store)
+    config = stages.config
     started = time.monotonic()
-    own = explain_neurons(explainer, [by_key[(layer, n)] for n in planted + baselines], config.explainer, config.seed)
+    own = explain_records(stages, [by_key[(layer, n)] for n in planted + baselines])
     print(f"explained {len(own)} neurons in {time.monotonic() - started:.0f}s", flush=True)
     sets = {"own": own,
             "true": [Explanation(layer, n, 0, c.rule, "") for c, n in zip(concepts, planted)],
             "wrong": [Explanation(layer, n, 0, concepts[(i + 1) % len(concepts)].rule, "")
                       for i, n in enumerate(planted)] if len(concepts) > 1 else []}
-    # one simulation call per set: neuron_scores pools a neuron's simulations by (layer, neuron, sample)
-    scores = {name: dict(zip((e.neuron for e in explained),
-                             neuron_scores(simulate_neurons(simulator, explained, by_key, config.simulator.placeholder),
-                                           explained)))
+    # one simulation call per set, each explanation scored on its neuron's test split
+    scores = {name: dict(zip((e.neuron for e in explained), explanation_scores(stages.simulator, explained, by_key)))
               for name, explained in sets.items()}
     return {"sets": sets, "scores": scores, "seconds": time.monotonic() - started,
-            **{role: llm_name(getattr(config, role), config.path.parent) for role in ("explainer", "simulator")}}
+            "explainer": role_name(config.explainer, stages.explainer, config.base_dir),
+            "simulator": role_name(config.simulator, stages.simulator, config.base_dir)}
 
 
 def neuron_rows(layer: int, concepts: list[Concept], planted: dict[int, PlantedNeuron], held_out: dict[int, dict],
@@ -234,7 +239,7 @@ def neuron_rows(layer: int, concepts: list[Concept], planted: dict[int, PlantedN
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     parser.add_argument("--layer", type=int, default=2)
     parser.add_argument("--concepts", default=",".join(CONCEPTS))
     parser.add_argument("--baselines", type=int, default=2, help="unedited neurons of the layer, for comparison")
@@ -244,20 +249,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "planted.json")
     args = parser.parse_args()
     started = time.monotonic()
-    config = load_config(os.environ.get("AUTOINTERP_CONFIG") or DEFAULT_CONFIG_PATH)
+    config = config_of(args)
     unknown = sorted(set(args.concepts.split(",")) - set(CONCEPTS))
     if unknown:
         parser.error(f"--concepts: unknown {', '.join(unknown)}; known: {', '.join(CONCEPTS)}")
     concepts = [CONCEPTS[c] for c in args.concepts.split(",")]
     tokens = args.tokens or config.corpus.max_tokens
     subject = config.models[0]
-    source = resolve_source(subject.source, config.path.parent)
-    info = describe_model(source)
+    resolved = Subject.of(subject, config.base_dir)
+    source, info = resolved.source, resolved.info
     layer = args.layer
     if not 0 <= layer < info.n_layers:
         parser.error(f"--layer {layer}: {subject.name} has layers 0-{info.n_layers - 1}")
 
-    tokenizer = load_tokenizer(source)
+    tokenizer = resolved.tokenizer()
     model = load_model(source, "float32")
     fit_tokens = corpus_excerpts(config, tokenizer, tokens // EXCERPT_TOKENS, args.fit_excerpts)
     print(f"fitting on {fit_tokens.size:,} tokens after the pipeline's first {tokens:,}", flush=True)
@@ -272,13 +277,14 @@ def main() -> None:
         save_dense(model, tokenizer, model_dir)
         del model
         config_planted = planted_config(config, model_dir, f"{subject.name}-planted", planted_ids + baselines,
-                                        tokens, args.llm, Path(tmp))
+                                        tokens, args.llm)
         store = Store(Path(tmp) / "eval.duckdb")
-        revision, records = record_neurons(config_planted, [layer], store)
+        stages, revision, records = record_neurons(config_planted, [layer], store)
         by_key = {(r.layer, r.neuron): r for r in records}
-        held = np.concatenate([t for _, t in store.iter_excerpt_batches(config_planted.models[0].name, revision, 256)])
+        held = np.concatenate([t for _, t in queries.iter_excerpt_batches(store, config_planted.models[0].name,
+                                                                          revision, 256)])
         held_out = held_out_firing(model_dir, held, layer, concepts, planted, concept_ids, by_key)
-        scored = explain_and_score(config_planted, store, by_key, layer, concepts, planted_ids, baselines)
+        scored = explain_and_score(stages, by_key, layer, concepts, planted_ids, baselines)
 
     result = {"subject": subject.name, "source": subject.source, "layer": layer, "tokens": tokens,
               "fit_tokens": int(fit_tokens.size), "explainer": scored["explainer"], "simulator": scored["simulator"],

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from autointerp.errors import UnsupportedArchitectureError
-from autointerp.subject import LLAMA_FAMILY, neuron_modules
+from autointerp.units.mlp import LLAMA_FAMILY, MLPNeurons
 
 GAIN = 6.0  # a typical concept token's activation; silu(6) = 5.985, silu(-6) = -0.015
 FIRING = 0.1  # "fires" = above FIRING x GAIN: at least 1 on the 0-10 scale an explainer sees
@@ -81,7 +81,9 @@ def mlp_inputs(model: Any, layer: int, batches: Iterable[np.ndarray]) -> torch.T
 
 def neuron_activations(model: Any, layer: int, neurons: list[int], batches: Iterable[np.ndarray]) -> torch.Tensor:
     """The activations of `neurons` of `layer` per token (tokens, len(neurons)), read where recording reads them."""
-    return _capture(model, neuron_modules(model)[layer], batches, neurons)
+    module, side = MLPNeurons().hook_point(model, layer)
+    assert side == "input", side  # MLP neurons are the input of the MLP's output projection
+    return _capture(model, module, batches, neurons)
 
 
 def fit_probe(x: torch.Tensor, is_concept: torch.Tensor, l2: float = 1e-3) -> torch.Tensor:

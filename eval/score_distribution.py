@@ -1,4 +1,4 @@
-"""How are explanation scores distributed, and how does that compare with the paper (METHOD.md s.7)?
+"""How are explanation scores distributed, and how does that compare with the paper (docs/method.md s.8)?
 
 Reads the `scores` table of a DuckDB store (default: $AUTOINTERP_HOME/autointerp.duckdb, as `autointerp run`
 leaves it; opened read-only) and, where they exist, the eval results of real (unedited) neurons:
@@ -9,12 +9,12 @@ interpretation with a bootstrap interval for the mean.
 
     .venv/bin/python eval/score_distribution.py [--db PATH] [--json FILE ...] [--explainer TEXT]
 
-Writes eval/results/score_distribution.png and .json, prints Markdown.
+It reads the store alone, as `autointerp view` and `export` do: `--config` is accepted like everywhere else
+and not needed. Writes eval/results/score_distribution.png and .json, prints Markdown.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -30,8 +30,9 @@ import pandas as pd  # noqa: E402
 from autointerp.errors import StoreError  # noqa: E402
 from autointerp.store import default_home  # noqa: E402
 from eval.common import RESULTS  # noqa: E402
+from eval.common import parser as make_parser  # noqa: E402
 
-# Bills et al. 2023 (GPT-2 XL, GPT-4 explainer and simulator), METHOD.md s.7.
+# Bills et al. 2023 (GPT-2 XL, GPT-4 explainer and simulator), docs/method.md s.8.
 PAPER = {"mean_top_and_random": 0.151, "mean_random_only": 0.037, "above_0.7": 0.017, "above_0.9": 0.0006}
 EXPLAINER_SCALE = {"GPT-2": 0.03, "GPT-3": 0.065, "GPT-3.5": 0.10, "GPT-4": 0.144, "human contractors": 0.178}
 COLUMNS = ["source", "explainer", "layer", "neuron", "top_and_random", "random_only", "real"]
@@ -39,7 +40,9 @@ CEILING = "planted.json: planted neurons, true rule"  # not real neurons: the si
 
 
 def short(llm: str) -> str:
-    """'local:embedded:qwen...@sha256:...' -> 'embedded:qwen...'."""
+    """'local:embedded:qwen...@sha256:...' -> 'embedded:qwen...'. The store names an explainer or simulator by
+    its method, then its LLM ('listing:local:...', 'all_at_once:local:...'): the method is dropped too."""
+    llm = re.sub(r"^[\w+-]+:(?=(?:local|openai):)", "", llm)
     return re.sub(r"@sha256:[0-9a-f]+$", "", llm.removeprefix("local:"))
 
 
@@ -204,7 +207,7 @@ def histogram(frame: pd.DataFrame, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     parser.add_argument("--db", type=Path, help="a DuckDB store; default $AUTOINTERP_HOME/autointerp.duckdb")
     parser.add_argument("--json", type=Path, action="append",
                         help="eval results file(s); default eval/results/own_vs_shuffled.json and planted.json")

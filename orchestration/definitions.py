@@ -7,26 +7,44 @@ from assets.explain import explanations, scores, simulations
 from assets.record import excerpts, record
 from assets.subject import subject_model
 from assets.view import neuron_viewer
-from orchestration.partitions import model_layer_partitions, model_partitions
-from orchestration.sensors import model_revision_check, model_revisions
-from resources import AutointerpSettings, DuckDBStore, LLMs
+from autointerp.config import WatchSpec
+from autointerp.errors import AutointerpError
+from orchestration.jobs import JOBS
+from orchestration.schedules import build_schedule
+from orchestration.sensors import build_sensor
+from resources import AutointerpSettings, DuckDBStore
 
 ASSETS = [subject_model, excerpts, record, explanations, simulations, scores, neuron_viewer]
 CHECKS = [*record_checks, *explain_checks]
-RESOURCES = {"settings": AutointerpSettings(), "store": DuckDBStore(), "llms": LLMs()}
 
-excerpts_job = dg.define_asset_job("excerpts_job", selection=dg.AssetSelection.assets(excerpts),
-                                   partitions_def=model_partitions)
-record_job = dg.define_asset_job("record_job", selection=dg.AssetSelection.assets("activation_records", "neuron_stats"),
-                                 partitions_def=model_layer_partitions)
-explain_job = dg.define_asset_job("explain_job", selection=dg.AssetSelection.assets(explanations, simulations, scores),
-                                  partitions_def=model_layer_partitions)
+
+def resources(config_path: str = "", explain_layers: list[int] | None = None, explainer: str | None = None) -> dict:
+    """The resources every asset, check, sensor and schedule uses; `config_path` empty: $AUTOINTERP_CONFIG or the
+    repository's autointerp.yaml. The CLI narrows one run with `explain_layers` and `explainer` (see
+    AutointerpSettings)."""
+    return {"settings": AutointerpSettings(path=config_path, explain_layers=explain_layers, explainer=explainer or ""),
+            "store": DuckDBStore()}
+
+
+def watch_settings(settings: AutointerpSettings) -> WatchSpec:
+    """How often to look for new revisions, read when the code location loads (the defaults if the config is
+    broken: the sensor then reports the config error on its first tick)."""
+    try:
+        return settings.load().watch
+    except AutointerpError:
+        return WatchSpec()
+
+
+RESOURCES = resources()
+WATCH = watch_settings(RESOURCES["settings"])
+model_revisions = build_sensor(WATCH.sensor_interval_s)
+model_revision_check = build_schedule(WATCH.cron)
 
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=CHECKS,
     resources=RESOURCES,
-    jobs=[excerpts_job, record_job, explain_job],
+    jobs=JOBS,
     sensors=[model_revisions],
     schedules=[model_revision_check],
 )

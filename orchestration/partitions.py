@@ -53,3 +53,9 @@ def contiguous_ranges(layers: list[int]) -> list[tuple[int, int]]:
         else:
             ranges.append((layer, layer))
     return ranges
+
+
+def range_tags(model: str, first: int, last: int) -> dict[str, str]:
+    """Run tags that make one run materialize layers first..last of a model (a single-run backfill)."""
+    return {"dagster/asset_partition_range_start": str(model_layer_key(model, first)),
+            "dagster/asset_partition_range_end": str(model_layer_key(model, last))}

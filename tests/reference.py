@@ -1,6 +1,6 @@
 """Independent MLP-neuron activations, computed by hand from a model's weights (no transformers code).
 
-Used to check that the hooks read exactly "the input of the MLP's output projection" (METHOD.md s.1).
+Used to check that the hooks read exactly "the input of the MLP's output projection" (docs/method.md s.1).
 """
 
 from __future__ import annotations

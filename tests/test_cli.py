@@ -74,3 +74,30 @@ def test_layer_specs():
     assert parse_layers(" 3 , 1 ", 6) == [1, 3]
     with pytest.raises(AutointerpError, match="runs backwards"):
         parse_layers("4-2", 6)
+
+
+def test_the_config_passed_with_dash_dash_config_is_the_one_the_assets_run_with(project, home):
+    """AUTOINTERP_CONFIG names the project's config (5 top records); --config names another (3): the runs use it."""
+    other = home / "other.yaml"
+    other.write_text(project.read_text().replace("top: 5", "top: 3"))
+    done = cli("--config", str(other), "run", "--model", "tiny-gpt2", "--layers", "1", "--until", "record")
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = Store.from_home().query("SELECT neuron, count(*) AS n FROM activation_records WHERE kind = 'top' "
+                                     "GROUP BY neuron")
+    assert set(counts.n) == {3}
+
+
+@pytest.mark.parametrize("name", ["../../victim", "/tmp/abs", ".", "..", "a/b"])
+def test_a_model_name_that_is_a_path_is_refused_at_every_entry_point(project, home, name):
+    victim = home / "victim"
+    victim.write_text("precious")
+    for args in (("import", "--format", "neuron-records", str(home), "--model", name),
+                 ("import", "--format", "explanations", str(home), "--model", name),
+                 ("models", "add", name, str(home)),
+                 ("view", "--model", name, "--no-serve")):
+        done = cli(*args)
+        assert done.returncode == 2 and "is not a valid model name" in done.stderr, (args, done.stderr[-2000:])
+        assert "Traceback" not in done.stderr
+    assert victim.read_text() == "precious"
+    assert not (home / "data" / "autointerp.duckdb").exists() or \
+        Store.from_home().query("SELECT count(*) AS n FROM models").n[0] == 0

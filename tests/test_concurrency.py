@@ -15,8 +15,8 @@ from pathlib import Path
 import dagster as dg
 
 from autointerp.config import load_config
-from autointerp.recording import expected_counts
-from autointerp.store import Store
+from autointerp.record.recorder import expected_counts
+from autointerp.store import Store, queries
 from orchestration.partitions import model_layer_key, register_model
 from tests.test_pipeline import layer_counts, run
 
@@ -60,7 +60,7 @@ def test_parallel_runs_of_different_layers_all_land(project, home):
 
     store = Store.from_home()
     for model, n_neurons in (("tiny-gpt2", 128), ("tiny-llama", 48)):
-        per_neuron = sum(expected_counts(config.records, store.excerpt_count(model, store.latest_revision(model))).values())
+        per_neuron = sum(expected_counts(config.records, queries.excerpt_count(store, model, queries.latest_revision(store, model))).values())
         assert layer_counts(store, model) == {layer: n_neurons * per_neuron for layer in range(3)}
         stats = store.query("SELECT layer, count(*) AS n FROM neuron_stats WHERE model = ? GROUP BY layer", [model])
         assert dict(zip(stats.layer, stats.n)) == {0: n_neurons, 1: n_neurons, 2: n_neurons}

@@ -47,7 +47,11 @@ def test_the_config_path_comes_from_the_environment(tmp_path, monkeypatch):
     (GOOD.replace("top: 10", "top: true"), "records.top: must be an integer"),
     (GOOD.replace("top: 10", "top: 0"), "records.top must be a positive integer"),
     (GOOD.replace("max_tokens: 6400", "max_tokens: 10"), "corpus.max_tokens must be at least 64"),
-    (GOOD.replace("name: tiny", "name: 'bad|name'"), "model name 'bad|name'"),
+    (GOOD.replace("name: tiny", "name: 'bad|name'"), "'bad|name' is not a valid model name"),
+    (GOOD.replace("name: tiny", "name: '..'"), "'..' is not a valid model name"),
+    (GOOD.replace("name: tiny", "name: '../victim'"), "'../victim' is not a valid model name"),
+    (GOOD.replace("source: ./model", "source: ''"), "model 'tiny': source is empty"),
+    (GOOD.replace("seed: 3", "seed: 10000000000000000000000000"), "seed must be an integer from 0 to 2147483647"),
     (GOOD.replace("  - {name: tiny, source: ./model}", "  - {name: tiny}"), "missing required key(s) source"),
     (GOOD.replace("  - {name: tiny, source: ./model}", "  - {name: a, source: x}\n  - {name: a, source: y}"),
      "repeated: a"),
@@ -56,8 +60,16 @@ def test_the_config_path_comes_from_the_environment(tmp_path, monkeypatch):
     ("seed: 1\n", "'models' must be a non-empty list"),
     (GOOD.replace("records: {top: 10}", "records: {random: 50, random_pool: 40}"), "cannot exceed records.random_pool"),
     (GOOD + "simulator: {placeholder: '?'}\n", "simulator.placeholder must be unknown or 0, got '?'"),
-    (GOOD + "simulator: {backend: openai, model: m, mode: chat, placeholder: '0'}\n",
-     "placeholder 0 needs backend local or mode echo"),
+    (GOOD + "simulator: {kind: chat, placeholder: '0'}\n", "simulator: unknown key(s) 'placeholder'"),
+    (GOOD + "simulator: {kind: psychic}\n", "simulator.kind: unknown simulator 'psychic'; known: all_at_once"),
+    (GOOD + "explainer: {llm: {backend: carrier-pigeon}}\n", "explainer.llm.backend: unknown LLM backend "
+     "'carrier-pigeon'; known: local, openai"),
+    (GOOD + "explainer: {llm: {backend: openai, concurrency: 0}}\n", "explainer.llm: top_logprobs and concurrency"),
+    (GOOD + "explainer: {llm: {dtype: float8}}\n", "explainer.llm.dtype must be auto, float32"),
+    (GOOD + "explainer: {formats: [listing, sonnet]}\n", "explainer.formats: unknown explainer prompt format 'sonnet'"),
+    (GOOD + "explainer: {samples: 0}\n", "explainer.samples must be a positive integer"),
+    (GOOD.replace("source: ./model}", "source: ./model, units: {kind: tea-leaves}}"),
+     "models[0].units.kind: unknown unit type 'tea-leaves'; known: mlp"),
 ])
 def test_bad_configs_get_one_clear_error(tmp_path, text, message):
     with pytest.raises(ConfigError) as error:

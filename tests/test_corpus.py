@@ -18,13 +18,13 @@ from autointerp.corpus import (
     BUILTIN_CORPORA,
     Document,
     Excerpt,
-    _read_wiki_dump_builtin,
-    _strip_wiki_markup,
     corpus_fingerprint,
     iter_documents,
     iter_excerpts,
     resolve_corpus_paths,
 )
+from autointerp.corpus.builtins import _read_wiki_dump_builtin
+from autointerp.corpus.wiki import strip_wiki_markup as _strip_wiki_markup
 from autointerp.errors import CorpusError
 
 

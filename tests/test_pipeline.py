@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from autointerp.config import load_config
-from autointerp.recording import expected_counts
-from autointerp.store import Store
-from orchestration.definitions import ASSETS, CHECKS, RESOURCES
+from autointerp.record.recorder import expected_counts
+from autointerp.store import Store, queries
+from orchestration.definitions import ASSETS, CHECKS, RESOURCES, model_revisions
 from orchestration.partitions import model_layer_key, register_model
-from orchestration.sensors import model_revisions
 
 RECORDS = ["activation_records", "neuron_stats"]
 
@@ -68,7 +67,7 @@ def test_a_range_of_layers_is_recorded_in_one_run_and_rerunning_changes_nothing(
 
     store = Store.from_home()
     config = load_config()
-    n_excerpts = store.excerpt_count(model, store.latest_revision(model))
+    n_excerpts = queries.excerpt_count(store, model, queries.latest_revision(store, model))
     per_neuron = sum(expected_counts(config.records, n_excerpts).values())
     assert layer_counts(store, model) == {layer: n_neurons * per_neuron for layer in range(3)}
     before = store.query("SELECT * FROM activation_records ORDER BY layer, neuron, kind, band, rank")

@@ -9,10 +9,11 @@ import numpy as np
 import torch
 
 from autointerp.config import RecordSpec
-from autointerp.recording import record_activations
-from autointerp.records import NeuronRecord, ActivationRecord
-from autointerp.scoring import score_neuron
-from autointerp.subject import load_model, neuron_modules, resolve_source
+from autointerp.record.recorder import record_activations
+from autointerp.record.records import ActivationRecord, NeuronRecord
+from autointerp.score.scoring import score_neuron
+from autointerp.subject import load_model
+from autointerp.units.mlp import MLPNeurons
 from tests.conftest import WORDS, save_tiny_model
 from tests.test_recording import load_excerpts
 
@@ -54,7 +55,7 @@ def test_a_planted_neuron_is_found_and_only_its_true_rule_scores_high(tmp_path):
     source, ids, tokens = load_excerpts(model_dir, tmp_path, n_excerpts=40)
     model = load_model(source)
     spec = RecordSpec(top=20, random=20, random_pool=30, quantile_bands=3, per_band=2, batch_size=8)
-    rec = record_activations(model, neuron_modules(model), [0], [(ids, tokens)], spec, 0, 128, len(ids),
+    rec = record_activations(model, MLPNeurons(), [0], [(ids, tokens)], spec, 0, 128, len(ids),
                              log=lambda _: None)[0]
     from transformers import AutoTokenizer
 

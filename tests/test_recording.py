@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from autointerp.config import CorpusSpec, RecordSpec
-from autointerp.excerpts import make_excerpts
-from autointerp.recording import (EXCERPT_TOKENS, Moments, StreamingTopK, expected_counts, random_priorities,
-                                  record_activations)
-from autointerp.subject import describe_model, load_model, load_tokenizer, neuron_modules, resolve_source
+from autointerp.corpus import EXCERPT_TOKENS, iter_documents, resolve_corpus_paths
+from autointerp.corpus.excerpts import excerpts_table
+from autointerp.record.recorder import expected_counts, record_activations
+from autointerp.record.streaming import Moments, StreamingTopK, random_priorities
+from autointerp.subject import load_model, load_tokenizer, resolve_source
+from autointerp.units.mlp import MLPNeurons
 from tests.conftest import write_corpus
 from tests.reference import manual_neurons
 
@@ -20,8 +22,9 @@ SPEC = RecordSpec(top=5, random=4, random_pool=12, quantile_bands=3, per_band=2,
 def load_excerpts(model_dir, tmp_path, n_excerpts=40):
     source = resolve_source(str(model_dir))
     corpus = write_corpus(tmp_path / "corpus.jsonl")
-    table = make_excerpts(load_tokenizer(source), CorpusSpec(paths=(str(corpus),), max_tokens=64 * n_excerpts),
-                          tmp_path, "m", "r", log=lambda _: None)
+    spec = CorpusSpec(paths=(str(corpus),), max_tokens=64 * n_excerpts)
+    table = excerpts_table(load_tokenizer(source), iter_documents(resolve_corpus_paths(spec.paths, tmp_path)),
+                           spec.max_tokens, "m", "r", log=lambda _: None)
     ids = table.column("excerpt_id").to_numpy()  # int32, as the store returns them
     tokens = np.asarray(table.column("token_ids").to_pylist(), dtype=np.int64)
     return source, ids, tokens
@@ -30,7 +33,7 @@ def load_excerpts(model_dir, tmp_path, n_excerpts=40):
 def run_recording(model, ids, tokens, layers, batch_size=8, seed=0, spec=SPEC):
     batches = [(ids[i:i + batch_size], tokens[i:i + batch_size]) for i in range(0, len(ids), batch_size)]
     n_neurons = describe_model_from(model)
-    return record_activations(model, neuron_modules(model), layers, batches, spec, seed, n_neurons, len(ids),
+    return record_activations(model, MLPNeurons(), layers, batches, spec, seed, n_neurons, len(ids),
                               log=lambda _: None)
 
 

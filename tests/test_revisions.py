@@ -10,11 +10,10 @@ import dagster as dg
 import pytest
 
 from autointerp.config import load_config
-from autointerp.registry import read_registry
-from autointerp.store import Store
+from autointerp.subject.added import read_registry
+from autointerp.store import Store, queries
 from orchestration import cli
-from orchestration.definitions import ASSETS, RESOURCES, defs
-from orchestration.sensors import model_revision_check, model_revisions
+from orchestration.definitions import ASSETS, RESOURCES, defs, model_revision_check, model_revisions
 from tests.test_explain_pipeline import STAGES, metadata
 from tests.test_pipeline import check_results, run
 
@@ -64,7 +63,7 @@ def test_models_add_registers_a_model_without_code_change(project, home, tiny_ll
     assert cli.main(["models", "add", "tiny-gpt2", str(tiny_llama)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert cli.main(["models", "add", "bad name!", str(tiny_llama)]) == 2
-    assert "must match" in capsys.readouterr().err
+    assert "is not a valid model name" in capsys.readouterr().err
     assert [e["name"] for e in read_registry()] == ["extra-llama"]
 
     assert cli.main(["models", "remove", "extra-llama"]) == 0
@@ -95,7 +94,7 @@ def test_new_and_changed_revisions_are_detected_re_recorded_and_compared(project
     apply(instance, first)
     assert run(instance, ["excerpts"], "tiny-gpt2").success
     store = Store.from_home()
-    revision_a = store.latest_revision("tiny-gpt2")
+    revision_a = queries.latest_revision(store, "tiny-gpt2")
     observed = {e.partition: e.tags["dagster/data_version"] for e in first.asset_events}
     assert observed["tiny-gpt2"] == revision_a  # the revision observed is the one the excerpts registered
 
@@ -193,10 +192,15 @@ def test_the_schedule_runs_the_same_check(project, instance):
 
 
 def test_the_watch_cron_comes_from_the_config(project):
-    from orchestration.sensors import _watch_settings
+    from orchestration.definitions import watch_settings
+    from resources import AutointerpSettings
 
     project.write_text(project.read_text() + "watch: {cron: '*/5 * * * *', sensor_interval_s: 30}\n")
-    assert _watch_settings() == ("*/5 * * * *", 30)
+    watch = watch_settings(AutointerpSettings())
+    assert (watch.cron, watch.sensor_interval_s) == ("*/5 * * * *", 30)
+    other = project.with_name("other.yaml")  # a config passed explicitly (the CLI's --config) is the one read
+    other.write_text(project.read_text().replace("'*/5 * * * *'", "'0 3 * * *'"))
+    assert watch_settings(AutointerpSettings(path=str(other))).cron == "0 3 * * *"
     project.write_text(project.read_text().replace("'*/5 * * * *'", "'every hour'"))
     with pytest.raises(Exception, match="watch.cron"):
         load_config()

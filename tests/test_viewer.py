@@ -3,7 +3,6 @@ headless Chromium after its scripts ran, served on 127.0.0.1, and materialized a
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import shutil
@@ -22,11 +21,13 @@ import pandas as pd
 import pytest
 
 from autointerp.errors import AutointerpError
-from autointerp.store import Replacement, Store
-from autointerp.viewer import build_site, make_server, page_name, site_dir
+from autointerp.store import Replacement, Store, queries
+from autointerp.viewer.pages import page_name
+from autointerp.viewer.server import make_server
+from autointerp.viewer.site import build_site, site_dir
 from orchestration.cli import main
 from tests.browser import dump_dom, screenshot
-from tests.conftest import LOCAL_LLM, project_env
+from tests.conftest import SCRIPTED_EXPLAINER, SCRIPTED_SIMULATOR, project_env
 
 MODEL = "tiny-gpt2"
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -50,11 +51,14 @@ EXPLAINED = [
 def _fill_llm_stages(store: Store, revision: str) -> None:
     key = dict(model=MODEL, revision=revision, layer=1)
     now = datetime(2025, 1, 1)
+    # Neuron 0 has two candidates (best-of-n): sample 1 is the one chosen.
     explanations = pd.DataFrame([{**key, "neuron": n, "explainer": EXPLAINER, "sample": s, "explanation": text,
-                                  "completion": f" {text}\n", "created_at": now} for n, s, text, *_ in EXPLAINED])
+                                  "completion": f" {text}\n", "chosen": (n, s) != (0, 0), "created_at": now}
+                                 for n, s, text, *_ in EXPLAINED])
     scores = pd.DataFrame([{**key, "neuron": n, "explainer": EXPLAINER, "simulator": SIMULATOR, "sample": s,
                             "explanation": text, "score_top_and_random": tr, "score_random_only": ro,
-                            "rsquared": None if tr is None else tr - 1, "absolute_dev_explained": None, "n_tokens": 128,
+                            "rsquared": None if tr is None else tr - 1,
+                            "absolute_dev_explained": None if tr is None else tr - 0.5, "n_tokens": 128,
                             "reason": reason} for n, s, text, tr, ro, reason in EXPLAINED])
     # Neuron 0 sample 1 simulated on its test-split excerpts (top record 3, random record 2 of 5 top / 4 random).
     test = store.query("SELECT kind, excerpt_id FROM activation_records WHERE model = ? AND layer = 1 AND neuron = 0 "
@@ -82,10 +86,10 @@ def _peak(store: Store, layer: int, neuron: int) -> tuple[int, int]:
 def recorded(tmp_path_factory, tiny_gpt2, tiny_llama):
     """Layers 0-1 of tiny GPT-2 recorded by `autointerp run` into a fresh home; tiny-llama configured, not recorded."""
     root = tmp_path_factory.mktemp("viewer")
-    with project_env(root, {MODEL: tiny_gpt2, "tiny-llama": tiny_llama}, explainer=LOCAL_LLM, simulator=LOCAL_LLM):
+    with project_env(root, {MODEL: tiny_gpt2, "tiny-llama": tiny_llama}, explainer=SCRIPTED_EXPLAINER, simulator=SCRIPTED_SIMULATOR):
         assert main(["run", "--model", MODEL, "--layers", "0-1", "--until", "record"]) == 0
         store = Store.from_home()
-        revision = store.latest_revision(MODEL)
+        revision = queries.latest_revision(store, MODEL)
         _fill_llm_stages(store, revision)
         # A token with markup and a newline, at the very token the peak marks on neuron 0's page.
         excerpt, position = _peak(store, 1, 0)
@@ -325,7 +329,7 @@ def test_neuron_viewer_asset_materializes_with_metadata(recorded):
         metadata = {k: v.value for k, v in event.materialization.metadata.items()}
         assert metadata["path"] == str(index.resolve())
         assert metadata["neurons"] == 4 and metadata["explained"] == 4  # pages for the explained neurons
-        assert metadata["revision"] == recorded.latest_revision(MODEL)
+        assert metadata["revision"] == queries.latest_revision(recorded, MODEL)
         assert index.stat().st_mtime_ns != before  # rebuilt
         assert instance.get_materialized_partitions(dg.AssetKey("neuron_viewer")) == {MODEL}
 
@@ -347,7 +351,7 @@ def test_a_model_with_nothing_recorded_gets_a_clear_error_and_no_site(recorded, 
         build_site(recorded, "ghost", out)
     copy = Store(tmp_path / "copy.duckdb")
     shutil.copy(recorded.path, copy.path)
-    revision = recorded.latest_revision(MODEL)
+    revision = queries.latest_revision(recorded, MODEL)
     row = copy.query("SELECT * FROM models WHERE model = ?", [MODEL]).assign(model="empty")
     copy.replace([Replacement("models", {"model": "empty"}, row)])  # registered, never recorded
     with pytest.raises(AutointerpError, match=f"model 'empty' @ {re.escape(revision)} has no explained neurons"):

@@ -1,27 +1,60 @@
-"""LLM clients: one interface (`base.LLM`), a local transformers backend and an OpenAI-compatible one."""
+"""LLM clients: one interface (`base.LLM`), backends registered by name (`local`, `openai`), every call cached.
+
+A backend is one module here: an `LLM` subclass registered with its options dataclass, e.g.
+`@REGISTRY.register("local", LocalOptions)`; the config's `llm: {backend: NAME, ...}` picks it.
+"""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
-from autointerp.config import LLMSpec
-from autointerp.llm.base import LLM
+from autointerp.plugins import Registry
 
+REGISTRY: Registry[Any] = Registry("LLM backend", __name__)
 
-def llm_name(spec: LLMSpec, base_dir: Path | None = None) -> str:
-    """How results name the LLM that produced them: backend, model, and a local model's file hash."""
-    if spec.backend == "openai":
-        return f"openai:{spec.model}"
-    from autointerp.subject import model_revision, resolve_source
-
-    return f"local:{spec.model}@{model_revision(resolve_source(spec.model, base_dir))}"
+_loaded: dict[tuple, Any] = {}
+_lock = threading.Lock()
 
 
-def build_llm(spec: LLMSpec, base_dir: Path | None = None) -> LLM:
-    if spec.backend == "local":
-        from autointerp.llm.local import LocalLLM
+def llm_name(choice: Any, base_dir: Path | None = None) -> str:
+    """How results name the LLM a config chose (`LLMChoice`), without loading it."""
+    return REGISTRY.get(choice.kind).factory.name_for(choice.options, base_dir)
 
-        return LocalLLM(spec.model, base_dir, spec.dtype, spec.batch_size)
-    from autointerp.llm.openai_backend import OpenAILLM
 
-    return OpenAILLM(spec)
+def cached_llm(choice: Any, base_dir: Path | None, store: Any) -> Any:
+    """The LLM a config chose, behind the store's call cache; loaded on the first call the cache misses."""
+    from autointerp.llm.base import CachedLLM
+    from autointerp.llm.cache import LLMCache
+
+    backend, _, model = llm_name(choice, base_dir).partition(":")
+    return CachedLLM(backend, model, lambda: build_llm(choice, base_dir), LLMCache(store))
+
+
+def build_llm(choice: Any, base_dir: Path | None = None) -> Any:
+    """The LLM a config chose; loaded once per process and shared (explainer and simulator may be one model)."""
+    key = (choice.kind, choice.options, str(base_dir))
+    with _lock:
+        if key not in _loaded:
+            _loaded[key] = REGISTRY.get(choice.kind).factory(choice.options, base_dir)
+        return _loaded[key]
+
+
+class AsksLLM:
+    """For an explainer or simulator that asks one LLM: its name (`<kind>:<llm>`), the cached client, and how
+    many neurons to hand it per call (progress and the cache advance per call)."""
+
+    def __init__(self, kind: str, choice: Any, base_dir: Path | None, store: Any):
+        self._name = f"{kind}:{llm_name(choice, base_dir)}"
+        self.llm = cached_llm(choice, base_dir, store)
+        # An endpoint answers `concurrency` requests at once; a local model samples `chat_batch` together.
+        self._batch = int(getattr(choice.options, "concurrency", getattr(choice.options, "chat_batch", 1)))
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def batch(self) -> int:
+        return self._batch

@@ -1,25 +1,45 @@
-"""The one LLM interface the explainer and simulator use, whatever runs the model.
+"""The one LLM interface the explainers and simulators use, whatever runs the model.
 
 Requests are plain JSON-able dicts, so that every call can be cached (see `cache.py`):
-- chat: {"messages": [...], "n", "max_tokens", "temperature", "top_p", "seed"} -> list of n completions;
-- slots: {"prefix", "body", "slots"} -> one {"0": p, ..., "10": p} per slot: the simulator model's
-  probability of each activation value written at that character offset of `body` (METHOD.md s.5).
+- chat: {"messages": [...], "n", "max_tokens", "temperature", "top_p", "seed"} -> n completions (strings).
+  With "top_logprobs": k, each completion is {"text", "tokens": [...], "top_logprobs": [{token: logprob}, ...]}:
+  the k most likely tokens at each generated position.
+- slots: {"prefix", "body", "slots"} -> one {"0": p, ..., "10": p} per slot: the model's probability of each
+  activation value written at that character offset of `body` (docs/method.md s.6).
+A backend answers what it can; a request it cannot answer raises `Unsupported` with the reason.
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
+from autointerp.errors import AutointerpError
 from autointerp.llm.cache import CallResult, LLMCache
 
 ChatRequest = dict[str, Any]
 SlotRequest = dict[str, Any]
+VALUE_STRINGS = tuple(str(v) for v in range(11))  # the activation values a simulator writes, "0".."10"
+
+
+class Unsupported(AutointerpError):
+    """The backend or endpoint cannot answer this kind of request (e.g. no prompt logprobs)."""
+
+
+class LLMEndpointError(AutointerpError):
+    """The endpoint is unreachable, refuses the key, or answers in a way we cannot use."""
 
 
 class LLM(ABC):
     backend: str
     model: str  # what produced the answers, e.g. a Hub id, "package:...gguf@sha256:..." or an API model name
+
+    @classmethod
+    @abstractmethod
+    def name_for(cls, options: Any, base_dir: Path | None = None) -> str:
+        """How results name this LLM, without loading it (a local model's name carries its file hash)."""
 
     @property
     def name(self) -> str:
@@ -35,17 +55,40 @@ class LLM(ABC):
 
 
 class CachedLLM:
-    """Wraps an LLM so that no request it answered before is sent again."""
+    """An LLM behind the `llm_calls` cache: no request answered before is sent again, and the model itself is
+    loaded only when a request misses the cache (a re-run of unchanged prompts never loads it)."""
 
-    def __init__(self, llm: LLM, cache: LLMCache):
-        self.llm, self.cache = llm, cache
+    def __init__(self, backend: str, model: str, load: Callable[[], LLM], cache: LLMCache):
+        self.backend, self.model, self._load, self.cache = backend, model, load, cache
+        self._llm: LLM | None = None
+
+    @classmethod
+    def of(cls, llm: LLM, cache: LLMCache) -> "CachedLLM":
+        return cls(llm.backend, llm.model, lambda: llm, cache)
 
     @property
     def name(self) -> str:
-        return self.llm.name
+        return f"{self.backend}:{self.model}"
 
-    def chat(self, requests: Sequence[ChatRequest]) -> list[list[str]]:
-        return self.cache.run(self.llm.backend, self.llm.model, "chat", requests, self.llm.chat)
+    @property
+    def llm(self) -> LLM:
+        if self._llm is None:
+            self._llm = self._load()
+        return self._llm
+
+    def chat(self, requests: Sequence[ChatRequest]) -> list[list[Any]]:
+        return self.cache.run(self.backend, self.model, "chat", requests, lambda todo: self.llm.chat(todo))
 
     def slots(self, requests: Sequence[SlotRequest]) -> list[list[dict[str, float]]]:
-        return self.cache.run(self.llm.backend, self.llm.model, "slots", requests, self.llm.slots)
+        return self.cache.run(self.backend, self.model, "slots", requests, lambda todo: self.llm.slots(todo))
+
+
+def value_distribution(top_logprobs: dict[str, float]) -> dict[str, float]:
+    """Probabilities of "0".."10" among top logprobs (tokens compared without surrounding spaces, so " 3"
+    counts as "3")."""
+    distribution = {value: 0.0 for value in VALUE_STRINGS}
+    for token, logprob in top_logprobs.items():
+        value = token.strip()
+        if value in distribution:
+            distribution[value] += math.exp(logprob)
+    return distribution

@@ -1,4 +1,4 @@
-"""Every LLM call is cached in DuckDB (`llm_calls`): a re-run never pays twice for the same answer.
+"""Every LLM call is cached in the store (`llm_calls`): a re-run never pays twice for the same answer.
 
 The key is a hash of everything that determines the answer: backend, model (with its revision),
 the kind of call, the prompt and the sampling parameters. Secrets (API keys) are never part of it.
@@ -13,16 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
-import pandas as pd
-
 from autointerp.store import Store
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS llm_calls (
-    key VARCHAR, backend VARCHAR, model VARCHAR, kind VARCHAR, request JSON, response JSON,
-    prompt_tokens INTEGER, completion_tokens INTEGER, latency_s DOUBLE, created_at TIMESTAMP
-);
-"""
+from autointerp.store.queries import cached_responses
+from autointerp.store.schema import table
 
 
 def call_key(backend: str, model: str, kind: str, request: Any) -> str:
@@ -50,22 +43,12 @@ class LLMCache:
     def __init__(self, store: Store):
         self.store = store
         self.stats = CacheStats()
-        with store.connect() as con:
-            con.execute(SCHEMA)
-
-    def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
-        if not keys:
-            return {}
-        with self.store.connect() as con:
-            rows = con.execute("SELECT key, response FROM llm_calls WHERE key IN (SELECT unnest(?::VARCHAR[]))",
-                               [list(set(keys))]).fetchall()
-        return {key: json.loads(response) for key, response in rows}
 
     def run(self, backend: str, model: str, kind: str, requests: Sequence[Any],
             call: Callable[[list[Any]], list[CallResult]]) -> list[Any]:
         """Answer `requests`, calling `call` only with those not answered before (in one batch)."""
         keys = [call_key(backend, model, kind, r) for r in requests]
-        known = self.get_many(keys)
+        known = cached_responses(self.store, keys)
         missing = [i for i, key in enumerate(keys) if key not in known]
         self.stats.hits += len(requests) - len(missing)
         self.stats.misses += len(missing)
@@ -74,7 +57,7 @@ class LLMCache:
             results = call([requests[i] for i in missing])
             latency = (time.monotonic() - started) / len(missing)
             now = datetime.now(timezone.utc).replace(tzinfo=None)
-            rows = pd.DataFrame([{
+            rows = table("llm_calls", rows=[{
                 "key": keys[i], "backend": backend, "model": model, "kind": kind,
                 "request": json.dumps(requests[i], ensure_ascii=False), "response": json.dumps(result.response),
                 "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
@@ -82,7 +65,8 @@ class LLMCache:
             } for i, result in zip(missing, results)])
             with self.store.connect() as con:
                 con.register("_calls", rows)
-                con.execute("INSERT INTO llm_calls SELECT * FROM _calls WHERE key NOT IN (SELECT key FROM llm_calls)")
+                con.execute("INSERT INTO llm_calls BY NAME SELECT * FROM _calls "
+                            "WHERE key NOT IN (SELECT key FROM llm_calls)")
             for i, result in zip(missing, results):
                 known[keys[i]] = json.loads(json.dumps(result.response))  # same shape as a cache hit
         return [known[key] for key in keys]

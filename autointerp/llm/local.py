@@ -9,23 +9,41 @@ text before its slot (a 4D attention mask), gives p("0" | "1") in that same pass
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-
-from autointerp.llm.base import LLM, ChatRequest, SlotRequest
+from autointerp.config import DEFAULT_LLM
+from autointerp.errors import ConfigError
+from autointerp.llm import REGISTRY
+from autointerp.llm.base import LLM, VALUE_STRINGS, ChatRequest, SlotRequest, Unsupported
+from autointerp.llm.batched import BatchedGenerator, Row
 from autointerp.llm.cache import CallResult
-from autointerp.prompts import VALUE_STRINGS
-from autointerp.subject import ModelSource, load_tokenizer, model_revision, resolve_source
+from autointerp.subject.sources import ModelSource, load_tokenizer, model_revision, resolve_source
 
 
-def fast_dtype(requested: str = "auto") -> torch.dtype:
+@dataclass(frozen=True)
+class LocalOptions:
+    model: str = DEFAULT_LLM  # a model source like a subject's: Hub id, directory, .gguf, package:, embedded:
+    dtype: str = "auto"  # auto = bfloat16 where the CPU has native bf16, else float32
+    batch_size: int = 4  # excerpts per simulator forward pass
+    chat_batch: int = 8  # completions sampled together (CPU decoding costs little more for 8 than for 1)
+
+    def check(self, where: str) -> None:
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ConfigError(f"{where}.dtype must be auto, float32, bfloat16 or float16, got '{self.dtype}'")
+        if self.batch_size < 1 or self.chat_batch < 1:
+            raise ConfigError(f"{where}: batch_size and chat_batch must be positive integers")
+
+
+def fast_dtype(requested: str = "auto") -> Any:
     """bfloat16 where the CPU computes it natively (avx512_bf16/AMX), else float32.
 
     Measured here (Qwen2.5-Coder-0.5B from its GGUF, one forward over 1000 tokens): bf16 3.1 s, fp32 6.8 s,
     although transformers warns that GGUF checkpoints are fastest in float32.
     """
+    import torch
+
     if requested != "auto":
         return getattr(torch, requested)
     try:
@@ -35,82 +53,69 @@ def fast_dtype(requested: str = "auto") -> torch.dtype:
     return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
 
 
-def _crop(cache: Any, length: int) -> None:
-    """Keep the first `length` positions of a KV cache (this transformers crops by a negative count)."""
-    extra = cache.get_seq_length() - length
-    if extra > 0:
-        cache.crop(-extra)
-
-
+@REGISTRY.register("local", LocalOptions)
 class LocalLLM(LLM):
     backend = "local"
 
-    def __init__(self, source: str, base_dir: Path | None = None, dtype: str = "auto", batch_size: int = 4,
-                 reuse_prefix: bool = True):
+    @classmethod
+    def name_for(cls, options: LocalOptions, base_dir: Path | None = None) -> str:
+        return f"{cls.backend}:{cls._model_label(options.model, resolve_source(options.model, base_dir))}"
+
+    @staticmethod
+    def _model_label(source: str, resolved: ModelSource) -> str:
+        return f"{source}@{model_revision(resolved)}"
+
+    def __init__(self, options: LocalOptions, base_dir: Path | None = None, reuse_prefix: bool = True):
         from transformers import AutoModelForCausalLM
 
-        resolved: ModelSource = resolve_source(source, base_dir)
-        self.model = f"{source}@{model_revision(resolved)}"  # as in llm_name()
-        self.dtype = fast_dtype(dtype)
-        self.batch_size = batch_size
+        resolved: ModelSource = resolve_source(options.model, base_dir)
+        self.model = self._model_label(options.model, resolved)
+        self.dtype = fast_dtype(options.dtype)
+        self.batch_size = options.batch_size
         self.reuse_prefix = reuse_prefix  # False only to measure what the prefix cache saves (bench/)
         self.tokenizer = load_tokenizer(resolved)
         self.lm = AutoModelForCausalLM.from_pretrained(resolved.location, dtype=self.dtype,
                                                        **resolved.pretrained_kwargs()).eval()
         self._prefix: tuple[str, list[int], Any] | None = None  # (text, ids, KV cache) of the last prefix
-        self._chat_prompt: tuple[list[int], Any] | None = None  # (ids, KV cache) of the last chat prompt
+        self.chat_batch = options.chat_batch
+        self.generator = BatchedGenerator(self.lm, self.tokenizer, reuse_prefix)
         self._digits = [self._single_token(v) for v in VALUE_STRINGS[:10]]
         self._ten = self._single_token("10", required=False)
 
     # --- chat -----------------------------------------------------------------------------------
 
     def chat(self, requests: Sequence[ChatRequest]) -> list[CallResult]:
-        return [self._chat_one(r) for r in requests]
+        """Every request's `n` samples, generated `chat_batch` rows at a time (llm/batched.py)."""
+        if any(r.get("top_logprobs") for r in requests):
+            raise Unsupported("the local backend does not return chat logprobs: use a simulator that reads "
+                              "slots (all_at_once) with it")
+        rows, owners = [], []
+        for i, request in enumerate(requests):
+            ids = self._prompt_ids(request["messages"])
+            for sample in range(request.get("n", 1)):
+                rows.append(Row(ids, request.get("seed", 0) + sample, request.get("temperature", 1.0),
+                                request.get("top_p", 1.0), request.get("max_tokens", 60)))
+                owners.append(i)
+        # Similar prompts side by side: less padding in a batch.
+        order = sorted(range(len(rows)), key=lambda k: len(rows[k].ids))
+        generated: list[tuple[list[int], int]] = [([], 0)] * len(rows)
+        for lo in range(0, len(order), self.chat_batch):
+            chunk = order[lo:lo + self.chat_batch]
+            for k, result in zip(chunk, self.generator.generate([rows[k] for k in chunk])):
+                generated[k] = result
+        results = [CallResult([], 0, 0) for _ in requests]
+        for k, (tokens, prompt_tokens) in enumerate(generated):
+            result = results[owners[k]]
+            result.response.append(self.tokenizer.decode(tokens, skip_special_tokens=True))
+            result.prompt_tokens = prompt_tokens
+            result.completion_tokens += len(tokens)
+        return results
 
-    def _chat_one(self, request: ChatRequest) -> CallResult:
-        messages = request["messages"]
+    def _prompt_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
         prefill = messages[-1]["role"] == "assistant"  # continue the primed answer
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=not prefill,
+        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=not prefill,
                                                   continue_final_message=prefill)
-        ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        torch.manual_seed(request.get("seed", 0))
-        sample = request.get("temperature", 1.0) > 0
-        n = request.get("n", 1)
-        cache = self._shared_prefix_cache(ids[0].tolist()) if n == 1 else None
-        with torch.inference_mode():
-            out = self.lm.generate(
-                ids, max_new_tokens=request.get("max_tokens", 60), do_sample=sample,
-                temperature=request.get("temperature", 1.0) if sample else None,
-                top_p=request.get("top_p", 1.0) if sample else None, num_return_sequences=n,
-                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
-                past_key_values=cache, return_dict_in_generate=True)
-        if n == 1 and self.reuse_prefix:
-            _crop(out.past_key_values, ids.shape[1])  # the prompt's KV, for the next prompt that shares a prefix
-            self._chat_prompt = (ids[0].tolist(), out.past_key_values)
-        new = out.sequences[:, ids.shape[1]:]
-        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-        return CallResult(texts, prompt_tokens=int(ids.shape[1]), completion_tokens=int(new.numel()))
-
-    def _shared_prefix_cache(self, ids: list[int]) -> Any:
-        """The KV cache of the longest prefix this prompt shares with the previous one, or None.
-
-        Explainer prompts share their few-shot examples (most of their tokens), so every prompt after the
-        first computes only its own part. The last token is always recomputed: generation needs its logits.
-        """
-        if not self.reuse_prefix or self._chat_prompt is None:
-            return None
-        previous, cache = self._chat_prompt
-        shared = 0
-        for a, b in zip(previous, ids):
-            if a != b:
-                break
-            shared += 1
-        shared = min(shared, len(ids) - 1)
-        if shared < 32:  # not worth a copy
-            return None
-        reused = copy.deepcopy(cache)
-        _crop(reused, shared)
-        return reused
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     # --- slots ----------------------------------------------------------------------------------
 
@@ -124,6 +129,8 @@ class LocalLLM(LLM):
         return results  # type: ignore[return-value]
 
     def _slots_batch(self, requests: Sequence[SlotRequest]) -> list[CallResult]:
+        import torch
+
         prefix = requests[0]["prefix"]
         assert all(r["prefix"] == prefix for r in requests)
         prefix_ids, prefix_cache = self._prefix_cache(prefix)
@@ -174,6 +181,8 @@ class LocalLLM(LLM):
         return results
 
     def _prefix_cache(self, prefix: str) -> tuple[list[int], Any]:
+        import torch
+
         if self._prefix is None or self._prefix[0] != prefix or not self.reuse_prefix:
             from transformers import DynamicCache
 

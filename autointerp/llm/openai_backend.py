@@ -1,59 +1,67 @@
 """Any OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp's server) through the `openai` client.
 
-Explanations come from chat completions. Simulation reads the value distribution at every slot:
-- echo:  a completions call with echo=True and logprobs scores the prompt itself; the top logprobs of
-         the token at each slot are the simulator's distribution there (the reference's method);
-- chat:  the model rewrites the excerpt as token<TAB>value lines, and the top_logprobs of each value
-         token are read;
-- parse: no logprobs at all: the values the model writes are parsed (the reference's logprob-free mode).
-`auto` probes the endpoint once and takes the first mode it supports, in that order.
-Retries with backoff and timeouts are the client's own; requests run with bounded concurrency.
+The transport only sends requests: chat completions (with top logprobs per generated token when asked),
+and slot requests answered from prompt logprobs (a completions call with echo=True and logprobs scores the
+prompt itself; the top logprobs of the token at each slot are the distribution there). Which simulation
+uses which is the simulators' business (`autointerp/simulate/`). Retries with backoff and timeouts are the
+client's own; requests run with bounded concurrency.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import re
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
-from autointerp.config import LLMSpec
-from autointerp.errors import AutointerpError
-from autointerp.llm.base import LLM, ChatRequest, SlotRequest
+from autointerp.errors import ConfigError
+from autointerp.llm import REGISTRY
+from autointerp.llm.base import LLM, ChatRequest, LLMEndpointError, SlotRequest, Unsupported, value_distribution
 from autointerp.llm.cache import CallResult
-from autointerp.prompts import UNKNOWN, VALUE_STRINGS
 
 # Counting 1..16 is predictable enough for any LM: it tells how an endpoint aligns echoed logprobs.
 _ALIGNMENT_PROBE = ", ".join(str(i) for i in range(1, 17))
-REWRITE_INSTRUCTION = (
-    "\n\nRewrite the last excerpt above, from <start> to <end>, one line per token, replacing each "
-    f"'{UNKNOWN}' with your predicted activation (an integer from 0 to 10). Write nothing else."
-)
-_VALUE_LINE = re.compile(r"\t\s*(\d+)")
 T = TypeVar("T")
 
 
-class LLMEndpointError(AutointerpError):
-    """The endpoint is unreachable, refuses the key, or answers in a way we cannot use."""
+@dataclass(frozen=True)
+class OpenAIOptions:
+    """The API key is read from OPENAI_API_KEY only."""
+
+    model: str = "gpt-4o-mini"  # the endpoint's model name
+    base_url: str = ""  # vLLM, llama.cpp, ...; empty: the OpenAI API
+    top_logprobs: int = 15  # alternatives read per position (the reference reads 15)
+    concurrency: int = 4  # requests in flight
+    timeout_s: float = 120.0
+    max_retries: int = 3  # the openai client's own retries with backoff
+
+    def check(self, where: str) -> None:
+        if self.top_logprobs < 1 or self.concurrency < 1 or self.max_retries < 0 or self.timeout_s <= 0:
+            raise ConfigError(f"{where}: top_logprobs and concurrency must be positive, max_retries >= 0, "
+                              "timeout_s > 0")
 
 
+@REGISTRY.register("openai", OpenAIOptions)
 class OpenAILLM(LLM):
     backend = "openai"
 
-    def __init__(self, spec: LLMSpec):
+    @classmethod
+    def name_for(cls, options: OpenAIOptions, base_dir: Path | None = None) -> str:
+        return f"{cls.backend}:{options.model}"
+
+    def __init__(self, options: OpenAIOptions, base_dir: Path | None = None):
         import openai
 
         key = os.environ.get("OPENAI_API_KEY")
-        if not key and not spec.base_url:
+        if not key and not options.base_url:
             raise LLMEndpointError("the OpenAI API needs a key: set OPENAI_API_KEY (it is read from the environment only)")
-        self.model = spec.model
-        self.spec = spec
-        self.where = spec.base_url or "the OpenAI API"
+        self.model = options.model
+        self.options = options
+        self.where = options.base_url or "the OpenAI API"
         # Local servers (llama.cpp, vLLM) usually accept any key; the client insists on having one.
-        self.client = openai.OpenAI(api_key=key or "no-key", base_url=spec.base_url or None,
-                                    timeout=spec.timeout_s, max_retries=spec.max_retries)
-        self._mode = None if spec.mode == "auto" else spec.mode
+        self.client = openai.OpenAI(api_key=key or "no-key", base_url=options.base_url or None,
+                                    timeout=options.timeout_s, max_retries=options.max_retries)
         self._echo_shift: int | None = None
 
     # --- plumbing ---------------------------------------------------------------------------------
@@ -73,7 +81,7 @@ class OpenAILLM(LLM):
             raise LLMEndpointError(f"{self.where} answered HTTP {exc.status_code}: {exc.message}") from exc
 
     def _map(self, fn: Callable[[Any], CallResult], items: Sequence[Any]) -> list[CallResult]:
-        with ThreadPoolExecutor(max_workers=self.spec.concurrency) as pool:
+        with ThreadPoolExecutor(max_workers=self.options.concurrency) as pool:
             return list(pool.map(fn, items))
 
     # --- chat -------------------------------------------------------------------------------------
@@ -86,47 +94,39 @@ class OpenAILLM(LLM):
         if messages[-1]["role"] == "assistant":
             # The API cannot continue a prefilled answer; the system prompt asks for that line instead.
             messages = messages[:-1]
-        texts, prompt_tokens, completion_tokens = [], 0, 0
+        top = request.get("top_logprobs")
+        extra = {"logprobs": True, "top_logprobs": min(int(top), 20)} if top else {}
+        completions: list[Any] = []
+        prompt_tokens = completion_tokens = 0
         for _ in range(request.get("n", 1)):  # one sample per call: not every server honours n > 1
             response = self._call(lambda: self.client.chat.completions.create(
                 model=self.model, messages=messages, max_tokens=request.get("max_tokens", 60),
                 temperature=request.get("temperature", 1.0), top_p=request.get("top_p", 1.0),
-                seed=request.get("seed", 0) + len(texts)))
-            texts.append(response.choices[0].message.content or "")
+                seed=request.get("seed", 0) + len(completions), **extra))
+            choice = response.choices[0]
+            completions.append(_with_logprobs(choice) if top else choice.message.content or "")
             if response.usage:
                 prompt_tokens += response.usage.prompt_tokens
                 completion_tokens += response.usage.completion_tokens
-        return CallResult(texts, prompt_tokens, completion_tokens)
+        return CallResult(completions, prompt_tokens, completion_tokens)
 
-    # --- simulation -------------------------------------------------------------------------------
-
-    @property
-    def mode(self) -> str:
-        if self._mode is None:
-            self._mode = self._probe_mode()
-        return self._mode
-
-    def _probe_mode(self) -> str:
-        probe = {"prefix": "", "body": "a\tunknown\nb\tunknown\n", "slots": [2, 12]}
-        for mode in ("echo", "chat"):
-            try:
-                distributions = getattr(self, f"_slots_{mode}")(probe).response
-            except LLMEndpointError:
-                raise
-            except Exception:  # the endpoint does not support this mode
-                continue
-            if distributions and any(sum(d.values()) > 0 for d in distributions):
-                return mode
-        return "parse"
+    # --- slots: prompt logprobs (echo) ------------------------------------------------------------
 
     def slots(self, requests: Sequence[SlotRequest]) -> list[CallResult]:
-        runner = getattr(self, f"_slots_{self.mode}")
-        return self._map(runner, requests)
+        return self._map(self._slots_one, requests)
 
     def _echo(self, prompt: str) -> Any:
-        response = self._call(lambda: self.client.completions.create(
-            model=self.model, prompt=prompt, echo=True, logprobs=self.spec.top_logprobs, max_tokens=1, temperature=0))
-        return response
+        import openai
+
+        try:
+            return self._call(lambda: self.client.completions.create(
+                model=self.model, prompt=prompt, echo=True, logprobs=self.options.top_logprobs, max_tokens=1,
+                temperature=0))
+        except LLMEndpointError as exc:
+            if isinstance(exc.__cause__, (openai.BadRequestError, openai.NotFoundError)):
+                raise Unsupported(f"{self.where} gives no prompt logprobs (completions with echo and logprobs): "
+                                  f"{exc}; use the chat or parse simulator with it") from exc
+            raise
 
     def _echo_alignment(self) -> int:
         """0 if echoed entry i is p(token i | tokens < i) as at OpenAI; 1 if it is p(token i+1 | tokens <= i).
@@ -135,6 +135,8 @@ class OpenAILLM(LLM):
         """
         if self._echo_shift is None:
             logprobs = self._echo(_ALIGNMENT_PROBE).choices[0].logprobs
+            if logprobs is None or not logprobs.top_logprobs:
+                raise Unsupported(f"{self.where} echoes no prompt logprobs; use the chat or parse simulator with it")
             tokens, tops = list(logprobs.tokens), list(logprobs.top_logprobs)
             aligned = shifted = 0
             for i in range(1, len(tops)):
@@ -145,7 +147,7 @@ class OpenAILLM(LLM):
             self._echo_shift = 0 if aligned >= shifted else 1
         return self._echo_shift
 
-    def _slots_echo(self, request: SlotRequest) -> CallResult:
+    def _slots_one(self, request: SlotRequest) -> CallResult:
         shift = self._echo_alignment()
         response = self._echo(request["prefix"] + request["body"])
         logprobs = response.choices[0].logprobs
@@ -153,56 +155,16 @@ class OpenAILLM(LLM):
         distributions = []
         for slot in request["slots"]:
             at = len(request["prefix"]) + slot
-            # the token that starts at the slot ("unknown"): the distribution over what is written there
+            # the token that starts at the slot (the placeholder): the distribution over what is written there
             index = next(i for i, offset in enumerate(offsets) if offset >= at)
-            distributions.append(_value_distribution(logprobs.top_logprobs[index - shift] or {}))
+            distributions.append(value_distribution(logprobs.top_logprobs[index - shift] or {}))
         usage = response.usage
         return CallResult(distributions, usage.prompt_tokens if usage else 0)
 
-    def _rewrite_messages(self, request: SlotRequest) -> list[dict[str, str]]:
-        return [{"role": "user", "content": request["prefix"] + request["body"] + REWRITE_INSTRUCTION}]
 
-    def _slots_chat(self, request: SlotRequest) -> CallResult:
-        n_slots = len(request["slots"])
-        response = self._call(lambda: self.client.chat.completions.create(
-            model=self.model, messages=self._rewrite_messages(request), temperature=0,
-            max_tokens=8 * n_slots + 16, logprobs=True, top_logprobs=min(self.spec.top_logprobs, 20)))
-        content = response.choices[0].logprobs.content if response.choices[0].logprobs else None
-        if not content:
-            raise ValueError("no logprobs in the chat response")
-        distributions = []
-        text = ""
-        for token in content:
-            # a value token directly follows a tab on a line that is not <start>/<end>
-            if text.endswith("\t") and token.token.strip().isdigit():
-                distributions.append(_value_distribution({t.token: t.logprob for t in token.top_logprobs}))
-            text += token.token
-        return CallResult(_fit(distributions, n_slots), *_usage(response))
-
-    def _slots_parse(self, request: SlotRequest) -> CallResult:
-        n_slots = len(request["slots"])
-        response = self._call(lambda: self.client.chat.completions.create(
-            model=self.model, messages=self._rewrite_messages(request), temperature=0, max_tokens=8 * n_slots + 16))
-        text = response.choices[0].message.content or ""
-        values = [min(10, int(m.group(1))) for m in map(_VALUE_LINE.search, text.splitlines()) if m]
-        return CallResult(_fit([{str(v): 1.0} for v in values], n_slots), *_usage(response))
-
-
-def _value_distribution(top_logprobs: dict[str, float]) -> dict[str, float]:
-    """Probabilities of "0".."10" among the top logprobs (tokens compared without surrounding spaces)."""
-    distribution = {value: 0.0 for value in VALUE_STRINGS}
-    for token, logprob in top_logprobs.items():
-        value = token.strip()
-        if value in distribution:
-            distribution[value] += math.exp(logprob)
-    return distribution
-
-
-def _fit(distributions: list[dict[str, float]], n_slots: int) -> list[dict[str, float]]:
-    """Garbage in, zeros out: a reply with too few lines predicts 0 for the tokens it skipped."""
-    return (distributions + [{"0": 1.0}] * n_slots)[:n_slots]
-
-
-def _usage(response: Any) -> tuple[int, int]:
-    usage = response.usage
-    return (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
+def _with_logprobs(choice: Any) -> dict[str, Any]:
+    content = choice.logprobs.content if choice.logprobs else None
+    if not content:
+        raise Unsupported("the endpoint returned no chat logprobs; use the parse simulator with it")
+    return {"text": choice.message.content or "", "tokens": [t.token for t in content],
+            "top_logprobs": [{alt.token: alt.logprob for alt in t.top_logprobs} for t in content]}

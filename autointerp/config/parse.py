@@ -1,0 +1,198 @@
+"""Reading the YAML configuration: every key checked, every problem one `ConfigError` naming file and key.
+
+The file lives at `$AUTOINTERP_CONFIG`, else `autointerp.yaml` at the repository root. The explainer,
+simulator, LLM backends and unit types are registered implementations (`autointerp/plugins.py`): their
+section's `kind` (or an LLM's `backend`) names one, and its other keys are that implementation's options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autointerp.config.schema import (DEFAULT_CONFIG_PATH, Choice, Config, CorpusSpec, LLMChoice, ModelSpec,
+                                      NeuronSelection, RecordSpec, UnitsChoice, WatchSpec)
+from autointerp.errors import ConfigError
+from autointerp.names import check_model_name
+
+MAX_SEED = 2**31 - 1  # seeds are mixed into torch, random and API seeds: keep them a plain int32
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("AUTOINTERP_CONFIG") or DEFAULT_CONFIG_PATH)
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    from autointerp.subject.added import read_registry
+
+    path = Path(path) if path is not None else config_path()
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path} (set AUTOINTERP_CONFIG or create it)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+        raise ConfigError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from exc
+    return parse_config(raw, path, read_registry())
+
+
+def parse_config(raw: Any, path: Path, registered: list[dict] | None = None) -> Config:
+    """`registered`: models added at run time (autointerp.subject.added), appended to the configured ones."""
+    from autointerp.subject.added import registry_path
+
+    registered = registered or []
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    raw = dict(raw)
+    models_raw = raw.pop("models", None)
+    if not isinstance(models_raw, list) or not (models_raw or registered):
+        raise ConfigError(f"{path}: 'models' must be a non-empty list of {{name, source}} entries")
+    models = tuple(build(ModelSpec, m, f"{path}: models[{i}]") for i, m in enumerate(models_raw))
+    models += tuple(build(ModelSpec, m, f"{registry_path()}: [{i}]") for i, m in enumerate(registered))
+    names = [check_model_name(m.name, f"{path}: models") for m in models]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ConfigError(f"{path}: model names must be unique (configured and registered with `autointerp models "
+                          f"add`); repeated: {', '.join(duplicated)}")
+    sections = {
+        "corpus": build(CorpusSpec, raw.pop("corpus", {}), f"{path}: corpus"),
+        "records": build(RecordSpec, raw.pop("records", {}), f"{path}: records"),
+        "explainer": build_choice("explainer", raw.pop("explainer", {}), f"{path}: explainer"),
+        "simulator": build_choice("simulator", raw.pop("simulator", {}), f"{path}: simulator"),
+        "neurons": build(NeuronSelection, raw.pop("neurons", {}), f"{path}: neurons"),
+        "watch": build(WatchSpec, raw.pop("watch", {}), f"{path}: watch"),
+    }
+    top = build(_TopLevel, raw, f"{path}")
+    config = Config(models=models, seed=top.seed, path=path.resolve(), **sections)
+    _check_values(config)
+    return config
+
+
+@dataclasses.dataclass(frozen=True)
+class _TopLevel:
+    seed: int = 0
+
+
+# role -> (the registry's module, the YAML key that names the implementation, the default implementation)
+_ROLES = {
+    "explainer": ("autointerp.explain", "kind", "llm"),
+    "simulator": ("autointerp.simulate", "kind", "all_at_once"),
+    "llm": ("autointerp.llm", "backend", "local"),
+    "units": ("autointerp.units", "kind", "mlp"),
+}
+_CHOICE_TYPES = {LLMChoice: "llm", UnitsChoice: "units"}
+
+
+def build_choice(role: str, raw: Any, where: str) -> Choice:
+    """`{kind: NAME, ...options}` -> Choice(NAME, that implementation's options dataclass)."""
+    import importlib
+
+    module, key, default = _ROLES[role]
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a mapping, got {type(raw).__name__}")
+    raw = dict(raw)
+    kind = raw.pop(key, default)
+    if not isinstance(kind, str):
+        raise ConfigError(f"{where}.{key}: must be a string, got {kind!r}")
+    entry = importlib.import_module(module).REGISTRY.get(kind, f"{where}.{key}")
+    options = build(entry.options, raw, where)
+    check = getattr(options, "check", None)
+    if check is not None:
+        check(where)
+    cls = next((c for c, r in _CHOICE_TYPES.items() if r == role), Choice)
+    return cls(kind, options)
+
+
+def build(cls: type, raw: Any, where: str) -> Any:
+    """Instantiate a config dataclass from a mapping, rejecting unknown keys and wrong types."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; expected some of {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {key: _coerce(value, hints[key], f"{where}.{key}") for key, value in raw.items()}
+    for name, hint in hints.items():  # nested choices left out take their defaults
+        if name in fields and name not in values and hint in _CHOICE_TYPES:
+            values[name] = build_choice(_CHOICE_TYPES[hint], {}, f"{where}.{name}")
+    missing = [n for n, f in fields.items() if n not in values and _is_required(f)]
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s) {', '.join(missing)}")
+    return cls(**values)
+
+
+def _is_required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    if hint in _CHOICE_TYPES:
+        return build_choice(_CHOICE_TYPES[hint], value, where)
+    origin = typing.get_origin(hint)
+    if origin is tuple:  # tuple[str, ...]: accept a YAML list (or a single string)
+        item = typing.get_args(hint)[0]
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list):
+            raise ConfigError(f"{where}: must be a list")
+        return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(items))
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{where}: unsupported type")  # not used by the schema
+    # bool is an int subclass in Python; a YAML `true` for a count is a mistake, not 1.
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where}: must be an integer, got {value!r}")
+    if hint is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ConfigError(f"{where}: must be a number, got {value!r}")
+    if hint is float:
+        return float(value)
+    if hint is str and not isinstance(value, str):
+        raise ConfigError(f"{where}: must be a string, got {value!r}")
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: must be true or false, got {value!r}")
+    return value
+
+
+def _check_values(config: Config) -> None:
+    where = config.path
+    if not 0 <= config.seed <= MAX_SEED:
+        raise ConfigError(f"{where}: seed must be an integer from 0 to {MAX_SEED}, got {config.seed}")
+    if config.corpus.max_tokens < 64:
+        raise ConfigError(f"{where}: corpus.max_tokens must be at least 64 (one excerpt)")
+    if not config.corpus.paths:
+        raise ConfigError(f"{where}: corpus.paths must list at least one file or builtin corpus")
+    r = config.records
+    for name in ("top", "random", "random_pool", "quantile_bands", "per_band", "batch_size"):
+        if getattr(r, name) < 1:
+            raise ConfigError(f"{where}: records.{name} must be a positive integer")
+    if r.random > r.random_pool:
+        raise ConfigError(f"{where}: records.random ({r.random}) cannot exceed records.random_pool ({r.random_pool})")
+    if r.quantile_bands * r.per_band > r.random_pool:
+        raise ConfigError(
+            f"{where}: records.quantile_bands x records.per_band ({r.quantile_bands * r.per_band}) "
+            f"cannot exceed records.random_pool ({r.random_pool})"
+        )
+    selection = config.neurons
+    if selection.select not in ("all", "first", "random", "list"):
+        raise ConfigError(f"{where}: neurons.select must be all, first, random or list, got '{selection.select}'")
+    if selection.select == "list" and not selection.ids:
+        raise ConfigError(f"{where}: neurons.select is list, so neurons.ids must list neuron numbers")
+    if selection.count < 1 or any(i < 0 for i in (*selection.ids, *selection.layers)):
+        raise ConfigError(f"{where}: neurons.count must be positive, neurons.ids and neurons.layers non-negative")
+    if len(config.watch.cron.split()) != 5 or config.watch.sensor_interval_s < 1:
+        raise ConfigError(f"{where}: watch.cron must be a 5-field cron string and watch.sensor_interval_s positive")
+    for m in config.models:
+        if m.dtype not in ("float32", "bfloat16", "float16"):
+            raise ConfigError(f"{where}: model '{m.name}': dtype must be float32, bfloat16 or float16")
+        if not m.source.strip():
+            raise ConfigError(f"{where}: model '{m.name}': source is empty")

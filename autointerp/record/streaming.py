@@ -1,0 +1,121 @@
+"""Streaming statistics whose memory does not grow with the corpus: top-k with payloads, moments, and
+counter-based random keys (so a uniform sample is the top-k of random keys)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class StreamingTopK:
+    """Per neuron, the k entries with the largest key seen so far, with their excerpt ids and activations.
+
+    Slots are kept unsorted and only the slots whose entry is replaced are written, so a batch costs
+    time in proportion to what changes, not to k x 64 per neuron; `sorted()` orders them once at the
+    end. Order (and admission at the boundary) is by key, highest first, then by the earlier excerpt,
+    which makes the result independent of how the corpus is batched.
+    """
+
+    def __init__(self, n_neurons: int, k: int, seq_len: int, key_dtype: torch.dtype = torch.float32):
+        self.k = k
+        self.keys = torch.full((n_neurons, k), -torch.inf, dtype=key_dtype)
+        self.ids = torch.full((n_neurons, k), -1, dtype=torch.int64)
+        self.acts = torch.zeros((n_neurons, k, seq_len), dtype=torch.float32)
+
+    def offer(self, keys: torch.Tensor, ids: torch.Tensor, acts: torch.Tensor) -> None:
+        """keys: (B, N); ids: (B,) increasing and above every id offered before; acts: (B, T, N)."""
+        keys_t = keys.T
+        rows = (keys_t > self.keys.amin(dim=1, keepdim=True)).any(dim=1).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            return
+        k = self.k
+        merged_keys = torch.cat([self.keys[rows], keys_t[rows]], dim=1)  # (R, k + B)
+        merged_ids = torch.cat([self.ids[rows], ids.expand(len(rows), -1)], dim=1)
+        # rank by (key desc, id asc): a stable sort by id, then a stable sort by key
+        by_id = merged_ids.argsort(dim=1, stable=True)
+        by_key = merged_keys.gather(1, by_id).argsort(dim=1, descending=True, stable=True)
+        survivors = by_id.gather(1, by_key)[:, :k]
+        kept = torch.zeros_like(merged_keys, dtype=torch.bool).scatter_(1, survivors, True)
+        # every evicted old slot takes one surviving newcomer; both lists are in row-major order
+        evicted = (~kept[:, :k]).nonzero()
+        arrivals = kept[:, k:].nonzero()
+        row = rows[evicted[:, 0]]
+        slot, newcomer = evicted[:, 1], arrivals[:, 1]
+        self.keys[row, slot] = keys_t[row, newcomer]
+        self.ids[row, slot] = ids[newcomer]
+        self.acts[row, slot] = acts[newcomer, :, row]
+
+    def filled(self) -> int:
+        return int((self.ids[0] >= 0).sum()) if self.ids.shape[0] else 0
+
+    def sorted(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(keys, ids, acts) with each neuron's entries ordered by key, highest first (ties: earlier excerpt)."""
+        by_id = self.ids.argsort(dim=1, stable=True)
+        order = by_id.gather(1, self.keys.gather(1, by_id).argsort(dim=1, descending=True, stable=True))
+        keys, ids = self.keys.gather(1, order), self.ids.gather(1, order)
+        acts = self.acts.gather(1, order.unsqueeze(-1).expand(-1, -1, self.acts.shape[-1]))
+        return keys, ids, acts
+
+
+class Moments:
+    """Streaming count, mean and central moments M2..M4 per neuron (Chan et al.'s parallel merge).
+
+    Batch moments are computed in float32 around the batch mean (no cancellation), merged in float64.
+    """
+
+    def __init__(self, n_neurons: int):
+        self.n = 0
+        self.mean = torch.zeros(n_neurons, dtype=torch.float64)
+        self.m2 = torch.zeros_like(self.mean)
+        self.m3 = torch.zeros_like(self.mean)
+        self.m4 = torch.zeros_like(self.mean)
+        self.positive = torch.zeros(n_neurons, dtype=torch.int64)
+
+    def update(self, x: torch.Tensor) -> None:
+        """x: (M, N) activations of M tokens."""
+        nb = x.shape[0]
+        mean_b = x.mean(dim=0)
+        d = x - mean_b
+        d2 = d * d
+        m2b, m3b, m4b = d2.sum(0).double(), (d2 * d).sum(0).double(), (d2 * d2).sum(0).double()
+        self.positive += (x > 0).sum(0)
+        na, n = self.n, self.n + nb
+        delta = mean_b.double() - self.mean
+        m2a, m3a = self.m2, self.m3
+        self.m4 = (self.m4 + m4b + delta**4 * na * nb * (na * na - na * nb + nb * nb) / n**3
+                   + 6 * delta**2 * (na * na * m2b + nb * nb * m2a) / n**2 + 4 * delta * (na * m3b - nb * m3a) / n)
+        self.m3 = m3a + m3b + delta**3 * na * nb * (na - nb) / n**2 + 3 * delta * (na * m2b - nb * m2a) / n
+        self.m2 = m2a + m2b + delta**2 * na * nb / n
+        self.mean = self.mean + delta * nb / n
+        self.n = n
+
+    def finish(self) -> dict[str, np.ndarray]:
+        n = max(self.n, 1)
+        variance = self.m2 / n
+        # Population skewness and excess kurtosis (scipy.stats defaults); 0 for a constant neuron.
+        safe = torch.where(self.m2 > 0, self.m2, torch.ones_like(self.m2))
+        skew = torch.where(self.m2 > 0, np.sqrt(n) * self.m3 / safe**1.5, torch.zeros_like(safe))
+        kurt = torch.where(self.m2 > 0, n * self.m4 / safe**2 - 3.0, torch.zeros_like(safe))
+        return {
+            "count": np.full(self.mean.shape, self.n, dtype=np.int64),
+            "mean": self.mean.numpy(),
+            "variance": variance.numpy(),
+            "skewness": skew.numpy(),
+            "kurtosis": kurt.numpy(),
+            "frac_positive": (self.positive.double() / n).numpy(),
+        }
+
+
+def random_priorities(seed: int, layer: int, excerpt_ids: np.ndarray, n_neurons: int) -> torch.Tensor:
+    """A uniform [0, 1) key per (excerpt, neuron), a pure function of (seed, layer, excerpt, neuron).
+
+    Keeping the k largest keys gives a uniform sample without replacement; a counter-based hash
+    (splitmix64) makes it independent of batch size and batch order.
+    """
+    with np.errstate(over="ignore"):
+        x = excerpt_ids.astype(np.uint64)[:, None] * np.uint64(n_neurons) + np.arange(n_neurons, dtype=np.uint64)
+        x = x + np.uint64((seed * 0x9E3779B97F4A7C15 + (layer + 1) * 0xD1B54A32D192ED03) % 2**64)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return torch.from_numpy((x >> np.uint64(11)).astype(np.float64) / float(2**53))

@@ -1,0 +1,286 @@
+"""The pipeline's stages, one function each, for one model (and layer): what the Dagster assets, `eval/` and
+`bench/` all call. Every stage reads its inputs from the store and replaces its output partition in one
+transaction, checked by the table's quality suite (`store/quality.py`).
+
+    excerpts(model)            the corpus cut into 64-token excerpts; registers the model's revision
+    record(model, layers)      one forward pass: top/random/quantile records and stats of every layer
+    explain(model, layer)      the selected neurons' explanations (best-of-n on the valid split)
+    simulate(model, layer)     the chosen explanations simulated on the test split
+    score(model, layer)        simulated vs real activations
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import cached_property
+from typing import Any, Callable, Sequence
+
+import pyarrow as pa
+
+from autointerp.config import Config
+from autointerp.corpus import EXCERPT_TOKENS, corpus_fingerprint, iter_documents, resolve_corpus_paths
+from autointerp.corpus.excerpts import excerpts_table
+from autointerp.errors import ModelLoadError, StoreError
+from autointerp.explain import Explainer, ExplainerInput, Explanation, build_explainer
+from autointerp.explain.best_of_n import choose
+from autointerp.neurons import select_neurons
+from autointerp.progress import Progress
+from autointerp.record.records import NeuronRecord, load_neuron_records
+from autointerp.record.recorder import expected_counts, record_activations
+from autointerp.record.tables import records_table, stats_table
+from autointerp.score.scoring import score_simulations
+from autointerp.simulate import Simulation, SimulationJob, Simulator, build_simulator
+from autointerp.store import Replacement, Store, queries
+from autointerp.store.schema import table
+from autointerp.subject import ModelInfo, Subject
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass
+class ExcerptSet:
+    model: str
+    revision: str
+    info: ModelInfo
+    n_excerpts: int
+    corpus_fingerprint: str
+    dropped_stale_records: bool
+
+
+@dataclass
+class Recording:
+    model: str
+    revision: str
+    layers: list[int]
+    rows: int
+    n_tokens: int
+    seconds: float
+    stats: pa.Table  # the layers' neuron_stats rows, for metadata
+
+
+@dataclass
+class StageResult:
+    """What an explain, simulate or score stage wrote for one (model, layer)."""
+
+    model: str
+    revision: str
+    layer: int
+    role: str  # the explainer's or simulator's name
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    neurons: int = 0
+    llm_calls_made: int = 0
+    llm_calls_cached: int = 0
+
+
+@dataclass
+class Stages:
+    config: Config
+    store: Store
+    log: Callable[[str], None] = print
+    # simulate and score the stored explanations of this explainer (e.g. imported ones); default: the config's
+    explainer_name: str | None = None
+
+    @cached_property
+    def explainer(self) -> Explainer:
+        return build_explainer(self.config.explainer, self.config.base_dir, self.store)
+
+    @property
+    def explained_by(self) -> str:
+        """Whose explanations simulate and score read."""
+        return self.explainer_name or self.explainer.name
+
+    @cached_property
+    def simulator(self) -> Simulator:
+        return build_simulator(self.config.simulator, self.config.base_dir, self.store)
+
+    # --- stage 1: record -------------------------------------------------------------------------------
+
+    def excerpts(self, model: str) -> ExcerptSet:
+        """Register the model's current revision and (re)write its excerpts in one transaction.
+
+        If the corpus changed since this revision was last tokenized, its activation records point at
+        excerpts that no longer exist, so they are deleted in the same transaction.
+        """
+        subject = Subject.of(self.config.model(model), self.config.base_dir)
+        corpus = self.config.corpus
+        paths = resolve_corpus_paths(corpus.paths, self.config.base_dir)
+        fingerprint = corpus_fingerprint(paths, corpus.text_field, EXCERPT_TOKENS, corpus.max_tokens)
+        revision, info = subject.revision, subject.info
+        excerpts = excerpts_table(subject.tokenizer(), iter_documents(paths, corpus.text_field), corpus.max_tokens,
+                                  model, revision, self.log)
+        key = {"model": model, "revision": revision}
+        row = table("models", rows=[{**key, "source": subject.spec.source, "architecture": info.architecture,
+                                     "units": info.units, "n_layers": info.n_layers, "n_neurons": info.n_neurons,
+                                     "dtype": subject.spec.dtype, "corpus_fingerprint": fingerprint,
+                                     "n_excerpts": excerpts.num_rows, "registered_at": _now()}])
+        previous = queries.model_row(self.store, model, revision)
+        stale = previous is not None and previous["corpus_fingerprint"] != fingerprint
+        replacements = [Replacement("models", key, row),
+                        Replacement("excerpts", key, excerpts, expect={"tokens": EXCERPT_TOKENS})]
+        if stale:
+            self.log(f"corpus changed since revision {revision} was recorded: deleting its activation records")
+            replacements += [Replacement("activation_records", key), Replacement("neuron_stats", key)]
+        self.store.replace(replacements)
+        return ExcerptSet(model, revision, info, excerpts.num_rows, fingerprint, stale)
+
+    def record(self, model: str, layers: Sequence[int]) -> Recording:
+        """Record `layers` of a configured model over its stored excerpts, in one forward pass, and replace
+        those layers' rows in one transaction."""
+        subject = Subject.of(self.config.model(model), self.config.base_dir)
+        revision, info = subject.revision, subject.info
+        bad = sorted(set(layers) - set(range(info.n_layers)))
+        if bad:
+            raise ModelLoadError(f"model '{model}' has {info.n_layers} layers (0-{info.n_layers - 1}); "
+                                 f"no layer {', '.join(map(str, bad))}")
+        n_excerpts = queries.excerpt_count(self.store, model, revision)
+        if n_excerpts == 0:
+            raise StoreError(f"no excerpts for model '{model}' at revision {revision}: materialize `excerpts` first")
+        self._require_recordable_excerpts(model, revision)
+        self.log(f"loading {model} ({subject.source.kind}, revision {revision}, {info.n_layers} layers x "
+                 f"{info.n_neurons} {info.units} units)")
+        started = time.monotonic()
+        results = record_activations(
+            subject.load(), subject.units, layers,
+            queries.iter_excerpt_batches(self.store, model, revision, self.config.records.batch_size),
+            self.config.records, self.config.seed, info.n_neurons, n_excerpts, self.log)
+        seconds = time.monotonic() - started
+        ordered = [results[layer] for layer in sorted(results)]
+        records, stats = records_table(model, revision, ordered), stats_table(model, revision, ordered)
+        where = {"model": model, "revision": revision, "layer": sorted(results)}
+        self.store.replace([
+            Replacement("activation_records", where, records,
+                        expect={"counts": expected_counts(self.config.records, n_excerpts)}),
+            Replacement("neuron_stats", where, stats, expect={"complete": True})])
+        return Recording(model, revision, sorted(results), records.num_rows, n_excerpts * EXCERPT_TOKENS, seconds,
+                         stats)
+
+    def _require_recordable_excerpts(self, model: str, revision: str) -> None:
+        """Bad data must not flow downstream, even in a run that did not evaluate the excerpts check."""
+        from autointerp.errors import ValidationError
+        from autointerp.store.quality import Scope, check_excerpts
+
+        with self.store.connect() as con:
+            report = check_excerpts(con, Scope(model, revision), tokens=EXCERPT_TOKENS)
+        if not report.passed:
+            raise ValidationError(f"upstream excerpts of '{model}' fail their check, not recording: {report.summary()}")
+
+    # --- stages 2-4: explain, simulate, score ------------------------------------------------------------
+
+    def neuron_records(self, model: str, revision: str, layer: int,
+                       neurons: Sequence[int] | None = None) -> dict[int, NeuronRecord]:
+        """The records of `neurons` of a layer (default: the config's selection), every one required."""
+        if neurons is None:
+            n_neurons = int(queries.current_model(self.store, model, revision)["n_neurons"])
+            neurons = select_neurons(self.config.neurons, n_neurons, self.config.seed, layer)
+        with self.store.connect() as con:
+            records = {r.neuron: r for r in load_neuron_records(con, model, revision, layer, neurons)}
+        missing = sorted(set(neurons) - set(records))
+        if missing:
+            raise StoreError(f"{model} layer {layer}: no activation records for neurons {missing[:10]}; "
+                             "record the layer first")
+        return records
+
+    def explain(self, model: str, layer: int) -> StageResult:
+        explainer = self.explainer
+        revision = queries.current_model(self.store, model)["revision"]
+        records = self.neuron_records(model, revision, layer)
+        result = StageResult(model, revision, layer, explainer.name, neurons=len(records))
+        if not records:
+            return result
+        calls = _CallCounter(explainer, self.simulator if explainer.candidates > 1 else None)
+        progress = Progress(f"explaining {model} layer {layer}", len(records), "neurons", self.log)
+        inputs = [ExplainerInput.of(r) for r in records.values()]
+        candidates: list[Explanation] = []
+        for lo in range(0, len(inputs), explainer.batch):
+            chunk = inputs[lo:lo + explainer.batch]
+            candidates += explainer.explain(chunk, self.config.seed)
+            progress.advance(len(chunk) if explainer.candidates == 1 else 0)
+        if explainer.candidates > 1:
+            by_key = {(layer, n): r for n, r in records.items()}
+            candidates = choose(candidates, by_key, self.simulator, progress.advance)
+        now = _now()
+        result.rows = [{"model": model, "revision": revision, "layer": e.layer, "neuron": e.neuron,
+                        "explainer": explainer.name, "sample": e.sample, "explanation": e.explanation,
+                        "completion": e.completion, "variant": e.variant, "valid_score": e.valid_score,
+                        "chosen": e.chosen, "created_at": now} for e in candidates]
+        self.store.replace([Replacement("explanations", _where(model, revision, layer, explainer=explainer.name),
+                                        table("explanations", rows=result.rows))])
+        calls.finish(result)
+        return result
+
+    def simulate(self, model: str, layer: int) -> StageResult:
+        explainer, simulator = self.explained_by, self.simulator
+        revision = queries.current_model(self.store, model)["revision"]
+        explained = queries.explanations(self.store, model, revision, layer, explainer)
+        result = StageResult(model, revision, layer, simulator.name)
+        if explained.empty:
+            raise StoreError(f"{model} layer {layer}: no explanations by {explainer}; run explain first")
+        records = self.neuron_records(model, revision, layer, sorted({int(n) for n in explained.neuron}))
+        calls = _CallCounter(simulator)
+        progress = Progress(f"simulating {model} layer {layer}", len(explained), "neurons", self.log)
+        items = list(explained.itertuples())
+        for lo in range(0, len(items), simulator.batch):
+            chunk = items[lo:lo + simulator.batch]
+            scored = [(e, kind, r) for e in chunk for kind, r in records[int(e.neuron)].scored("test")]
+            values = simulator.simulate([SimulationJob(e.explanation, r.tokens) for e, _, r in scored])
+            for (e, kind, r), simulated in zip(scored, values):
+                if len(simulated) != len(r.tokens):
+                    raise ValueError(f"simulator returned {len(simulated)} values for {len(r.tokens)} tokens "
+                                     f"(layer {layer}, neuron {e.neuron}, excerpt {r.excerpt_id})")
+                result.rows.append({"model": model, "revision": revision, "layer": layer, "neuron": int(e.neuron),
+                                    "explainer": explainer, "simulator": simulator.name, "sample": int(e.sample),
+                                    "excerpt_id": int(r.excerpt_id), "kind": kind, "simulated": list(simulated)})
+            progress.advance(len(chunk))
+        result.neurons = len(records)
+        self.store.replace([Replacement("simulations",
+                                        _where(model, revision, layer, explainer=explainer, simulator=simulator.name),
+                                        table("simulations", rows=result.rows))])
+        calls.finish(result)
+        return result
+
+    def score(self, model: str, layer: int) -> StageResult:
+        explainer, simulator = self.explained_by, self.simulator.name
+        revision = queries.current_model(self.store, model)["revision"]
+        sims = queries.simulations(self.store, model, revision, layer, explainer, simulator)
+        result = StageResult(model, revision, layer, simulator)
+        if sims.empty:
+            raise StoreError(f"{model} layer {layer}: no simulations by {simulator}; run simulate first")
+        records = self.neuron_records(model, revision, layer, sorted({int(n) for n in sims.neuron}))
+        real = {(n, kind, r.excerpt_id): r.activations for n, rec in records.items() for kind, r in rec.scored("test")}
+        for (neuron, sample), group in sims.groupby(["neuron", "sample"], sort=True):
+            simulations = [Simulation(layer, int(neuron), int(sample), int(row.excerpt_id), row.kind,
+                                      tuple(row.simulated), real[(int(neuron), row.kind, int(row.excerpt_id))])
+                           for row in group.itertuples()]
+            scores = score_simulations(simulations)
+            result.rows.append({"model": model, "revision": revision, "layer": layer, "neuron": int(neuron),
+                                "explainer": explainer, "simulator": simulator, "sample": int(sample),
+                                "explanation": group.explanation.iloc[0],
+                                "score_top_and_random": scores.score_top_and_random,
+                                "score_random_only": scores.score_random_only, "rsquared": scores.rsquared,
+                                "absolute_dev_explained": scores.absolute_dev_explained,
+                                "n_tokens": scores.n_tokens, "reason": scores.reason})
+        result.neurons = len(records)
+        self.store.replace([Replacement("scores", _where(model, revision, layer, explainer=explainer,
+                                                         simulator=simulator), table("scores", rows=result.rows))])
+        return result
+
+
+def _where(model: str, revision: str, layer: int, **roles: str) -> dict[str, Any]:
+    return {"model": model, "revision": revision, "layer": [layer], **roles}
+
+
+class _CallCounter:
+    """LLM calls a stage made and answered from the cache (metadata: a re-run should make none)."""
+
+    def __init__(self, *roles: Any):
+        self.caches = [role.llm.cache for role in roles if getattr(role, "llm", None) is not None]
+        self.start = [(c.stats.misses, c.stats.hits) for c in self.caches]
+
+    def finish(self, result: StageResult) -> None:
+        for cache, (misses, hits) in zip(self.caches, self.start):
+            result.llm_calls_made += cache.stats.misses - misses
+            result.llm_calls_cached += cache.stats.hits - hits

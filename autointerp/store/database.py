@@ -1,0 +1,137 @@
+"""The DuckDB store: one file, plain tables other tools can query, partitions replaced atomically.
+
+DuckDB allows one writing process per file, so connections are short-lived (opened per operation,
+never held during model inference) and opening retries while another process holds the lock.
+Every write runs the written tables' quality suites inside its transaction (`quality.py`): rows that
+fail never land.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from autointerp.errors import StoreError
+from autointerp.store.schema import ddl
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """Rows of `table` matching `where` are deleted and `data` inserted in their place.
+
+    `expect`: what the table's quality suite needs beyond the rows themselves (e.g. how many records of
+    each kind every neuron must have), see `quality.SUITES`.
+    """
+
+    table: str
+    where: Mapping[str, Any]  # column -> value, or a list of values
+    data: pa.Table | pd.DataFrame | None = None  # None: only delete
+    expect: Mapping[str, Any] = field(default_factory=dict)
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("AUTOINTERP_HOME") or "data")
+
+
+class Store:
+    def __init__(self, path: str | Path, lock_timeout_s: float = 120.0):
+        self.path = Path(path)
+        self.lock_timeout_s = lock_timeout_s
+        self._schema_ready = False
+
+    @classmethod
+    def from_home(cls, home: str | Path | None = None, lock_timeout_s: float = 120.0) -> "Store":
+        return cls(Path(home or default_home()) / "autointerp.duckdb", lock_timeout_s)
+
+    @property
+    def home(self) -> Path:
+        return self.path.parent
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = self._open_with_retry()
+        try:
+            if not self._schema_ready:
+                con.execute(ddl())
+                self._schema_ready = True
+            yield con
+        finally:
+            con.close()
+
+    def _open_with_retry(self) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.05
+        while True:
+            try:
+                return duckdb.connect(str(self.path))
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise StoreError(f"cannot open the DuckDB store {self.path}: {exc}") from exc
+            except duckdb.Error as exc:
+                raise StoreError(f"cannot open the DuckDB store {self.path}: {exc}") from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def replace(self, replacements: Sequence[Replacement],
+                validate: Callable[[duckdb.DuckDBPyConnection], None] | None = None, checked: bool = True) -> None:
+        """Swap partitions in ONE transaction. Before COMMIT, each written table's quality suite runs on its
+        new rows (`checked=False` skips them: only for tests of the write mechanics), then `validate`.
+
+        A crash or a failed check rolls everything back: readers see all of it or none of it.
+        """
+        from autointerp.store.quality import check_replacement
+
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for i, rep in enumerate(replacements):
+                    clause, params = where_clause(rep.where)
+                    con.execute(f"DELETE FROM {rep.table} WHERE {clause}", params)
+                    if rep.data is None:
+                        continue
+                    view = f"_incoming_{i}"
+                    con.register(view, rep.data)
+                    con.execute(f"INSERT INTO {rep.table} BY NAME SELECT * FROM {view}")
+                    con.unregister(view)
+                if checked:
+                    for rep in replacements:
+                        if rep.data is not None:
+                            check_replacement(con, rep)
+                if validate is not None:
+                    validate(con)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pd.DataFrame:
+        with self.connect() as con:
+            return con.execute(sql, params or []).df()
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
+        with self.connect() as con:
+            con.execute(sql, params or [])
+
+
+def where_clause(where: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    parts, params = [], []
+    for column, value in where.items():
+        if isinstance(value, (list, tuple)):
+            parts.append(f"{column} IN ({', '.join('?' for _ in value)})" if value else "FALSE")
+            params.extend(value)
+        else:
+            parts.append(f"{column} = ?")
+            params.append(value)
+    return " AND ".join(parts) or "TRUE", params

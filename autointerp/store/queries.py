@@ -1,0 +1,312 @@
+"""Every read of the store's tables, in one place (the quality suites' audit queries live with the suites).
+
+Functions take a `Store` and return plain Python values or DataFrames; the few on hot paths take an open
+connection so a caller can batch them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterator, Sequence
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from autointerp.errors import StoreError
+from autointerp.store.database import Store
+
+# --- models and revisions -----------------------------------------------------------------------------
+
+
+def models(store: Store) -> list[str]:
+    """Models with a registered revision, by name."""
+    if not store.exists():
+        return []
+    return store.query("SELECT DISTINCT model FROM models ORDER BY model").model.tolist()
+
+
+def model_row(store: Store, model: str, revision: str) -> dict[str, Any] | None:
+    rows = store.query("SELECT * FROM models WHERE model = ? AND revision = ?", [model, revision])
+    return rows.iloc[0].to_dict() if len(rows) else None
+
+
+def latest_revision(store: Store, model: str) -> str | None:
+    """The revision of `model` registered most recently (the one the pipeline works on)."""
+    if not store.exists():
+        return None
+    rows = store.query("SELECT revision FROM models WHERE model = ? ORDER BY registered_at DESC LIMIT 1", [model])
+    return str(rows.iloc[0, 0]) if len(rows) else None
+
+
+def current_model(store: Store, model: str, revision: str | None = None) -> dict[str, Any]:
+    """The `models` row of `model` at `revision` (default: its latest), or a StoreError saying what to run."""
+    revision = revision or latest_revision(store, model)
+    row = model_row(store, model, revision) if revision else None
+    if row is None:
+        known = ", ".join(models(store)) or "none"
+        what = f"revision '{revision}' of model '{model}'" if revision else f"model '{model}'"
+        raise StoreError(f"{what} is not in the store {store.path} (models there: {known}); record it first "
+                         f"(`autointerp run --model {model} --until record`) or import it")
+    return row
+
+
+def revisions(store: Store, model: str) -> list[str]:
+    """The model's revisions, oldest first."""
+    return store.query("SELECT revision FROM models WHERE model = ? ORDER BY registered_at", [model]).revision.tolist()
+
+
+def recorded_layers(store: Store, model: str, revision: str | None = None) -> pd.DataFrame:
+    """(revision, layer) pairs with neuron stats: what has been recorded, for one revision or all."""
+    sql = "SELECT DISTINCT revision, layer FROM neuron_stats WHERE model = ?"
+    params: list[Any] = [model]
+    if revision is not None:
+        sql, params = sql + " AND revision = ?", params + [revision]
+    return store.query(sql + " ORDER BY revision, layer", params)
+
+
+# --- excerpts ------------------------------------------------------------------------------------------
+
+
+def excerpt_count(store: Store, model: str, revision: str) -> int:
+    with store.connect() as con:
+        row = con.execute("SELECT count(*) FROM excerpts WHERE model = ? AND revision = ?", [model, revision]).fetchone()
+    return int(row[0]) if row else 0
+
+
+def iter_excerpt_batches(store: Store, model: str, revision: str, batch_size: int,
+                         chunk: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (excerpt_ids (B,), token_ids (B, T)) in excerpt order, reading `chunk` rows per connection."""
+    start = 0
+    while True:
+        with store.connect() as con:
+            table = con.sql(
+                "SELECT excerpt_id, token_ids FROM excerpts WHERE model = ? AND revision = ? "
+                "AND excerpt_id >= ? ORDER BY excerpt_id LIMIT ?",
+                params=[model, revision, start, chunk],
+            ).to_arrow_table()
+        if table.num_rows == 0:
+            return
+        ids = table.column("excerpt_id").to_numpy()
+        tokens = np.asarray(pa.concat_arrays(table.column("token_ids").chunks).flatten()).reshape(table.num_rows, -1)
+        for lo in range(0, len(ids), batch_size):
+            yield ids[lo:lo + batch_size], tokens[lo:lo + batch_size]
+        start = int(ids[-1]) + 1
+
+
+# --- activation records --------------------------------------------------------------------------------
+
+
+def _in(values: Sequence[int]) -> str:
+    return f"({', '.join(str(int(v)) for v in values) or 'NULL'})"
+
+
+def record_rows(con: duckdb.DuckDBPyConnection, model: str, revision: str, layer: int,
+                neurons: Sequence[int] | None = None, kinds: Sequence[str] = ("top", "random")) -> list[tuple]:
+    """(neuron, kind, band, rank, excerpt_id, tokens, activations) of a layer's records, by neuron, kind,
+    band and rank; tokens is None where the excerpt is missing (the caller names the problem)."""
+    neuron_filter = f" AND r.neuron IN {_in(neurons)}" if neurons is not None else ""
+    kind_list = ", ".join(f"'{k}'" for k in kinds)
+    return con.execute(
+        f"""SELECT r.neuron, r.kind, r.band, r.rank, r.excerpt_id, e.tokens, r.activations
+            FROM activation_records AS r
+            LEFT JOIN excerpts AS e ON e.model = r.model AND e.revision = r.revision AND e.excerpt_id = r.excerpt_id
+            WHERE r.model = ? AND r.revision = ? AND r.layer = ? AND r.kind IN ({kind_list}){neuron_filter}
+            ORDER BY r.neuron, r.kind, r.band, r.rank""", [model, revision, layer]).fetchall()
+
+
+def stats_rows(store: Store, model: str, revision: str, layer: int) -> dict[int, dict[str, Any]]:
+    frame = store.query("SELECT * EXCLUDE (model, revision, layer) FROM neuron_stats "
+                        "WHERE model = ? AND revision = ? AND layer = ? ORDER BY neuron", [model, revision, layer])
+    return {int(row["neuron"]): row for row in frame.to_dict("records")}
+
+
+def recorded_neurons(store: Store, model: str, revision: str, only_explained: bool = False) -> list[tuple[int, int]]:
+    """(layer, neuron) of every neuron with top or random records (and an explanation, if `only_explained`)."""
+    explained = ("AND (layer, neuron) IN (SELECT (layer, neuron) FROM explanations WHERE model = $model "
+                 "AND revision = $revision)") if only_explained else ""
+    frame = store.query("SELECT DISTINCT layer, neuron FROM activation_records WHERE model = $model "
+                        f"AND revision = $revision AND kind IN ('top', 'random') {explained} ORDER BY layer, neuron",
+                        {"model": model, "revision": revision})
+    return [(int(layer), int(neuron)) for layer, neuron in zip(frame.layer, frame.neuron)]
+
+
+def models_with_records(store: Store) -> list[str]:
+    if not store.exists():
+        return []
+    return store.query("SELECT DISTINCT model FROM activation_records ORDER BY model").model.tolist()
+
+
+def layer_summary(store: Store, model: str, revision: str, layers: Sequence[int]) -> pd.DataFrame:
+    """Per recorded layer: neurons, tokens seen, mean fraction > 0, largest activation and record count."""
+    return store.query(
+        f"""SELECT s.layer, count(*) AS neurons, any_value(s.count) AS tokens,
+                   round(avg(s.frac_positive), 3) AS mean_frac_positive, round(max(s.max), 2) AS max_activation,
+                   (SELECT count(*) FROM activation_records r WHERE r.model = s.model AND r.revision = s.revision
+                      AND r.layer = s.layer) AS records
+            FROM neuron_stats s WHERE s.model = ? AND s.revision = ? AND s.layer IN {_in(layers)}
+            GROUP BY s.model, s.revision, s.layer ORDER BY s.layer""", [model, revision])
+
+
+# --- explanations, simulations, scores -----------------------------------------------------------------
+
+
+def explanations(store: Store, model: str, revision: str, layer: int, explainer: str,
+                 chosen_only: bool = True) -> pd.DataFrame:
+    """(neuron, sample, explanation) by `explainer` for a layer: the chosen ones, or every candidate."""
+    chosen = " AND coalesce(chosen, TRUE)" if chosen_only else ""
+    return store.query(f"""SELECT neuron, sample, explanation, valid_score, chosen FROM explanations
+                           WHERE model = ? AND revision = ? AND layer = ? AND explainer = ?{chosen}
+                           ORDER BY neuron, sample""", [model, revision, layer, explainer])
+
+
+def simulations(store: Store, model: str, revision: str, layer: int, explainer: str | None = None,
+                simulator: str | None = None) -> pd.DataFrame:
+    """Simulated test excerpts of a layer with their explanation text, by neuron, explainer, sample, simulator."""
+    roles, params = "", [model, revision, layer]
+    for column, value in (("explainer", explainer), ("simulator", simulator)):
+        if value is not None:
+            roles, params = roles + f" AND s.{column} = ?", params + [value]
+    return store.query(
+        f"""SELECT s.neuron, s.explainer, s.simulator, s.sample, s.kind, s.excerpt_id, s.simulated, x.explanation
+            FROM simulations s LEFT JOIN explanations x USING (model, revision, layer, neuron, explainer, sample)
+            WHERE s.model = ? AND s.revision = ? AND s.layer = ?{roles}
+            ORDER BY s.neuron, s.explainer, s.sample, s.simulator, s.kind, s.excerpt_id""", params)
+
+
+def explanation_scores(store: Store, model: str, revision: str, layer: int) -> pd.DataFrame:
+    """Every explanation of a layer with its scores (one row per simulator; none yet: NULL scores)."""
+    return store.query("""
+        SELECT neuron, explainer, sample, coalesce(x.explanation, s.explanation) AS explanation, s.simulator,
+               x.valid_score, x.chosen, s.score_top_and_random, s.score_random_only, s.rsquared,
+               s.absolute_dev_explained, s.n_tokens, s.reason
+        FROM explanations x FULL OUTER JOIN scores s USING (model, revision, layer, neuron, explainer, sample)
+        WHERE model = ? AND revision = ? AND layer = ?
+        ORDER BY neuron, s.score_top_and_random DESC NULLS LAST, explainer, sample, s.simulator""",
+        [model, revision, layer])
+
+
+def scores(store: Store, model: str, revision: str, layers: Sequence[int] | None = None) -> pd.DataFrame:
+    layer_filter = f" AND layer IN {_in(layers)}" if layers is not None else ""
+    return store.query(f"""SELECT * FROM scores WHERE model = ? AND revision = ?{layer_filter}
+                           ORDER BY layer, neuron, explainer, sample, simulator""", [model, revision])
+
+
+def explained_count(store: Store, model: str, revision: str) -> int:
+    return int(store.query("SELECT count(DISTINCT (layer, neuron)) AS n FROM explanations "
+                           "WHERE model = ? AND revision = ?", [model, revision]).n[0])
+
+
+def compare_revisions(store: Store, model: str, old: str, new: str, threshold: float) -> pd.DataFrame:
+    """Per neuron recorded in both revisions: top-excerpt overlap, each revision's best explanation and score."""
+    return store.query(
+        """
+        WITH top AS (
+            SELECT revision, layer, neuron, list(excerpt_id) AS ids
+            FROM activation_records WHERE model = $model AND kind = 'top' AND revision IN ($old, $new)
+            GROUP BY revision, layer, neuron
+        ), best AS (  -- each revision's best-scored explanation of a neuron
+            SELECT revision, layer, neuron, explanation, score_top_and_random AS score
+            FROM scores WHERE model = $model AND revision IN ($old, $new)
+            QUALIFY row_number() OVER (PARTITION BY revision, layer, neuron
+                                       ORDER BY score_top_and_random DESC NULLS LAST) = 1
+        )
+        SELECT o.layer, o.neuron,
+               len(list_intersect(o.ids, n.ids)) / len(o.ids) AS top_overlap,
+               bo.explanation AS explanation_old, bn.explanation AS explanation_new,
+               bo.score AS score_old, bn.score AS score_new, bn.score - bo.score AS score_delta,
+               len(list_intersect(o.ids, n.ids)) / len(o.ids) < $threshold AS changed
+        FROM top o JOIN top n ON o.layer = n.layer AND o.neuron = n.neuron AND o.revision = $old AND n.revision = $new
+        LEFT JOIN best bo ON bo.revision = $old AND bo.layer = o.layer AND bo.neuron = o.neuron
+        LEFT JOIN best bn ON bn.revision = $new AND bn.layer = o.layer AND bn.neuron = o.neuron
+        ORDER BY changed DESC, abs(coalesce(score_delta, 0)) DESC, o.layer, o.neuron
+        """,
+        {"model": model, "old": old, "new": new, "threshold": threshold})
+
+
+# --- the LLM cache ---------------------------------------------------------------------------------------
+
+
+def cached_responses(store: Store, keys: Sequence[str]) -> dict[str, Any]:
+    if not keys:
+        return {}
+    with store.connect() as con:
+        rows = con.execute("SELECT key, response FROM llm_calls WHERE key IN (SELECT unnest(?::VARCHAR[]))",
+                           [list(set(keys))]).fetchall()
+    return {key: json.loads(response) for key, response in rows}
+
+
+# --- neuron_explainer export -----------------------------------------------------------------------------
+
+
+def _roles(model: str, revision: str, layers: Sequence[int] | None, explainer: str | None,
+           simulator: str | None, alias: str = "") -> tuple[str, list[Any]]:
+    a = f"{alias}." if alias else ""
+    clause, params = f"{a}model = ? AND {a}revision = ?", [model, revision]
+    if layers is not None:
+        clause += f" AND {a}layer IN {_in(layers)}"
+    for column, value in (("explainer", explainer), ("simulator", simulator)):
+        if value is not None:
+            clause, params = clause + f" AND {a}{column} = ?", params + [value]
+    return clause, params
+
+
+def chosen_explanations(store: Store, model: str, revision: str, layers: Sequence[int] | None = None,
+                        explainer: str | None = None) -> list[tuple]:
+    """(layer, neuron, explainer, sample, explanation) of every neuron's chosen explanations."""
+    clause, params = _roles(model, revision, layers, explainer, None)
+    with store.connect() as con:
+        return con.execute(f"""SELECT layer, neuron, explainer, sample, explanation FROM explanations
+                               WHERE {clause} AND coalesce(chosen, TRUE)
+                               ORDER BY layer, neuron, explainer, sample""", params).fetchall()
+
+
+def simulated_excerpts(store: Store, model: str, revision: str, layers: Sequence[int] | None = None,
+                       explainer: str | None = None, simulator: str | None = None) -> list[tuple]:
+    """(layer, neuron, explainer, sample, simulator, excerpt_id, tokens, simulated, real activations), top then
+    random in rank order; tokens or real are None where the record or excerpt is missing."""
+    clause, params = _roles(model, revision, layers, explainer, simulator)
+    with store.connect() as con:
+        return con.execute(
+            f"""SELECT s.layer, s.neuron, s.explainer, s.sample, s.simulator, s.excerpt_id, e.tokens,
+                       s.simulated, r.activations
+                FROM (SELECT * FROM simulations WHERE {clause}) s
+                LEFT JOIN activation_records r ON r.model = s.model AND r.revision = s.revision AND r.layer = s.layer
+                     AND r.neuron = s.neuron AND r.kind = s.kind AND r.excerpt_id = s.excerpt_id
+                LEFT JOIN excerpts e ON e.model = s.model AND e.revision = s.revision AND e.excerpt_id = s.excerpt_id
+                ORDER BY s.layer, s.neuron, s.explainer, s.sample, s.simulator, s.kind = 'random', r.rank""",
+            params).fetchall()
+
+
+def score_values(store: Store, model: str, revision: str, layers: Sequence[int] | None = None,
+                 explainer: str | None = None, simulator: str | None = None) -> list[tuple]:
+    """(layer, neuron, explainer, sample, simulator, score_top_and_random, rsquared, absolute_dev_explained)."""
+    clause, params = _roles(model, revision, layers, explainer, simulator)
+    with store.connect() as con:
+        return con.execute(f"""SELECT layer, neuron, explainer, sample, simulator, score_top_and_random, rsquared,
+                                      absolute_dev_explained FROM scores WHERE {clause}""", params).fetchall()
+
+
+def record_index(store: Store, model: str, revision: str, layers: Sequence[int]) -> list[tuple]:
+    """(layer, neuron, kind, excerpt_id, tokens) of the layers' top and random records, top first in rank order."""
+    with store.connect() as con:
+        return con.execute(
+            f"""SELECT r.layer, r.neuron, r.kind, r.excerpt_id, e.tokens
+                FROM activation_records r JOIN excerpts e
+                  ON e.model = r.model AND e.revision = r.revision AND e.excerpt_id = r.excerpt_id
+                WHERE r.model = ? AND r.revision = ? AND r.kind IN ('top', 'random') AND r.layer IN {_in(layers)}
+                ORDER BY r.layer, r.neuron, r.kind = 'random', r.rank""", [model, revision]).fetchall()
+
+
+def table_names(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The store's tables (in the current database's main schema)."""
+    return [row[0] for row in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND NOT temporary ORDER BY table_name").fetchall()]
+
+
+def column_names(con: duckdb.DuckDBPyConnection, table_name: str) -> list[str]:
+    return [row[0] for row in con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = ?", [table_name]).fetchall()]

@@ -1,0 +1,101 @@
+"""`autointerp`: run the stages through Dagster, so every run shows in the Dagster UI.
+
+    autointerp run --model NAME --layers 0,2-4 [--from record] [--until score]
+    autointerp models [add NAME SOURCE | remove NAME]
+    autointerp compare --model NAME [--old REV --new REV]
+    autointerp view --model NAME [--port 8000] [--no-serve] [--open]
+    autointerp export --format neuron-explainer|parquet --out DIR [--model NAME] [--layers 0,2-4]
+    autointerp import --format neuron-records|explanations PATH --model NAME
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from typing import Sequence
+
+# Dagster flags the features we use as beta/preview at import; that is for developers, not users.
+warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview)")
+
+from autointerp.config import load_config  # noqa: E402
+from autointerp.errors import AutointerpError  # noqa: E402
+from orchestration.cli.commands import data_command, manage_models  # noqa: E402
+from orchestration.cli.reports import compare, list_models  # noqa: E402
+from orchestration.cli.run import STAGES, parse_layers, run  # noqa: E402
+
+__all__ = ["main", "parse_layers"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autointerp", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML config (default: $AUTOINTERP_CONFIG or the repository's autointerp.yaml)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="materialize the stages for a model's layers")
+    run_parser.add_argument("--model", action="append", help="configured model name (repeatable; default: all)")
+    run_parser.add_argument("--layers", help="'all' or e.g. 0,2-4 (default: record every layer, explain the layers of "
+                                             "neurons.layers; given, those layers are recorded and explained)")
+    run_parser.add_argument("--from", dest="start", default="record", choices=list(STAGES),
+                            help="first stage to run (default: record); from explain on, any model in the store, "
+                                 "imported ones included")
+    run_parser.add_argument("--until", default="score", choices=list(STAGES), help="last stage to run (default: score)")
+    run_parser.add_argument("--explainer", help="simulate/score the stored explanations of this explainer (e.g. "
+                                                "imported:neuron-explainer) instead of the configured one's")
+    models_parser = commands.add_parser("models", help="list models; `models add NAME SOURCE` registers one")
+    models_commands = models_parser.add_subparsers(dest="models_command")
+    add_parser = models_commands.add_parser("add", help="register a model: it becomes partitions, no code change")
+    add_parser.add_argument("name")
+    add_parser.add_argument("source", help="Hub id[@revision], local directory, .gguf file or package:PKG/FILE.gguf")
+    add_parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    models_commands.add_parser("remove", help="unregister a model added with `models add` (its rows stay)") \
+        .add_argument("name")
+    compare_parser = commands.add_parser("compare", help="explanations and scores of the same neurons across revisions")
+    compare_parser.add_argument("--model", required=True)
+    compare_parser.add_argument("--old", help="revision (default: the second most recent)")
+    compare_parser.add_argument("--new", help="revision (default: the most recent)")
+    view_parser = commands.add_parser("view", help="(re)build the neuron viewer site and serve it on 127.0.0.1")
+    view_parser.add_argument("--model", action="append", help="model in the store (repeatable; default: all recorded)")
+    view_parser.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0: any free port)")
+    view_parser.add_argument("--no-serve", action="store_true", help="only build the site and print its path")
+    view_parser.add_argument("--open", action="store_true", help="open the index in a web browser")
+    view_parser.add_argument("--all-neurons", action="store_true",
+                             help="a page for every recorded neuron, not only the explained ones (large)")
+    export_parser = commands.add_parser("export", help="write the store as OpenAI neuron_explainer files or Parquet")
+    export_parser.add_argument("--format", required=True, choices=["neuron-explainer", "parquet"])
+    export_parser.add_argument("--out", required=True, help="output directory")
+    export_parser.add_argument("--model", help="neuron-explainer: the model to export (default: the only one)")
+    export_parser.add_argument("--layers", help="neuron-explainer: e.g. 0,2-4 (default: every recorded layer)")
+    import_parser = commands.add_parser("import", help="land OpenAI neuron_explainer files as a model's rows")
+    import_parser.add_argument("--format", required=True, choices=["neuron-records", "explanations"])
+    import_parser.add_argument("path", help="a file, or a directory searched recursively")
+    import_parser.add_argument("--model", required=True, help="the model name the rows land under")
+    import_parser.add_argument("--source", default="neuron-explainer",
+                               help="explanations: the explainer/simulator are named imported:SOURCE")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command in ("export", "import", "view"):  # the store alone: imported models have no config entry
+            data_command(args)
+            return 0
+        config = load_config(args.config)
+        if args.command == "models" and args.models_command:
+            manage_models(config, args)
+        elif args.command == "models":
+            list_models(config)
+        elif args.command == "compare":
+            compare(config, args.model, args.old, args.new)
+        else:
+            run(config, args.model or [m.name for m in config.models], args.layers, args.until, args.start,
+                args.explainer)
+    except AutointerpError as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever the cause wrote
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

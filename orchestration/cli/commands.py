@@ -1,0 +1,75 @@
+"""The CLI's smaller commands: registering models, export/import, the viewer."""
+
+from __future__ import annotations
+
+import argparse
+
+from autointerp.config import Config, parse_config
+from autointerp.errors import AutointerpError
+from autointerp.store import Store, queries
+from autointerp.subject import Subject
+from autointerp.subject.added import add_model, registry_path, remove_model
+from orchestration.cli.run import dagster_instance, parse_layers
+from orchestration.partitions import register_model
+
+
+def manage_models(config: Config, args: argparse.Namespace) -> None:
+    """`models add` checks that the source loads before registering it; `models remove` keeps its rows."""
+    if args.models_command == "remove":
+        if not remove_model(args.name):
+            raise AutointerpError(f"'{args.name}' was not added with `autointerp models add` "
+                                  f"(models in {config.path} are removed by editing it)")
+        print(f"removed {args.name} from {registry_path()}; its rows stay in the store")
+        return
+    if any(spec.name == args.name for spec in config.models):
+        raise AutointerpError(f"a model named '{args.name}' already exists (in {config.path} or {registry_path()})")
+    entry = {"name": args.name, "source": args.source, "dtype": args.dtype}
+    spec = parse_config({"models": [entry]}, config.path).models[0]  # the same validation as the config's models
+    subject = Subject.of(spec, config.base_dir)
+    info, revision = subject.info, subject.revision
+    add_model(args.name, args.source, args.dtype)
+    register_model(dagster_instance(), args.name, info.n_layers)
+    print(f"added {args.name}: {info.architecture}, {info.n_layers} layers x {info.n_neurons} neurons, "
+          f"revision {revision}\nrecord it with: autointerp run --model {args.name}")
+
+
+def data_command(args: argparse.Namespace) -> None:
+    """`export`, `import` and `view` work on the store alone: an imported model has no config entry."""
+    store = Store.from_home()
+    if args.command == "view":
+        from autointerp.viewer.server import view
+        from autointerp.viewer.site import viewable_models
+
+        view(store, args.model or viewable_models(store), args.port, not args.no_serve, args.open,
+             only_explained=not args.all_neurons)
+    elif args.command == "import":
+        from autointerp.io.imports import import_explanations, import_neuron_records
+
+        result = (import_neuron_records(store, args.model, args.path) if args.format == "neuron-records"
+                  else import_explanations(store, args.model, args.path, source=args.source))
+        rows = ", ".join(f"{n:,} {table}" for table, n in result.rows.items())
+        print(f"imported {result.neurons} neurons from {result.files} file(s) as {result.model} @ {result.revision}: {rows}")
+    else:
+        _export(store, args)
+
+
+def _export(store: Store, args: argparse.Namespace) -> None:
+    if not store.exists():
+        raise AutointerpError(f"no store at {store.path}: nothing to export")
+    if args.format == "parquet":
+        from autointerp.io.parquet import export_parquet
+
+        counts = export_parquet(store, args.out)
+        print(f"wrote {len(counts)} Parquet files to {args.out}: " + ", ".join(f"{t} ({n:,} rows)" for t, n in counts.items()))
+        return
+    from autointerp.io.export import export_explanations, export_neuron_records
+
+    models = [args.model] if args.model else queries.models(store)
+    if len(models) != 1:
+        raise AutointerpError(f"--model is needed: the store has models {', '.join(models) or '(none)'}")
+    row = queries.current_model(store, models[0])
+    layers = parse_layers(args.layers, int(row["n_layers"])) if args.layers else None
+    records = export_neuron_records(store, models[0], args.out, row["revision"], layers)
+    explained = export_explanations(store, models[0], args.out, row["revision"], layers)
+    print(f"{models[0]} @ {row['revision']}: wrote {len(records)} neuron records and {len(explained)} explanation "
+          f"files under {args.out}")

@@ -1,0 +1,168 @@
+"""`autointerp run`: plan the runs for a model's layers and materialize them through Dagster."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from autointerp.config import Config
+from autointerp.errors import AutointerpError
+from autointerp.neurons import layer_selected
+from autointerp.progress import format_duration
+from autointerp.store import Store, default_home, queries
+from autointerp.subject import Subject
+from orchestration.cli.reports import print_scores, print_summary
+from orchestration.partitions import contiguous_ranges, model_layer_key, range_tags, register_model
+
+# Each stage and the assets it materializes, in pipeline order.
+STAGES = {
+    "record": ["activation_records", "neuron_stats"],
+    "explain": ["explanations"],
+    "simulate": ["simulations"],
+    "score": ["scores"],
+}
+
+
+def parse_layers(spec: str, n_layers: int) -> list[int]:
+    """'all' or a comma list of layers and ranges: '0,2-4' -> [0, 2, 3, 4]."""
+    if spec.strip() == "all":
+        return list(range(n_layers))
+    layers: set[int] = set()
+    for part in spec.split(","):
+        part = part.strip()
+        try:
+            lo, _, hi = part.partition("-")
+            first, last = int(lo), int(hi or lo)
+        except ValueError:
+            raise AutointerpError(f"--layers '{spec}': '{part}' is not a layer number or a range like 2-4") from None
+        if first > last:
+            raise AutointerpError(f"--layers '{spec}': range '{part}' runs backwards")
+        layers.update(range(first, last + 1))
+    outside = sorted(layer for layer in layers if not 0 <= layer < n_layers)
+    if outside:
+        raise AutointerpError(f"--layers '{spec}': the model has layers 0-{n_layers - 1}; no layer {outside[0]}")
+    return sorted(layers)
+
+
+def dagster_instance() -> Any:
+    import dagster as dg
+
+    if not os.environ.get("DAGSTER_HOME"):
+        os.environ["DAGSTER_HOME"] = str((default_home() / "dagster").resolve())
+    home = Path(os.environ["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    settings = home / "dagster.yaml"
+    if not settings.exists():  # these machines are offline: no telemetry, no sign-up dialog in the UI
+        settings.write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
+    return dg.DagsterInstance.get()
+
+
+def explain_layers(config: Config, layers: list[int]) -> list[int]:
+    """The recorded layers whose neurons are explained: `neurons.layers` of the config, or all of them."""
+    return [layer for layer in layers if layer_selected(config.neurons, layer)]
+
+
+def ranges_text(layers: list[int]) -> str:
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in contiguous_ranges(layers)) or "none"
+
+
+@dataclass
+class Plan:
+    model: str
+    n_layers: int
+    description: str
+    record: list[int]  # layers to record
+    explain: list[int]  # layers whose selected neurons the LLM stages explain, simulate and score
+
+
+def plan(config: Config, store: Store, name: str, layer_spec: str | None, stages: list[str]) -> Plan:
+    """What to run for one model. From `record` on, the model must be configured; a later start takes any
+    model in the store (an imported one needs no config entry). Explicit `--layers` are explained as asked;
+    without them, the LLM stages take the layers of `neurons.layers` (every one when it is empty)."""
+    if stages[0] == "record":
+        info = Subject.of(config.model(name), config.base_dir).info
+        n_layers, description = info.n_layers, f"{info.architecture}, {info.n_layers} layers x {info.n_neurons} neurons"
+    else:
+        row = queries.current_model(store, name)
+        n_layers, description = int(row["n_layers"]), f"{row['architecture']} @ {row['revision']}"
+    layers = parse_layers(layer_spec or "all", n_layers)
+    if stages[0] != "record" and not layer_spec:  # the layers recorded for the current revision
+        recorded = set(queries.recorded_layers(store, name, queries.latest_revision(store, name)).layer)
+        layers = [layer for layer in layers if layer in recorded]
+    explained = layers if layer_spec else explain_layers(config, layers)
+    return Plan(name, n_layers, description, layers if stages[0] == "record" else [],
+                explained if stages[-1] != "record" else [])
+
+
+def run(config: Config, models: Sequence[str], layer_spec: str | None, until: str, start: str = "record",
+        explainer: str | None = None) -> None:
+    from orchestration.definitions import ASSETS, CHECKS, resources
+
+    started = time.monotonic()
+    order = list(STAGES)
+    if order.index(start) > order.index(until):
+        raise AutointerpError(f"--from {start} comes after --until {until}")
+    stages = order[order.index(start): order.index(until) + 1]
+    store = Store.from_home()
+    plans = [plan(config, store, name, layer_spec, stages) for name in models]  # everything checked first
+    instance = dagster_instance()
+    print(f"Dagster instance: {os.environ['DAGSTER_HOME']}  (see the runs with: dagster dev -w workspace.yaml)")
+    explain_override = sorted({layer for p in plans for layer in p.explain}) if layer_spec else None
+    materialize = _Materializer([*ASSETS, *CHECKS], resources(str(config.path), explain_override, explainer),
+                                instance)
+    llm_keys = [key for stage in stages if stage != "record" for key in STAGES[stage]]
+    for p in plans:
+        register_model(instance, p.model, p.n_layers)
+        print(f"{p.model}: {p.description}; stages {', '.join(stages)}"
+              + (f"; recording layers {ranges_text(p.record)}" if p.record else "")
+              + (f"; explaining layers {ranges_text(p.explain)}" if llm_keys else ""))
+        if p.record:
+            materialize(["excerpts"], partition_key=p.model)
+        # One run per contiguous range of layers: a single forward pass records all of them (and stops after
+        # the deepest). The LLM stages then run per range of the layers to explain, in this process, so a
+        # local LLM is loaded once.
+        for keys, chosen in ((STAGES["record"], p.record), (llm_keys, p.explain)):
+            for first, last in contiguous_ranges(chosen) if keys else []:
+                if first == last:  # a single partition: its check results are recorded per partition
+                    materialize(keys, partition_key=str(model_layer_key(p.model, first)))
+                else:
+                    materialize(keys, tags=range_tags(p.model, first, last))
+        if p.record:
+            print_summary(store, p.model, p.record)
+        if "score" in stages and p.explain:
+            print_scores(store, p.model, p.explain)
+            materialize(["neuron_viewer"], partition_key=p.model)
+            from autointerp.viewer.site import site_dir
+
+            print(f"\nNeuron viewer: {(site_dir(p.model) / 'index.html').resolve()}\n"
+                  f"  serve it with: autointerp view --model {p.model}   (http://127.0.0.1:8000)")
+    print(f"\ndone in {format_duration(time.monotonic() - started)}")
+
+
+class _Materializer:
+    def __init__(self, definitions: list, resources: dict, instance: Any):
+        self.definitions, self.resources, self.instance = definitions, resources, instance
+
+    def __call__(self, keys: list[str], partition_key: str | None = None, tags: dict[str, str] | None = None) -> None:
+        import dagster as dg
+
+        selection = dg.AssetSelection.assets(*keys) | dg.AssetSelection.checks_for_assets(*keys)
+        result = dg.materialize(self.definitions, selection=selection, instance=self.instance,
+                                resources=self.resources, partition_key=partition_key, tags=tags,
+                                raise_on_error=False)
+        if not result.success:
+            raise AutointerpError(_failure_message(result))
+
+
+def _failure_message(result: Any) -> str:
+    """The user's error, not Dagster's wrapping of it."""
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error is not None:
+            error = event.step_failure_data.error
+            while error.cause is not None and "AutointerpError" not in error.cls_name and error.cls_name.startswith("Dagster"):
+                error = error.cause
+            return f"{event.step_key} failed: {error.message.strip()}"
+    return f"run {result.run_id} failed"

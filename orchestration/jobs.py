@@ -1,0 +1,15 @@
+"""The project's jobs: what the CLI launches and the sensor requests, so runs read like the pipeline."""
+
+import dagster as dg
+
+from orchestration.partitions import model_layer_partitions, model_partitions
+
+excerpts_job = dg.define_asset_job("excerpts_job", selection=dg.AssetSelection.assets("excerpts"),
+                                   partitions_def=model_partitions)
+record_job = dg.define_asset_job("record_job", selection=dg.AssetSelection.assets("activation_records", "neuron_stats"),
+                                 partitions_def=model_layer_partitions)
+explain_job = dg.define_asset_job("explain_job",
+                                  selection=dg.AssetSelection.assets("explanations", "simulations", "scores"),
+                                  partitions_def=model_layer_partitions)
+
+JOBS = [excerpts_job, record_job, explain_job]

@@ -1,0 +1,75 @@
+"""A scripted stand-in LLM (registered as the `scripted` backend), so the explain/simulate/score plumbing, the
+cache and the Dagster wiring are tested in seconds. It follows a rule a test can predict; tests that need
+what only a real model shows (prompt formats, KV reuse, endpoint behaviour) use SmolLM2 or llama.cpp instead.
+
+- chat: reads the records in the last user message (`token<TAB>value` lines, or `<<marked>>` tokens) and
+  answers with the tokens whose value is at least 5, e.g. ` words like "cat", "dog"`;
+- slots: for each slot, 10 where the slot's token (the text before its tab) is quoted in the explanation
+  line of the prompt's last neuron, else 0.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from autointerp.llm import REGISTRY
+from autointerp.llm.base import LLM
+from autointerp.llm.cache import CallResult
+
+_LISTED = re.compile(r"^(.*)\t(\d+)$")
+_MARKED = re.compile(r"<<(.+?)>>")
+_QUOTED = re.compile(r'"([^"]+)"')
+
+
+@dataclass(frozen=True)
+class ScriptedOptions:
+    model: str = "rule"
+    fail_chat: bool = False  # raise on every chat call: proves a stage answered from the cache alone
+
+
+@REGISTRY.register("scripted", ScriptedOptions)
+class ScriptedLLM(LLM):
+    backend = "scripted"
+    calls: list[str] = []  # every call kind made, across instances (tests reset it)
+
+    @classmethod
+    def name_for(cls, options: ScriptedOptions, base_dir: Path | None = None) -> str:
+        return f"{cls.backend}:{options.model}"
+
+    def __init__(self, options: ScriptedOptions, base_dir: Path | None = None):
+        self.model, self.options = options.model, options
+
+    def chat(self, requests: Sequence[dict[str, Any]]) -> list[CallResult]:
+        ScriptedLLM.calls += ["chat"] * len(requests)
+        if self.options.fail_chat:
+            raise AssertionError("the scripted LLM was asked to chat")
+        return [CallResult([self._answer(r)] * r.get("n", 1)) for r in requests]
+
+    def _answer(self, request: dict[str, Any]) -> str:
+        prompt = next(m["content"] for m in reversed(request["messages"]) if m["role"] == "user")
+        active: Counter[str] = Counter()
+        for line in prompt.splitlines():
+            listed = _LISTED.match(line)
+            if listed and int(listed.group(2)) >= 5:
+                active[listed.group(1).strip()] += 1
+            active.update(t.strip() for t in _MARKED.findall(line))
+        words = [w for w, _ in active.most_common(3) if w]
+        return " words like " + ", ".join(f'"{w}"' for w in words) if words else " nothing in particular"
+
+    def slots(self, requests: Sequence[dict[str, Any]]) -> list[CallResult]:
+        ScriptedLLM.calls += ["slots"] * len(requests)
+        results = []
+        for request in requests:
+            body = request["body"]
+            explanation = body.split("\n", 2)[1] if body.count("\n") >= 2 else ""
+            quoted = {q.strip() for q in _QUOTED.findall(explanation)}
+            values = []
+            for slot in request["slots"]:
+                token = body[body.rfind("\n", 0, slot) + 1: slot].rstrip("\t").strip()
+                values.append({"10": 1.0} if token in quoted else {"0": 1.0})
+            results.append(CallResult(values))
+        return results
