@@ -54,6 +54,7 @@ def record(context: dg.AssetExecutionContext, settings: AutointerpSettings, stor
         "layers": dg.MetadataValue.json({m: r.layers for m, r in done.items()}),
         "tokens": sum(r.n_tokens for r in done.values()),
         "tokens_per_second": round(sum(r.n_tokens for r in done.values()) / seconds, 1),
+        "shortfall": "; ".join(line for r in done.values() for line in r.shortfall) or "none",
     }
     yield dg.MaterializeResult(asset_key="activation_records",
                                metadata={**metadata, "rows": sum(r.rows for r in done.values())})

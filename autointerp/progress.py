@@ -1,4 +1,8 @@
-"""Progress lines with rate and ETA for long loops, written to any logger (terminal or Dagster)."""
+"""Progress lines with rate and ETA for long loops, written to any logger (terminal or Dagster).
+
+A process may also watch every Progress (`watch`): the CLI draws a progress bar per long step from it,
+while the lines go to the Dagster run's log.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,16 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
+# Called with each Progress as it starts, advances and finishes (the CLI's terminal display).
+_watchers: list[Callable[["Progress"], None]] = []
+
+
+def watch(watcher: Callable[["Progress"], None]) -> Callable[[], None]:
+    """Call `watcher` on every progress update in this process; returns what stops it."""
+    _watchers.append(watcher)
+    return lambda: _watchers.remove(watcher)
+
+
 class Progress:
     """Call `advance(n)` as work is done; a line is logged at most every `every_s` seconds, and at the end."""
 
@@ -20,6 +34,15 @@ class Progress:
         self.label, self.total, self.unit, self.log, self.every_s = label, total, unit, log, every_s
         self.done = 0
         self.started = self._last = time.monotonic()
+        self._notify()
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.total
+
+    def _notify(self) -> None:
+        for watcher in list(_watchers):
+            watcher(self)
 
     @property
     def rate(self) -> float:
@@ -28,6 +51,7 @@ class Progress:
 
     def advance(self, n: int) -> None:
         self.done += n
+        self._notify()
         now = time.monotonic()
         if now - self._last >= self.every_s or self.done >= self.total:
             self._last = now

@@ -60,6 +60,7 @@ class Recording:
     n_tokens: int
     seconds: float
     stats: pa.Table  # the layers' neuron_stats rows, for metadata
+    shortfall: list[str] = field(default_factory=list)  # records the corpus is too small to give, said out loud
 
 
 @dataclass
@@ -140,6 +141,9 @@ class Stages:
         if n_excerpts == 0:
             raise StoreError(f"no excerpts for model '{model}' at revision {revision}: materialize `excerpts` first")
         self._require_recordable_excerpts(model, revision)
+        shortfall = record_shortfall(self.config.records, n_excerpts)
+        for line in shortfall:
+            self.log(f"warning: {line}")
         self.log(f"loading {model} ({subject.source.kind}, revision {revision}, {info.n_layers} layers x "
                  f"{info.n_neurons} {info.units} units)")
         started = time.monotonic()
@@ -156,7 +160,7 @@ class Stages:
                         expect={"counts": expected_counts(self.config.records, n_excerpts)}),
             Replacement("neuron_stats", where, stats, expect={"complete": True})])
         return Recording(model, revision, sorted(results), records.num_rows, n_excerpts * EXCERPT_TOKENS, seconds,
-                         stats)
+                         stats, shortfall)
 
     def _require_recordable_excerpts(self, model: str, revision: str) -> None:
         """Bad data must not flow downstream, even in a run that did not evaluate the excerpts check."""
@@ -267,6 +271,16 @@ class Stages:
         self.store.replace([Replacement("scores", _where(model, revision, layer, explainer=explainer,
                                                          simulator=simulator), table("scores", rows=result.rows))])
         return result
+
+
+def record_shortfall(spec: Any, n_excerpts: int) -> list[str]:
+    """What the configured records ask for that a corpus of `n_excerpts` excerpts cannot give."""
+    got = expected_counts(spec, n_excerpts)
+    asked = {"top": (spec.top, "records.top"), "random": (spec.random, "records.random"),
+             "quantile": (spec.quantile_bands * spec.per_band, "records.quantile_bands x records.per_band")}
+    return [f"the corpus has {n_excerpts:,} excerpts: every neuron gets {got[kind]} {kind} records, not the "
+            f"{wanted} of {key} (more text, or corpus.max_tokens, gives more)"
+            for kind, (wanted, key) in asked.items() if got[kind] < wanted]
 
 
 def _where(model: str, revision: str, layer: int, **roles: str) -> dict[str, Any]:

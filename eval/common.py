@@ -47,15 +47,29 @@ def config_of(args: argparse.Namespace) -> Config:
 def record_neurons(config: Config, layers: Sequence[int], store: Store,
                    log=quiet) -> tuple[Stages, str, list[NeuronRecord]]:
     """Excerpts -> recording -> the selected neurons' records, for the config's first model, through the stages.
+    Layers the store already holds for the model's current revision and corpus are not recorded again.
     Returns the stages (for explain/simulate/score), the model's revision and the records, layer by layer."""
+    from autointerp.corpus import EXCERPT_TOKENS, corpus_fingerprint, resolve_corpus_paths
+    from autointerp.store import queries
+    from autointerp.subject import Subject
+
     stages = Stages(config, store, log)
-    subject = config.models[0].name
-    stages.excerpts(subject)
-    recording = stages.record(subject, layers)
+    subject = config.models[0]
+    revision = Subject.of(subject, config.base_dir).revision
+    corpus = config.corpus
+    fingerprint = corpus_fingerprint(resolve_corpus_paths(corpus.paths, config.base_dir), corpus.text_field,
+                                     EXCERPT_TOKENS, corpus.max_tokens)
+    row = queries.model_row(store, subject.name, revision) if store.exists() else None
+    if row is None or row["corpus_fingerprint"] != fingerprint:
+        stages.excerpts(subject.name)
+    done = set(queries.recorded_layers(store, subject.name, revision).layer)
+    missing = sorted(set(layers) - done)
+    if missing:
+        stages.record(subject.name, missing)
     records: list[NeuronRecord] = []
     for layer in layers:
-        records += stages.neuron_records(subject, recording.revision, layer).values()
-    return stages, recording.revision, records
+        records += stages.neuron_records(subject.name, revision, layer).values()
+    return stages, revision, records
 
 
 def local_llm(model: str, like: LLMChoice | None = None) -> LLMChoice:

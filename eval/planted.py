@@ -2,8 +2,10 @@
 
 1. The default subject model (the first of the config) is edited so that chosen neurons of one layer fire on
    known concepts (eval/planting.py: a linear probe fitted on the corpus text AFTER the pipeline's token
-   budget, so the text the pipeline records is held out). The edit is measured: precision and recall of
-   "activation > threshold" against the concept's tokens, on the held-out text.
+   budget, so the text the pipeline records is held out). Six concepts are word lists (digits, months,
+   water, family, weekdays, number words); two are patterns no word list captures: capitalised words inside
+   a sentence (form and context) and the word right after a comma (context only). The edit is measured:
+   precision and recall of "activation > threshold" against the concept's tokens, on the held-out text.
 2. The edited model is saved with save_pretrained and run through the pipeline's own stages (excerpts,
    recording) and the config's explainer, simulator and scoring, from a config that points at it, with the
    planted neurons and a few unedited neurons of the same layer (the baseline) selected by
@@ -11,7 +13,7 @@
 3. Per neuron: the explanation, whether it names the concept (keywords), its scores; and the scores of the
    hand-written "true rule" (the ceiling the simulator allows) and of another concept's rule (a floor).
 
-    nice -n 10 .venv/bin/python eval/planted.py [--config FILE] [--layer 2] [--concepts digits,months,water,family]
+    nice -n 10 .venv/bin/python eval/planted.py [--config FILE] [--layer 2] [--concepts digits,months,...]
         [--baselines 2] [--llm MODEL] [--tokens N] [--fit-excerpts 4000]
 
 Writes eval/results/planted.json and prints Markdown tables for the README.
@@ -28,7 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -54,9 +56,10 @@ from eval.planting import PlantedNeuron, mlp_inputs, neuron_activations, plant, 
 
 @dataclass(frozen=True)
 class Concept:
+    """A planted concept: which tokens of an excerpt belong to it, a hand-written "true rule" explaining it, and
+    the words by which an explanation names it."""
+
     name: str
-    words: frozenset[str]  # a token belongs if its text, stripped (and lower-cased unless case_sensitive), is one
-    case_sensitive: bool
     rule: str  # the "true rule" explanation, written by hand
     keywords: tuple[str, ...]  # an explanation names the concept if it has one of these words (or its plural)
 
@@ -64,33 +67,78 @@ class Concept:
         pattern = r"\b(?:" + "|".join(map(re.escape, self.keywords)) + r")(?:s|es)?\b"
         return re.search(pattern, explanation, flags=re.IGNORECASE) is not None
 
+    def labels(self, tokens: Sequence[str]) -> list[bool]:
+        """For each token of an excerpt (its text), whether it belongs to the concept."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class WordList(Concept):
+    words: frozenset[str] = frozenset()  # a token belongs if its text, stripped (lower-cased unless
+    case_sensitive: bool = False  # case_sensitive), is one
+
     def contains(self, token: str) -> bool:
         return (token.strip() if self.case_sensitive else token.strip().lower()) in self.words
 
-    def token_ids(self, tokenizer: Any) -> list[int]:
-        return [i for i in range(len(tokenizer)) if self.contains(tokenizer.decode([i]))]
+    def labels(self, tokens: Sequence[str]) -> list[bool]:
+        return [self.contains(t) for t in tokens]
+
+
+_SENTENCE_END = re.compile(r"[.!?:;\n]\s*$")
+
+
+@dataclass(frozen=True)
+class Pattern(Concept):
+    """Not a word list: a token belongs by its form and what comes before it."""
+
+    kind: str = ""  # "capitalized": a capitalised word inside a sentence; "after_comma": the token after a comma
+
+    def labels(self, tokens: Sequence[str]) -> list[bool]:
+        previous = ["\n", *tokens[:-1]]
+        if self.kind == "capitalized":
+            return [bool(re.match(r"^ [A-Z][a-z]", t)) and not _SENTENCE_END.search(p) for t, p in zip(tokens, previous)]
+        if self.kind == "after_comma":
+            return [p.strip() == "," and bool(t.strip()) for t, p in zip(tokens, previous)]
+        raise ValueError(f"unknown pattern {self.kind}")
+
+
+def token_labels(concept: Concept, token_ids: np.ndarray, decoded: Sequence[str]) -> np.ndarray:
+    """(excerpts, tokens) bool: the concept's labels for token ids, `decoded[i]` being token i's text."""
+    return np.array([concept.labels([decoded[i] for i in row]) for row in token_ids.tolist()], dtype=bool)
 
 
 MONTHS = ("January February March April May June July August September October November December").split()
+WEEKDAYS = "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
+NUMBER_WORDS = ("one two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty hundred "
+                "hundreds thousand thousands million millions billion billions").split()
 # Chosen for their frequency in the default corpus (news + Wikipedia): in its first 100k tokens, digits are
 # 3.7% of tokens (745 of 1562 excerpts), months 0.14% (116), water words 0.12% (88), family words 0.22% (152).
-CONCEPTS = {
-    "digits": Concept("digits", frozenset("0123456789"), True, "digits (0-9) in numbers, years and dates",
-                      ("digit", "number", "numeral", "numeric", "numerical", "year")),
-    "months": Concept("months", frozenset(MONTHS), True, "names of months, such as January, March or September",
-                      ("month", *MONTHS)),
-    "water": Concept("water", frozenset(("water waters sea seas ocean oceans river rivers lake lakes coast coasts "
-                                         "coastal creek creeks waterway waterways").split()), False,
-                     "water and bodies of water, such as sea, ocean, river, lake and coast",
-                     ("water", "sea", "ocean", "river", "lake", "coast", "coastal", "marine", "maritime", "aquatic")),
-    "family": Concept("family", frozenset(("mother mothers father fathers parent parents son sons daughter daughters "
-                                           "wife wives husband husbands brother brothers sister sisters sibling "
-                                           "siblings family families child children").split()), False,
-                      "family members and family words, such as mother, father, son, daughter, wife, husband "
-                      "and children",
-                      ("family", "families", "kin", "kinship", "relative", "mother", "father", "parent", "child",
-                       "children", "son", "daughter", "wife", "wives", "husband", "sibling", "brother", "sister",
-                       "spouse")),
+CONCEPTS: dict[str, Concept] = {
+    "digits": WordList("digits", "digits (0-9) in numbers, years and dates",
+                       ("digit", "number", "numeral", "numeric", "numerical", "year"), frozenset("0123456789"), True),
+    "months": WordList("months", "names of months, such as January, March or September", ("month", *MONTHS),
+                       frozenset(MONTHS), True),
+    "water": WordList("water", "water and bodies of water, such as sea, ocean, river, lake and coast",
+                      ("water", "sea", "ocean", "river", "lake", "coast", "coastal", "marine", "maritime", "aquatic"),
+                      frozenset(("water waters sea seas ocean oceans river rivers lake lakes coast coasts coastal creek "
+                                 "creeks waterway waterways").split())),
+    "family": WordList("family", "family members and family words, such as mother, father, son, daughter, wife, "
+                       "husband and children",
+                       ("family", "families", "kin", "kinship", "relative", "mother", "father", "parent", "child",
+                        "children", "son", "daughter", "wife", "wives", "husband", "sibling", "brother", "sister",
+                        "spouse"),
+                       frozenset(("mother mothers father fathers parent parents son sons daughter daughters wife "
+                                  "wives husband husbands brother brothers sister sisters sibling siblings family "
+                                  "families child children").split())),
+    "weekdays": WordList("weekdays", "days of the week, such as Monday, Tuesday or Friday",
+                         ("day", "weekday", "week", *WEEKDAYS), frozenset(WEEKDAYS), True),
+    "number_words": WordList("number_words", "numbers written as words, such as one, two, ten, hundred or million",
+                             ("number", "numeral", "quantity", "quantities", "count", "counting", *NUMBER_WORDS[:10]),
+                             frozenset(NUMBER_WORDS)),
+    "capitalized": Pattern("capitalized", "capitalised words inside a sentence, such as names of people, places "
+                           "and organisations", ("capital", "capitalized", "capitalised", "proper", "name", "uppercase",
+                                                 "upper-case"), kind="capitalized"),
+    "after_comma": Pattern("after_comma", "the word right after a comma", ("comma",), kind="after_comma"),
 }
 
 
@@ -146,12 +194,12 @@ def score_dict(scores: NeuronScores) -> dict[str, float | None]:
 
 
 def plant_concepts(model: Any, layer: int, concepts: list[Concept], neurons: list[int], fit_tokens: np.ndarray,
-                   concept_ids: dict[str, list[int]]) -> dict[int, PlantedNeuron]:
+                   decoded: Sequence[str]) -> dict[int, PlantedNeuron]:
     """Neuron i learns concept i from the fit text."""
     x = mlp_inputs(model, layer, batches(fit_tokens))
     planted = {}
     for concept, neuron in zip(concepts, neurons):
-        is_concept = torch.from_numpy(np.isin(fit_tokens, concept_ids[concept.name]).reshape(-1))
+        is_concept = torch.from_numpy(token_labels(concept, fit_tokens, decoded).reshape(-1))
         planted[neuron] = plant(model, layer, neuron, x, is_concept)
         print(f"planted '{concept.name}' into layer {layer} neuron {neuron}: {int(is_concept.sum())} concept tokens in "
               f"the fit text, precision {planted[neuron].fit_precision:.3f} recall {planted[neuron].fit_recall:.3f}",
@@ -160,17 +208,17 @@ def plant_concepts(model: Any, layer: int, concepts: list[Concept], neurons: lis
 
 
 def held_out_firing(model_dir: Path, held: np.ndarray, layer: int, concepts: list[Concept],
-                    planted: dict[int, PlantedNeuron], concept_ids: dict[str, list[int]],
+                    planted: dict[int, PlantedNeuron], decoded: Sequence[str],
                     by_key: dict[tuple[int, int], NeuronRecord]) -> dict[int, dict[str, float]]:
     """How the saved model's planted neurons fire on the text the pipeline recorded (none of it was fitted on)."""
     neurons = list(planted)
     acts = neuron_activations(load_model(resolve_source(str(model_dir)), "float32"), layer, neurons, batches(held))
     out = {}
     for j, (concept, neuron) in enumerate(zip(concepts, neurons)):
-        in_concept = np.isin(held, concept_ids[concept.name])
+        in_concept = token_labels(concept, held, decoded)
         precision, recall = precision_recall(acts[:, j] > planted[neuron].threshold,
                                              torch.from_numpy(in_concept.reshape(-1)))
-        peaks = [concept.contains(r.tokens[int(np.argmax(r.activations))]) for r in by_key[(layer, neuron)].top]
+        peaks = [concept.labels(r.tokens)[int(np.argmax(r.activations))] for r in by_key[(layer, neuron)].top]
         out[neuron] = {"precision": precision, "recall": recall, "concept_tokens": int(in_concept.sum()),
                        "concept_excerpts": int(in_concept.any(axis=1).sum()),
                        "top_peaks_in_concept": float(np.mean(peaks))}  # recorded top excerpts peaking on the concept
@@ -185,7 +233,7 @@ def rule_applied_exactly(concept: Concept, record: NeuronRecord) -> NeuronScores
     parts: dict[str, tuple[list, list]] = {"top": ([], []), "random": ([], [])}
     for kind, r in record.scored("test"):
         parts[kind][0].append(r.activations)
-        parts[kind][1].append(tuple(10.0 if concept.contains(t) else 0.0 for t in r.tokens))
+        parts[kind][1].append(tuple(10.0 if label else 0.0 for label in concept.labels(r.tokens)))
     return score_neuron(*parts["top"], *parts["random"])
 
 
@@ -269,8 +317,8 @@ def main() -> None:
     rng = random.Random(f"{config.seed}/planted/{layer}")
     chosen = rng.sample(range(info.n_neurons), len(concepts) + args.baselines)
     planted_ids, baselines = chosen[:len(concepts)], sorted(chosen[len(concepts):])
-    concept_ids = {c.name: c.token_ids(tokenizer) for c in concepts}
-    planted = plant_concepts(model, layer, concepts, planted_ids, fit_tokens, concept_ids)
+    decoded = [tokenizer.decode([i]) for i in range(len(tokenizer))]
+    planted = plant_concepts(model, layer, concepts, planted_ids, fit_tokens, decoded)
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "planted-model"
@@ -283,7 +331,7 @@ def main() -> None:
         by_key = {(r.layer, r.neuron): r for r in records}
         held = np.concatenate([t for _, t in queries.iter_excerpt_batches(store, config_planted.models[0].name,
                                                                           revision, 256)])
-        held_out = held_out_firing(model_dir, held, layer, concepts, planted, concept_ids, by_key)
+        held_out = held_out_firing(model_dir, held, layer, concepts, planted, decoded, by_key)
         scored = explain_and_score(stages, by_key, layer, concepts, planted_ids, baselines)
 
     result = {"subject": subject.name, "source": subject.source, "layer": layer, "tokens": tokens,

@@ -40,11 +40,11 @@ WATCH = watch_settings(RESOURCES["settings"])
 model_revisions = build_sensor(WATCH.sensor_interval_s)
 model_revision_check = build_schedule(WATCH.cron)
 
-defs = dg.Definitions(
-    assets=ASSETS,
-    asset_checks=CHECKS,
-    resources=RESOURCES,
-    jobs=JOBS,
-    sensors=[model_revisions],
-    schedules=[model_revision_check],
-)
+
+def build_definitions(bound: dict) -> dg.Definitions:
+    """Everything, with `bound` resources (the CLI binds its own `--config`)."""
+    return dg.Definitions(assets=ASSETS, asset_checks=CHECKS, resources=bound, jobs=JOBS,
+                          sensors=[model_revisions], schedules=[model_revision_check])
+
+
+defs = build_definitions(RESOURCES)

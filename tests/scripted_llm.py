@@ -3,7 +3,8 @@ cache and the Dagster wiring are tested in seconds. It follows a rule a test can
 what only a real model shows (prompt formats, KV reuse, endpoint behaviour) use SmolLM2 or llama.cpp instead.
 
 - chat: reads the records in the last user message (`token<TAB>value` lines, or `<<marked>>` tokens) and
-  answers with the tokens whose value is at least 5, e.g. ` words like "cat", "dog"`;
+  answers with the (up to 3) tokens whose value is at least 5 most often, e.g. ` words like "cat", "dog"`;
+  with `vary`, sample i of a request quotes 1 + (seed + i) % 3 of them;
 - slots: for each slot, 10 where the slot's token (the text before its tab) is quoted in the explanation
   line of the prompt's last neuron, else 0.
 """
@@ -29,6 +30,7 @@ _QUOTED = re.compile(r'"([^"]+)"')
 class ScriptedOptions:
     model: str = "rule"
     fail_chat: bool = False  # raise on every chat call: proves a stage answered from the cache alone
+    vary: bool = False  # quote 1, 2 or 3 tokens by the request's seed: best-of-n candidates that differ
 
 
 @REGISTRY.register("scripted", ScriptedOptions)
@@ -47,9 +49,9 @@ class ScriptedLLM(LLM):
         ScriptedLLM.calls += ["chat"] * len(requests)
         if self.options.fail_chat:
             raise AssertionError("the scripted LLM was asked to chat")
-        return [CallResult([self._answer(r)] * r.get("n", 1)) for r in requests]
+        return [CallResult([self._answer(r, r.get("seed", 0) + i) for i in range(r.get("n", 1))]) for r in requests]
 
-    def _answer(self, request: dict[str, Any]) -> str:
+    def _answer(self, request: dict[str, Any], seed: int) -> str:
         prompt = next(m["content"] for m in reversed(request["messages"]) if m["role"] == "user")
         active: Counter[str] = Counter()
         for line in prompt.splitlines():
@@ -57,7 +59,7 @@ class ScriptedLLM(LLM):
             if listed and int(listed.group(2)) >= 5:
                 active[listed.group(1).strip()] += 1
             active.update(t.strip() for t in _MARKED.findall(line))
-        words = [w for w, _ in active.most_common(3) if w]
+        words = [w for w, _ in active.most_common(1 + seed % 3 if self.options.vary else 3) if w]
         return " words like " + ", ".join(f'"{w}"' for w in words) if words else " nothing in particular"
 
     def slots(self, requests: Sequence[dict[str, Any]]) -> list[CallResult]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -13,6 +14,7 @@ import pytest
 
 from autointerp.errors import AutointerpError
 from autointerp.store import Store
+from tests.conftest import write_corpus
 from orchestration.cli import parse_layers
 
 AUTOINTERP = str(Path(sys.executable).parent / "autointerp")
@@ -32,6 +34,10 @@ def test_run_records_the_chosen_layers_and_the_runs_show_in_the_instance(project
     with dg.DagsterInstance.get() as instance:  # DAGSTER_HOME points at this test's instance
         runs = instance.get_runs()
         assert len(runs) == 3 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)  # excerpts, 0, 2
+        # named runs, tagged with the command that started them
+        assert sorted(r.job_name for r in runs) == ["excerpts_job", "record_job", "record_job"]
+        assert {r.tags["autointerp/command"] for r in runs} == {
+            "autointerp run --model tiny-gpt2 --layers 0,2 --until record"}
         assert {"0|tiny-gpt2", "2|tiny-gpt2"} <= instance.get_materialized_partitions(dg.AssetKey("neuron_stats"))
 
 
@@ -74,6 +80,12 @@ def test_layer_specs():
     assert parse_layers(" 3 , 1 ", 6) == [1, 3]
     with pytest.raises(AutointerpError, match="runs backwards"):
         parse_layers("4-2", 6)
+    started = time.monotonic()  # rejected before 30M layers are built
+    with pytest.raises(AutointerpError, match="the model has layers 0-5; no layer 30000000"):
+        parse_layers("0-30000000", 6)
+    with pytest.raises(AutointerpError, match="is not a layer number"):
+        parse_layers("-1", 6)
+    assert time.monotonic() - started < 0.5
 
 
 def test_the_config_passed_with_dash_dash_config_is_the_one_the_assets_run_with(project, home):
@@ -101,3 +113,39 @@ def test_a_model_name_that_is_a_path_is_refused_at_every_entry_point(project, ho
     assert victim.read_text() == "precious"
     assert not (home / "data" / "autointerp.duckdb").exists() or \
         Store.from_home().query("SELECT count(*) AS n FROM models").n[0] == 0
+
+
+def test_a_run_killed_with_kill_9_is_marked_failed_by_the_next_run(project, home):
+    """A killed process leaves its run STARTED forever (and automation waits on it); the next `run` reaps it."""
+    import signal
+
+    write_corpus(home / "corpus.jsonl", n_docs=2000)  # a run long enough to be killed in the middle
+    project.write_text(project.read_text().replace("max_tokens: 2560", "max_tokens: 64000"))
+    victim = subprocess.Popen([AUTOINTERP, "run", "--model", "tiny-gpt2", "--until", "record"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy())
+    deadline = time.monotonic() + 120
+    with dg.DagsterInstance.get() as instance:
+        while not instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+            assert time.monotonic() < deadline and victim.poll() is None, "the run never started"
+            time.sleep(0.2)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        [dead] = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+    done = cli("run", "--model", "tiny-gpt2", "--layers", "0", "--until", "record")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"marked run {dead.run_id} failed" in done.stdout
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert not instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+
+
+def test_the_terminal_gets_progress_and_stage_lines_not_dagsters_event_stream(project, home):
+    done = cli("run", "--model", "tiny-gpt2", "--layers", "1", "--until", "record")
+    assert done.returncode == 0, done.stderr[-2000:]
+    output = done.stdout + done.stderr
+    assert "DEBUG" not in output and "STEP_START" not in output and "\x1b[" not in output  # no colour when piped
+    assert "recording layers 1: 2,560 tokens in" in done.stdout  # the finished step, as one plain line
+    assert "excerpts_job tiny-gpt2: excerpts done in" in done.stdout
+    assert "record_job 1|tiny-gpt2: activation_records, neuron_stats done in" in done.stdout
+    loud = cli("run", "--model", "tiny-gpt2", "--layers", "1", "--until", "record", "--verbose")
+    assert loud.returncode == 0 and "STEP_START" in loud.stdout + loud.stderr

@@ -63,7 +63,8 @@ def test_txt_file_is_one_document(tmp_path: Path) -> None:
     path = tmp_path / "a.txt"
     path.write_text("first line\nsecond line ünïcode\n", encoding="utf-8")
     [doc] = documents([str(path)])
-    assert doc == Document(doc_id=0, source=str(path), text="first line\nsecond line ünïcode\n")
+    assert doc == Document(doc_id=0, source=str(path), path=str(path))  # streamed, not read here
+    assert "".join(doc.chunks()) == "first line\nsecond line ünïcode\n"
 
 
 def test_jsonl_one_document_per_line_with_custom_field(tmp_path: Path) -> None:
@@ -97,7 +98,7 @@ def test_doc_ids_follow_reading_order_across_files(tmp_path: Path) -> None:
     parquet = write_parquet(tmp_path / "c.parquet", {"text": ["p0", "p1"]})
     paths = [str(jsonl), str(txt), str(parquet), str(txt)]
     docs = documents(paths)
-    assert [d.text for d in docs] == ["j0", "j1", "txt doc", "p0", "p1", "txt doc"]
+    assert ["".join(d.chunks()) for d in docs] == ["j0", "j1", "txt doc", "p0", "p1", "txt doc"]
     assert [d.doc_id for d in docs] == list(range(6))
 
 

@@ -115,10 +115,25 @@ def test_the_exact_rule_ceiling_is_scored_on_the_test_excerpts():
 
     def record(i: int, shift: int) -> ActivationRecord:
         tokens = tuple(words[(j + shift) % len(words)] for j in range(len(words)))
-        return ActivationRecord(tokens, tuple(5.0 if months.contains(t) else 0.0 for t in tokens), i)
+        return ActivationRecord(tokens, tuple(5.0 if label else 0.0 for label in months.labels(tokens)), i)
 
     neuron = NeuronRecord("m", "r", 0, 0, [record(i, i) for i in range(8)], [record(100 + i, i) for i in range(6)])
     exact = rule_applied_exactly(months, neuron)
     assert exact.score_top_and_random == pytest.approx(1.0) and exact.score_random_only == pytest.approx(1.0)
     # Another concept's rule on the same excerpts: the river tokens, never a month, correlate negatively.
     assert rule_applied_exactly(CONCEPTS["water"], neuron).score_top_and_random < 0
+
+
+def test_the_two_pattern_concepts_label_by_form_and_context_not_by_word():
+    from eval.planted import CONCEPTS
+
+    tokens = ["The", " team", " from", " Paris", ",", " led", " by", " Anna", ".", " Then", " came", " rain", ",",
+              " then", " snow"]
+    capitalized = CONCEPTS["capitalized"].labels(tokens)
+    assert [t for t, hit in zip(tokens, capitalized) if hit] == [" Paris", " Anna"]  # "The", " Then": sentence starts
+    after_comma = CONCEPTS["after_comma"].labels(tokens)
+    assert [t for t, hit in zip(tokens, after_comma) if hit] == [" led", " then"]
+    # the same word is in the concept in one place and not in another: no word list can say it
+    assert CONCEPTS["after_comma"].labels([" then", ",", " then"]) == [False, False, True]
+    assert CONCEPTS["weekdays"].labels([" Monday", " monday"]) == [True, False]  # case-sensitive names
+    assert CONCEPTS["number_words"].labels([" Two", " hundred", " twofold"]) == [True, True, False]

@@ -303,6 +303,16 @@ MALFORMED_RECORDS = [
      "neuron_id.layer_index: expected a non-negative integer"),
     ("moved file", broken(lambda d: d["neuron_id"].__setitem__("neuron_index", 130)),
      "says layer 5 neuron 130, but the file's path says layer 5 neuron 131"),
+    # Finite in JSON, but not in the store's 32-bit columns (it would land as inf).
+    ("activation beyond float32", broken(lambda d: d["random_sample"][0]["activations"].__setitem__(3, 1e300)),
+     "random_sample[0].activations[3]: 1e+300 is too large for a 32-bit float"),
+    ("quantile boundary beyond float32", broken(lambda d: d["quantile_boundaries"].__setitem__(0, -1e39)),
+     "quantile_boundaries[0]: -1e+39 is too large for a 32-bit float"),
+    ("index beyond int32", broken(lambda d: d["neuron_id"].__setitem__("layer_index", 2**31)),
+     "neuron_id.layer_index: 2147483648 is too large"),
+    ("more records than a rank holds", broken(lambda d: d.__setitem__(
+        "random_sample", d["random_sample"][:1] * 32768)), "random_sample: 32,768 records; at most 32,767"),
+    ("nested 200k deep", "[" * 200_000 + "]" * 200_000, "JSON nested too deeply"),
 ]
 
 

@@ -77,6 +77,10 @@ def test_chat_continues_a_primed_answer(llm):
     assert answers[0].completion_tokens > 0
     again = llm.chat([{"messages": messages, "n": 2, "max_tokens": 12, "temperature": 1.0, "top_p": 1.0, "seed": 1}])
     assert again[0].response == completions  # seeded sampling is reproducible
+    # sample i of a request is the request with seed + i: n samples share one read of the prompt
+    singles = [llm.chat([{"messages": messages, "n": 1, "max_tokens": 12, "temperature": 1.0, "top_p": 1.0,
+                          "seed": seed}])[0].response[0] for seed in (1, 2)]
+    assert singles == completions
 
 
 def test_explainer_prompts_share_one_prefix_computation_and_batching_changes_no_answer(llm):

@@ -89,8 +89,28 @@ def test_a_locked_file_is_waited_for_then_reported(tmp_path):
     """)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(StoreError, match="cannot open the DuckDB store .*a.duckdb.*lock"):
+        with pytest.raises(StoreError, match=rf"a.duckdb stayed locked by PID {holder.pid} \(.*python.*\) for 1 s"):
             Store(path, lock_timeout_s=1).execute("SELECT 1")
+    finally:
+        holder.kill()
+
+
+def test_a_reader_holding_the_file_is_named_at_once_not_after_the_wait(tmp_path, caplog):
+    """A read-only connection in another process (a notebook, the DuckDB CLI) blocks writers: say so at once."""
+    path = tmp_path / "a.duckdb"
+    Store(path).execute("SELECT 1")
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import duckdb, time
+        con = duckdb.connect({str(path)!r}, read_only=True); print("reading", flush=True); time.sleep(3)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "reading"
+        started = time.monotonic()
+        with caplog.at_level("WARNING", logger="autointerp.store"):
+            Store(path, lock_timeout_s=30).execute("SELECT 1")  # gets in once the reader is gone
+        [message] = [r.getMessage() for r in caplog.records]
+        assert f"locked by PID {holder.pid}" in message and "retrying for up to 30 s" in message
+        assert time.monotonic() - started > 1
     finally:
         holder.kill()
 

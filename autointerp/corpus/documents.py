@@ -19,11 +19,24 @@ SUPPORTED_SUFFIXES = (".txt", ".jsonl", ".parquet")
 _PARQUET_BATCH_ROWS = 1024
 
 
+READ_CHARS = 1 << 20  # a .txt document is read this much at a time
+
+
 @dataclass(frozen=True)
 class Document:
     doc_id: int  # 0,1,2,... in reading order over all paths
     source: str  # "builtin:NAME#<n>", a file path, or "<path>#<n>" for multi-document files
-    text: str
+    text: str = ""  # the text, for documents read whole (a row of .jsonl / .parquet, a builtin)
+    path: str | None = None  # a .txt document: streamed from this file instead, never read whole
+
+    def chunks(self) -> Iterator[str]:
+        """The text in pieces of at most READ_CHARS characters (one piece for a document read whole)."""
+        if self.path is None:
+            yield self.text
+            return
+        with open(self.path, encoding="utf-8") as handle:
+            while piece := handle.read(READ_CHARS):
+                yield piece
 
 
 def _resolve_file(entry: str, base_dir: Path) -> str:
@@ -66,10 +79,9 @@ def resolve_corpus_paths(paths: Sequence[str], base_dir: Path) -> list[str]:
     return resolved
 
 
-def _read_txt(path: str, _text_field: str) -> Iterator[tuple[str, str]]:
-    # The whole file is one document, so it has to be read at once.
-    with open(path, encoding="utf-8") as f:
-        yield path, f.read()
+def _read_txt(path: str, _text_field: str) -> Iterator[tuple[str, str | None]]:
+    # The whole file is one document: streamed when excerpts are cut (Document.chunks), never held whole.
+    yield path, None
 
 
 def _read_jsonl(path: str, text_field: str) -> Iterator[tuple[str, str]]:
@@ -111,14 +123,14 @@ def _read_parquet(path: str, text_field: str) -> Iterator[tuple[str, str]]:
             row += 1
 
 
-_FILE_READERS: dict[str, Callable[[str, str], Iterator[tuple[str, str]]]] = {
+_FILE_READERS: dict[str, Callable[[str, str], Iterator[tuple[str, str | None]]]] = {
     ".txt": _read_txt,
     ".jsonl": _read_jsonl,
     ".parquet": _read_parquet,
 }
 
 
-def _read_entry(entry: str, text_field: str) -> Iterator[tuple[str, str]]:
+def _read_entry(entry: str, text_field: str) -> Iterator[tuple[str, str | None]]:
     """(source, text) pairs of one corpus entry, with I/O and format errors as CorpusError."""
     try:
         if is_builtin(entry):
@@ -134,15 +146,32 @@ def _read_entry(entry: str, text_field: str) -> Iterator[tuple[str, str]]:
         raise CorpusError(f"cannot read corpus {entry!r}: {exc}") from exc
 
 
+def _has_text(path: str) -> bool:
+    """Whether a file holds anything but whitespace, read a piece at a time."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            while piece := handle.read(READ_CHARS):
+                if piece.strip():
+                    return True
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CorpusError(f"cannot read corpus {path!r}: {exc}") from exc
+    return False
+
+
 def iter_documents(paths: Sequence[str], text_field: str = "text") -> Iterator[Document]:
     """Stream the non-empty documents of all paths, numbered in reading order.
 
     ``paths`` are as returned by :func:`resolve_corpus_paths`. Empty or whitespace-only
-    documents are skipped and get no doc_id.
+    documents are skipped and get no doc_id. A `.txt` document is not read here: its
+    `chunks()` stream it.
     """
     doc_id = 0
     for entry in paths:
         for source, text in _read_entry(entry, text_field):
-            if text.strip():
+            if text is None:
+                if _has_text(source):
+                    yield Document(doc_id=doc_id, source=source, path=source)
+                    doc_id += 1
+            elif text.strip():
                 yield Document(doc_id=doc_id, source=source, text=text)
                 doc_id += 1

@@ -16,6 +16,57 @@ from autointerp.progress import Progress
 EXCERPT_TOKENS = 64
 
 
+class StreamingTokenizer:
+    """A fast tokenizer applied to a document a window at a time: memory is bounded by the window, not by
+    the document (a corpus may be one 200 MB file), and reading stops when the token budget is met.
+
+    Each window is tokenized with some text before it as context, and only the tokens that start at or after
+    the end of the last emitted token and lie well inside the window (MARGIN tokens short of its end) are
+    emitted: the same ids the whole text would give, since byte-level BPE tokenizes a token the same whatever
+    lies beyond its neighbours. A tokenizer without offsets (a slow one) gets the whole text at once.
+    """
+
+    WINDOW = 1 << 16  # characters tokenized per step, beyond what was emitted
+    CONTEXT = 512  # characters of already emitted text read again before a window
+    MARGIN = 32  # tokens short of a window's end that are not emitted yet
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+
+    def __call__(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+
+    def stream(self, chunks: Iterable[str]) -> Iterator[int]:
+        if not getattr(self.tokenizer, "is_fast", False):
+            yield from self("".join(chunks))
+            return
+        pieces = iter(chunks)
+        buffer, base, emitted, exhausted = "", 0, 0, False  # buffer holds the text from offset `base` on
+        while True:
+            while not exhausted and len(buffer) - (emitted - base) < 2 * self.WINDOW:
+                piece = next(pieces, None)
+                exhausted = piece is None
+                buffer += piece or ""
+            start = max(base, emitted - self.CONTEXT)
+            encoded = self.tokenizer(buffer[start - base:], add_special_tokens=False, return_offsets_mapping=True,
+                                     verbose=False)
+            ids, offsets = encoded["input_ids"], [(a + start, b + start) for a, b in encoded["offset_mapping"]]
+            first = next((i for i, (a, _) in enumerate(offsets) if a >= emitted), len(ids))
+            if first and offsets[first - 1][1] > emitted:
+                raise CorpusError(f"streaming tokenization lost track at character {emitted}: a token spans the "
+                                  "end of the last window")  # never seen; a guard against a tokenizer we do not know
+            last = len(ids) if exhausted else len(ids) - self.MARGIN
+            while not exhausted and last > first and offsets[last][0] < offsets[last - 1][1]:
+                last -= 1  # the bytes of one character stay together
+            yield from ids[first:last]
+            if exhausted:
+                return
+            if last > first:
+                emitted = offsets[last - 1][1]
+            drop = max(0, emitted - self.CONTEXT - base)
+            buffer, base = buffer[drop:], base + drop
+
+
 @dataclass(frozen=True)
 class Excerpt:
     excerpt_id: int  # 0,1,2,... in order
@@ -34,6 +85,7 @@ def iter_excerpts(
 
     Windows never cross documents; a document's last partial window is dropped. At most
     ``max_tokens // length`` excerpts are produced, and no document is read past that point.
+    `tokenize` may be a StreamingTokenizer: documents are then tokenized a window at a time.
     Raises CorpusError (on iteration) if the corpus yields no excerpt at all.
     """
     # Validated here, not inside the generator, so bad arguments fail at the call site.
@@ -60,12 +112,17 @@ def _generate_excerpts(
     for document in documents:
         doc_count += 1
         origins.setdefault(_origin(document.source))
-        token_ids = tokenize(document.text)
-        for position in range(0, len(token_ids) - length + 1, length):
-            window = tuple(token_ids[position : position + length])
-            yield Excerpt(excerpt_id, document.doc_id, position, window)
-            excerpt_id += 1
-            # Return right after the last excerpt, before the next document is pulled.
+        stream = getattr(tokenize, "stream", None)
+        token_ids = stream(document.chunks()) if stream else iter(tokenize("".join(document.chunks())))
+        window: list[int] = []
+        position = 0
+        for token in token_ids:
+            window.append(token)
+            if len(window) < length:
+                continue
+            yield Excerpt(excerpt_id, document.doc_id, position, tuple(window))
+            excerpt_id, position, window = excerpt_id + 1, position + length, []
+            # Return right after the last excerpt, before more of the document (or the next one) is read.
             if excerpt_id == max_excerpts:
                 return
     if excerpt_id == 0:
@@ -101,9 +158,7 @@ def excerpts_table(tokenizer: Any, documents: Iterable[Document], max_tokens: in
     """Rows of the `excerpts` table: the documents cut into excerpts with a subject model's tokenizer."""
     from autointerp.store.schema import table
 
-    def tokenize(text: str) -> list[int]:
-        return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-
+    tokenize = StreamingTokenizer(tokenizer)
     progress = Progress("tokenizing corpus", max_tokens // EXCERPT_TOKENS * EXCERPT_TOKENS, "tokens", log)
     rows: list[Excerpt] = []
     for excerpt in iter_excerpts(documents, tokenize, EXCERPT_TOKENS, max_tokens):

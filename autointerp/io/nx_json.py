@@ -52,6 +52,10 @@ from typing import Any, NoReturn, Sequence
 
 from autointerp.errors import ImportFormatError
 
+# What the store's columns hold: layer and neuron are INTEGER, a record's rank SMALLINT, activations FLOAT.
+MAX_INDEX = 2**31 - 1
+MAX_RECORDS = 2**15 - 1
+MAX_FLOAT32 = 3.4028234663852886e38
 NORMALIZED_SCALE = "simulated_normalized_activations"  # ActivationScale.SIMULATED_NORMALIZED_ACTIVATIONS
 MOMENTS = ("mean", "variance", "skewness", "kurtosis")
 
@@ -109,9 +113,18 @@ class JsonReader:
             self.fail(where, f"expected a list, found {json_kind(value)}")
         return value
 
+    def records(self, value: Any, where: str) -> list[Any]:
+        """A list of records, which the store ranks with a 16-bit integer."""
+        items = self.list(value, where)
+        if len(items) > MAX_RECORDS:
+            self.fail(where, f"{len(items):,} records; at most {MAX_RECORDS:,} per list can be stored")
+        return items
+
     def index(self, value: Any, where: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             self.fail(where, f"expected a non-negative integer, found {describe(value)}")
+        if value > MAX_INDEX:
+            self.fail(where, f"{value} is too large: layer and neuron indexes go up to {MAX_INDEX:,}")
         return value
 
     def number(self, value: Any, where: str, optional: bool = False) -> float | None:
@@ -125,8 +138,14 @@ class JsonReader:
             self.fail(where, f"{value} is not a finite number")
         return float(value)
 
-    def numbers(self, value: Any, where: str) -> list[float]:
-        return [self.number(x, f"{where}[{i}]") for i, x in enumerate(self.list(value, where))]  # type: ignore[misc]
+    def numbers(self, value: Any, where: str, float32: bool = False) -> list[float]:
+        """`float32`: values stored as FLOAT, whose largest magnitude is ~3.4e38 (beyond it they would be inf)."""
+        numbers = [self.number(x, f"{where}[{i}]") for i, x in enumerate(self.list(value, where))]
+        if float32:
+            for i, x in enumerate(numbers):
+                if abs(x) > MAX_FLOAT32:  # type: ignore[operator]
+                    self.fail(f"{where}[{i}]", f"{x:g} is too large for a 32-bit float (largest: {MAX_FLOAT32:.4g})")
+        return numbers  # type: ignore[return-value]
 
     def strings(self, value: Any, where: str) -> list[str]:
         items = self.list(value, where)
@@ -143,7 +162,8 @@ class JsonReader:
     def activation_record(self, value: Any, where: str) -> tuple[tuple[str, ...], list[float]]:
         obj = self.obj(value, where, "ActivationRecord")
         tokens = self.strings(self.key(obj, "tokens", where, "ActivationRecord"), f"{where}.tokens")
-        activations = self.numbers(self.key(obj, "activations", where, "ActivationRecord"), f"{where}.activations")
+        activations = self.numbers(self.key(obj, "activations", where, "ActivationRecord"), f"{where}.activations",
+                                   float32=True)
         if len(tokens) != len(activations):
             self.fail(where, f"{len(tokens)} tokens but {len(activations)} activations")
         if not tokens:
@@ -187,11 +207,14 @@ def read_text(path: Path) -> str:
 
 
 def parse_json(text: str, path: Path, line: int | None = None) -> Any:
+    where = f"{path}" + (f" line {line}" if line is not None else "")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         where = f"{path}" + (f" line {line}" if line is not None else f" line {exc.lineno}")
         raise ImportFormatError(f"{where}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise ImportFormatError(f"{where}: JSON nested too deeply to be a neuron_explainer file") from None
 
 
 def check_path_matches(reader: JsonReader, path: Path, layer: int, neuron: int) -> None:
@@ -228,18 +251,18 @@ def parse_neuron_record(data: Any, reader: JsonReader) -> ParsedNeuron:
     layer, neuron = reader.neuron_id(obj, "NeuronRecord")
     records: list[tuple[str, int | None, int, tuple[str, ...], list[float]]] = []
     for key, kind in (("most_positive_activation_records", "top"), ("random_sample", "random")):
-        for rank, value in enumerate(reader.list(reader.key(obj, key, "", "NeuronRecord"), key)):
+        for rank, value in enumerate(reader.records(reader.key(obj, key, "", "NeuronRecord"), key)):
             records.append((kind, None, rank, *reader.activation_record(value, f"{key}[{rank}]")))
     bands = obj.get("random_sample_by_quantile")
-    for band, members in enumerate(reader.list(bands, "random_sample_by_quantile") if bands is not None else []):
-        for rank, value in enumerate(reader.list(members, f"random_sample_by_quantile[{band}]")):
+    for band, members in enumerate(reader.records(bands, "random_sample_by_quantile") if bands is not None else []):
+        for rank, value in enumerate(reader.records(members, f"random_sample_by_quantile[{band}]")):
             records.append(("quantile", band, rank,
                             *reader.activation_record(value, f"random_sample_by_quantile[{band}][{rank}]")))
     boundaries = obj.get("quantile_boundaries")
     return ParsedNeuron(
         layer, neuron, records,
         {name: reader.number(obj.get(name), name, optional=True) for name in MOMENTS},
-        reader.numbers(boundaries, "quantile_boundaries") if boundaries is not None else None)
+        reader.numbers(boundaries, "quantile_boundaries", float32=True) if boundaries is not None else None)
 
 
 @dataclass

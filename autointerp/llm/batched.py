@@ -12,8 +12,21 @@ line), and the batch stops when every row has.
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass
 from typing import Any, Sequence
+
+
+@dataclass
+class Timings:
+    """Where generation time goes (bench/explain.py prints it)."""
+
+    prefix_s: float = 0.0  # the shared few-shot prefix, computed when it changes
+    prefill_s: float = 0.0  # each prompt's own part
+    decode_s: float = 0.0  # sampling token after token
+    prompt_tokens: int = 0  # read in prefill (the prefix's not counted)
+    generated_tokens: int = 0
+    batches: int = 0
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,7 @@ class BatchedGenerator:
         self._prefix: tuple[tuple[int, ...], Any] | None = None  # (ids, KV cache) of the last common prefix
         self.stop_ids = {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
         self.newline_ids = {i for t, i in tokenizer.get_vocab().items() if "\n" in tokenizer.convert_tokens_to_string([t])}
+        self.timings = Timings()
 
     def prefix_cache(self, ids: Sequence[int]) -> tuple[int, Any]:
         """(n, a copy of the KV cache of ids[:n]): n is what `ids` shares with the kept prefix when that is worth
@@ -66,19 +80,24 @@ class BatchedGenerator:
                     self._prefix = (kept[:shared], cache)
                 return shared, copy.deepcopy(cache)
         cache = DynamicCache()
+        started = time.monotonic()
         if ids:
             with torch.inference_mode():
                 self.lm(input_ids=torch.tensor([list(ids)]), past_key_values=cache, use_cache=True)
+        self.timings.prefix_s += time.monotonic() - started
         self._prefix = (tuple(ids), cache)
         return len(ids), copy.deepcopy(cache)
 
     def generate(self, rows: Sequence[Row]) -> list[tuple[list[int], int]]:
-        """(new token ids, prompt tokens) per row."""
+        """(new token ids, prompt tokens) per row. Rows with the same prompt (several samples of one request)
+        share its computation: each distinct prompt is read once, then its cache is copied to its rows."""
         import torch
 
         shared, cache = self.prefix_cache(rows[0].ids[:common_prefix([r.ids for r in rows])])
-        cache.batch_repeat_interleave(len(rows))
-        tails = [r.ids[shared:] for r in rows]
+        distinct: dict[tuple[int, ...], int] = {}
+        owner = [distinct.setdefault(tuple(r.ids[shared:]), len(distinct)) for r in rows]
+        tails = [list(t) for t in distinct]
+        cache.batch_repeat_interleave(len(tails))
         width = max(len(t) for t in tails)
         pad = next(iter(self.stop_ids), 0)
         input_ids = torch.tensor([[pad] * (width - len(t)) + t for t in tails])
@@ -87,11 +106,18 @@ class BatchedGenerator:
         generators = [torch.Generator().manual_seed(int(r.seed) % 2**63) for r in rows]
         out: list[list[int]] = [[] for _ in rows]
         done = [False] * len(rows)
-        steps = max(r.max_tokens for r in rows)
+        started = time.monotonic()
         with torch.inference_mode():
-            for step in range(steps):
-                logits = self.lm(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                                 past_key_values=cache, use_cache=True).logits[:, -1].float()
+            logits = self.lm(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                             past_key_values=cache, use_cache=True).logits[:, -1].float()
+            self.timings.prefill_s += time.monotonic() - started
+            self.timings.prompt_tokens += sum(len(t) for t in tails)
+            started = time.monotonic()
+            if len(tails) < len(rows):
+                index = torch.tensor(owner)
+                cache.reorder_cache(index)
+                logits, mask, positions = logits[index], mask[index], positions[index]
+            for _ in range(max(r.max_tokens for r in rows)):
                 chosen = []
                 for b, row in enumerate(rows):
                     token = pad if done[b] else self._sample(logits[b], row, generators[b])
@@ -101,9 +127,13 @@ class BatchedGenerator:
                     chosen.append(token)
                 if all(done):
                     break
-                input_ids = torch.tensor(chosen).unsqueeze(1)
                 mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype)], dim=1)
                 positions = positions[:, -1:] + 1
+                logits = self.lm(input_ids=torch.tensor(chosen).unsqueeze(1), attention_mask=mask,
+                                 position_ids=positions, past_key_values=cache, use_cache=True).logits[:, -1].float()
+        self.timings.decode_s += time.monotonic() - started
+        self.timings.generated_tokens += sum(len(o) for o in out)
+        self.timings.batches += 1
         return [(tokens, len(r.ids)) for tokens, r in zip(out, rows)]
 
     @staticmethod

@@ -29,10 +29,15 @@ class AllAtOnceOptions:
     # distribution after the first few slots is noise, while "0" (the value almost every token has) lets them
     # break out only where the explanation applies (README, Evaluation).
     placeholder: str = UNKNOWN
+    # Share of each few-shot record whose values are hidden behind the placeholder, as the reference's
+    # first_revealed_activation_indices hide the start of its examples (0: all revealed).
+    hidden: float = 0.0
 
     def check(self, where: str) -> None:
         if self.placeholder not in (UNKNOWN, "0"):
             raise ConfigError(f"{where}.placeholder must be {UNKNOWN} or 0, got '{self.placeholder}'")
+        if not 0 <= self.hidden < 1:
+            raise ConfigError(f"{where}.hidden must be in [0, 1)")
 
 
 class AllAtOnce(AsksLLM, Simulator):
@@ -42,7 +47,8 @@ class AllAtOnce(AsksLLM, Simulator):
 
     def simulate(self, jobs: Sequence[SimulationJob]) -> list[list[float]]:
         requests = [build_simulator_prompt(SIMULATOR_EXAMPLES, job.explanation, job.tokens,
-                                           placeholder=self.options.placeholder).request for job in jobs]
+                                           placeholder=self.options.placeholder, hidden=self.options.hidden).request
+                    for job in jobs]
         return [[expected_value(d) for d in distributions] for distributions in self.llm.slots(requests)]
 
 

@@ -41,22 +41,27 @@ class SimulatorPrompt:
         return {"prefix": self.prefix, "body": self.body, "slots": self.slots}
 
 
-def _simulator_example_block(label: int, example: FewShotNeuron) -> str:
-    values = normalize(example.records)
+def _simulator_example_block(label: int, example: FewShotNeuron, placeholder: str, hidden: float) -> str:
+    values: list[list[int | str]] = [list(v) for v in normalize(example.records)]
+    for vs in values:  # the reference hides the first values of each few-shot record behind the placeholder
+        vs[: int(len(vs) * hidden)] = [placeholder] * int(len(vs) * hidden)
     return (f"Neuron {label}\n{explanation_line(label, example.explanation, period=False)}\n"
             f"Activations:\n{records_text(example.records, values)}")
 
 
-def simulator_prefix(examples: Sequence[FewShotNeuron]) -> str:
-    blocks = [_simulator_example_block(i, example) for i, example in enumerate(examples, start=1)]
+def simulator_prefix(examples: Sequence[FewShotNeuron], placeholder: str = UNKNOWN, hidden: float = 0.0) -> str:
+    blocks = [_simulator_example_block(i, example, placeholder, hidden) for i, example in enumerate(examples, start=1)]
     return "\n\n".join([SIMULATOR_INSTRUCTION, *blocks]) + "\n\n"
 
 
 def build_simulator_prompt(examples: Sequence[FewShotNeuron], explanation: str, tokens: Sequence[str],
-                           label: str | int | None = None, placeholder: str = UNKNOWN) -> SimulatorPrompt:
+                           label: str | int | None = None, placeholder: str = UNKNOWN,
+                           hidden: float = 0.0) -> SimulatorPrompt:
     """The "all at once" simulator prompt for one excerpt; the target defaults to neuron k + 1.
 
-    `placeholder` is written in every value slot (the all_at_once simulator's `placeholder` option)."""
+    `placeholder` is written in every value slot (the all_at_once simulator's `placeholder` option); `hidden`:
+    the share of each few-shot record whose values are shown as the placeholder too, as the reference's
+    `first_revealed_activation_indices` do (0: every value revealed)."""
     label = default_label(examples, label)
     body = (f"Neuron {label}\n{explanation_line(label, explanation, period=False)}\n"
             "Activations:\n<start>\n")
@@ -66,7 +71,7 @@ def build_simulator_prompt(examples: Sequence[FewShotNeuron], explanation: str, 
         slots.append(len(body))
         body += f"{placeholder}\n"
     body += "<end>"
-    return SimulatorPrompt(simulator_prefix(examples), body, slots)
+    return SimulatorPrompt(simulator_prefix(examples, placeholder, hidden), body, slots)
 
 
 def expected_value(distribution: Mapping[str, float]) -> float:

@@ -8,7 +8,9 @@ fail never land.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +23,8 @@ import pyarrow as pa
 
 from autointerp.errors import StoreError
 from autointerp.store.schema import ddl
+
+log = logging.getLogger("autointerp.store")
 
 
 @dataclass(frozen=True)
@@ -71,14 +75,23 @@ class Store:
             con.close()
 
     def _open_with_retry(self) -> duckdb.DuckDBPyConnection:
-        deadline = time.monotonic() + self.lock_timeout_s
-        delay = 0.05
+        started = time.monotonic()
+        delay, said = 0.05, False
         while True:
             try:
                 return duckdb.connect(str(self.path))
             except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                holder = lock_holder(str(exc))
+                if "lock" not in str(exc).lower():
                     raise StoreError(f"cannot open the DuckDB store {self.path}: {exc}") from exc
+                if time.monotonic() - started > self.lock_timeout_s:
+                    raise StoreError(f"the DuckDB store {self.path} stayed locked by {holder} for "
+                                     f"{self.lock_timeout_s:.0f} s; close that connection (a notebook or the DuckDB "
+                                     "CLI holds it even to read) and run again") from exc
+                if not said:  # at once, not after the wait: what is waited on, who holds it, for how long
+                    log.warning(f"waiting for the DuckDB store {self.path}: it is locked by {holder}; retrying for "
+                                f"up to {self.lock_timeout_s:.0f} s (DuckDB allows one process at a time)")
+                    said = True
             except duckdb.Error as exc:
                 raise StoreError(f"cannot open the DuckDB store {self.path}: {exc}") from exc
             time.sleep(delay)
@@ -123,6 +136,12 @@ class Store:
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
         with self.connect() as con:
             con.execute(sql, params or [])
+
+
+def lock_holder(message: str) -> str:
+    """'PID 1234 (/usr/bin/duckdb)' from DuckDB's lock error, or 'another process'."""
+    match = re.search(r"held in (.+?) \(PID (\d+)\)", message)
+    return f"PID {match.group(2)} ({match.group(1)})" if match else "another process"
 
 
 def where_clause(where: Mapping[str, Any]) -> tuple[str, list[Any]]:

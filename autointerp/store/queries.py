@@ -310,3 +310,36 @@ def column_names(con: duckdb.DuckDBPyConnection, table_name: str) -> list[str]:
     return [row[0] for row in con.execute(
         "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
         "AND schema_name = 'main' AND table_name = ?", [table_name]).fetchall()]
+
+
+# --- status ------------------------------------------------------------------------------------------------
+
+
+def layer_status(store: Store, model: str | None = None) -> pd.DataFrame:
+    """Per (model, revision, layer) recorded or explained: neurons recorded, explained, simulated, scored, and
+    the mean top-and-random score (over every explainer and simulator)."""
+    if not store.exists():
+        return pd.DataFrame(columns=["model", "revision", "layer", "recorded", "explained", "simulated", "scored",
+                                     "mean_score"])
+    where = "WHERE model = $model" if model else ""
+    return store.query(f"""
+        WITH recorded AS (SELECT model, revision, layer, count(*) AS recorded FROM neuron_stats {where} GROUP BY ALL),
+             explained AS (SELECT model, revision, layer, count(DISTINCT neuron) AS explained FROM explanations
+                           {where} GROUP BY ALL),
+             simulated AS (SELECT model, revision, layer, count(DISTINCT neuron) AS simulated FROM simulations
+                           {where} GROUP BY ALL),
+             scored AS (SELECT model, revision, layer, count(DISTINCT neuron) AS scored,
+                               avg(score_top_and_random) AS mean_score FROM scores {where} GROUP BY ALL)
+        SELECT model, revision, layer, coalesce(recorded, 0) AS recorded, coalesce(explained, 0) AS explained,
+               coalesce(simulated, 0) AS simulated, coalesce(scored, 0) AS scored, mean_score
+        FROM recorded FULL OUTER JOIN explained USING (model, revision, layer)
+             FULL OUTER JOIN simulated USING (model, revision, layer) FULL OUTER JOIN scored USING (model, revision, layer)
+        ORDER BY model, revision, layer""", {"model": model} if model else None)
+
+
+def registered_revisions(store: Store) -> pd.DataFrame:
+    """Every (model, revision) with when it was registered and where it came from, newest first per model."""
+    if not store.exists():
+        return pd.DataFrame(columns=["model", "revision", "source", "units", "registered_at"])
+    return store.query("SELECT model, revision, source, units, registered_at FROM models "
+                       "ORDER BY model, registered_at DESC")

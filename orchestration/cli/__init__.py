@@ -2,6 +2,7 @@
 
     autointerp run --model NAME --layers 0,2-4 [--from record] [--until score]
     autointerp models [add NAME SOURCE | remove NAME]
+    autointerp status [--model NAME] [--json]
     autointerp compare --model NAME [--old REV --new REV]
     autointerp view --model NAME [--port 8000] [--no-serve] [--open]
     autointerp export --format neuron-explainer|parquet --out DIR [--model NAME] [--layers 0,2-4]
@@ -40,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
                             help="first stage to run (default: record); from explain on, any model in the store, "
                                  "imported ones included")
     run_parser.add_argument("--until", default="score", choices=list(STAGES), help="last stage to run (default: score)")
+    run_parser.add_argument("--verbose", action="store_true",
+                            help="also print Dagster's event stream and the libraries' own logs")
     run_parser.add_argument("--explainer", help="simulate/score the stored explanations of this explainer (e.g. "
                                                 "imported:neuron-explainer) instead of the configured one's")
     models_parser = commands.add_parser("models", help="list models; `models add NAME SOURCE` registers one")
@@ -50,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     add_parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     models_commands.add_parser("remove", help="unregister a model added with `models add` (its rows stay)") \
         .add_argument("name")
+    status_parser = commands.add_parser("status", help="what is recorded, explained and scored, what is stale, "
+                                                       "and how each stage last ran")
+    status_parser.add_argument("--model", help="one model (default: every model in the store or the config)")
+    status_parser.add_argument("--json", action="store_true", help="machine-readable")
     compare_parser = commands.add_parser("compare", help="explanations and scores of the same neurons across revisions")
     compare_parser.add_argument("--model", required=True)
     compare_parser.add_argument("--old", help="revision (default: the second most recent)")
@@ -76,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     try:
         if args.command in ("export", "import", "view"):  # the store alone: imported models have no config entry
@@ -86,11 +94,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             manage_models(config, args)
         elif args.command == "models":
             list_models(config)
+        elif args.command == "status":
+            from orchestration.cli.status import status
+
+            status(config, args.model, args.json)
         elif args.command == "compare":
             compare(config, args.model, args.old, args.new)
         else:
-            run(config, args.model or [m.name for m in config.models], args.layers, args.until, args.start,
-                args.explainer)
+            from orchestration.cli.terminal import TerminalProgress, quiet_libraries
+
+            if not args.verbose:
+                quiet_libraries()
+            display = TerminalProgress()
+            try:
+                run(config, args.model or [m.name for m in config.models], args.layers, args.until, args.start,
+                    args.explainer, args.verbose, command=" ".join(["autointerp", *argv]))
+            finally:
+                display.close()
     except AutointerpError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever the cause wrote
         return 2

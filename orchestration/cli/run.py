@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +41,10 @@ def parse_layers(spec: str, n_layers: int) -> list[int]:
             raise AutointerpError(f"--layers '{spec}': '{part}' is not a layer number or a range like 2-4") from None
         if first > last:
             raise AutointerpError(f"--layers '{spec}': range '{part}' runs backwards")
+        outside = first if not 0 <= first < n_layers else last if not 0 <= last < n_layers else None
+        if outside is not None:  # checked before the range is built: '0-30000000' must not build 30M layers
+            raise AutointerpError(f"--layers '{spec}': the model has layers 0-{n_layers - 1}; no layer {outside}")
         layers.update(range(first, last + 1))
-    outside = sorted(layer for layer in layers if not 0 <= layer < n_layers)
-    if outside:
-        raise AutointerpError(f"--layers '{spec}': the model has layers 0-{n_layers - 1}; no layer {outside[0]}")
     return sorted(layers)
 
 
@@ -55,8 +56,10 @@ def dagster_instance() -> Any:
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     settings = home / "dagster.yaml"
-    if not settings.exists():  # these machines are offline: no telemetry, no sign-up dialog in the UI
-        settings.write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
+    if not settings.exists():  # these machines are offline: no telemetry, no sign-up dialog in the UI; the daemon
+        # fails runs whose worker died (runs the CLI started are also reaped by `reap_dead_runs`)
+        settings.write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
+                            "run_monitoring:\n  enabled: true\n  start_timeout_seconds: 180\n")
     return dg.DagsterInstance.get()
 
 
@@ -98,8 +101,8 @@ def plan(config: Config, store: Store, name: str, layer_spec: str | None, stages
 
 
 def run(config: Config, models: Sequence[str], layer_spec: str | None, until: str, start: str = "record",
-        explainer: str | None = None) -> None:
-    from orchestration.definitions import ASSETS, CHECKS, resources
+        explainer: str | None = None, verbose: bool = False, command: str = "autointerp run") -> None:
+    from orchestration.definitions import build_definitions, resources
 
     started = time.monotonic()
     order = list(STAGES)
@@ -110,9 +113,11 @@ def run(config: Config, models: Sequence[str], layer_spec: str | None, until: st
     plans = [plan(config, store, name, layer_spec, stages) for name in models]  # everything checked first
     instance = dagster_instance()
     print(f"Dagster instance: {os.environ['DAGSTER_HOME']}  (see the runs with: dagster dev -w workspace.yaml)")
+    for run_id in reap_dead_runs(instance):
+        print(f"marked run {run_id} failed: the process that ran it is gone")
     explain_override = sorted({layer for p in plans for layer in p.explain}) if layer_spec else None
-    materialize = _Materializer([*ASSETS, *CHECKS], resources(str(config.path), explain_override, explainer),
-                                instance)
+    materialize = _Runner(build_definitions(resources(str(config.path), explain_override, explainer)), instance,
+                          command, verbose)
     llm_keys = [key for stage in stages if stage != "record" for key in STAGES[stage]]
     for p in plans:
         register_model(instance, p.model, p.n_layers)
@@ -142,19 +147,60 @@ def run(config: Config, models: Sequence[str], layer_spec: str | None, until: st
     print(f"\ndone in {format_duration(time.monotonic() - started)}")
 
 
-class _Materializer:
-    def __init__(self, definitions: list, resources: dict, instance: Any):
-        self.definitions, self.resources, self.instance = definitions, resources, instance
+class _Runner:
+    """Launches the project's jobs in this process (named runs in the Dagster UI), tagged with the command."""
 
-    def __call__(self, keys: list[str], partition_key: str | None = None, tags: dict[str, str] | None = None) -> None:
+    def __init__(self, definitions: Any, instance: Any, command: str, verbose: bool = False):
         import dagster as dg
 
-        selection = dg.AssetSelection.assets(*keys) | dg.AssetSelection.checks_for_assets(*keys)
-        result = dg.materialize(self.definitions, selection=selection, instance=self.instance,
-                                resources=self.resources, partition_key=partition_key, tags=tags,
-                                raise_on_error=False)
+        self.definitions, self.instance, self.dg = definitions, instance, dg
+        # Dagster's event stream always reaches the instance; the terminal gets it only with --verbose.
+        level = "DEBUG" if verbose else "CRITICAL"
+        self.run_config = {"loggers": {"console": {"config": {"log_level": level}}}}
+        self.tags = {"autointerp/command": command[:1000],
+                     "autointerp/pid": str(os.getpid()), "autointerp/host": socket.gethostname()}
+
+    def __call__(self, keys: list[str], partition_key: str | None = None, tags: dict[str, str] | None = None) -> None:
+        from orchestration.jobs import JOB_OF
+
+        [job_name] = {JOB_OF[key] for key in keys}
+        job = self.definitions.resolve_job_def(job_name)
+        started = time.monotonic()
+        result = job.execute_in_process(run_config=self.run_config, instance=self.instance, partition_key=partition_key,
+                                        tags={**self.tags, **(tags or {})},
+                                        asset_selection=[self.dg.AssetKey(k) for k in keys], raise_on_error=False)
         if not result.success:
             raise AutointerpError(_failure_message(result))
+        which = partition_key or (f"{tags['dagster/asset_partition_range_start']}..."
+                                  f"{tags['dagster/asset_partition_range_end']}" if tags else "")
+        print(f"{job_name} {which}: {', '.join(keys)} done in {format_duration(time.monotonic() - started)} "
+              f"(run {result.run_id[:8]})", flush=True)
+
+
+def reap_dead_runs(instance: Any) -> list[str]:
+    """Mark failed the runs an `autointerp` process on this machine started and then died in (kill -9, power
+    cut): they would show as in progress forever and hold automation back. Returns their ids."""
+    import dagster as dg
+
+    host, reaped = socket.gethostname(), []
+    alive_statuses = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED]
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=alive_statuses, tags={"autointerp/host": host})):
+        pid = int(run.tags.get("autointerp/pid", "0"))
+        if pid and pid != os.getpid() and not _alive(pid):
+            instance.report_run_failed(run, f"the autointerp process that ran it (PID {pid}) is gone: killed or "
+                                            "crashed; its partitions kept their previous rows")
+            reaped.append(run.run_id)
+    return reaped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def _failure_message(result: Any) -> str:

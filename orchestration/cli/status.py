@@ -1,0 +1,102 @@
+"""`autointerp status`: what is recorded, explained and scored, what is stale, and how each stage last ran."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+
+from autointerp.config import Config
+from autointerp.errors import AutointerpError
+from autointerp.store import Store, queries
+from autointerp.subject import Subject
+from orchestration.jobs import JOBS
+
+
+def collect(config: Config, store: Store, instance: Any, model: str | None = None) -> dict[str, Any]:
+    layers = queries.layer_status(store, model)
+    revisions = queries.registered_revisions(store)
+    names = sorted(set(revisions.model) | {m.name for m in config.models} if model is None else {model})
+    models = []
+    for name in names:
+        known = revisions[revisions.model == name]
+        latest = str(known.revision.iloc[0]) if len(known) else None
+        current, problem = _current_revision(config, name)
+        mine = layers[(layers.model == name)]
+        stale_layers = sorted(set(mine[mine.revision != latest].layer) - set(mine[mine.revision == latest].layer))
+        models.append({
+            "model": name, "latest_revision": latest, "current_revision": current, "problem": problem,
+            # the model's files changed since it was last registered: every partition is stale
+            "stale": bool(current and latest and current != latest),
+            "stale_layers": [int(x) for x in stale_layers],  # recorded for an older revision, not the latest
+            "revisions": [{"revision": str(r.revision), "registered_at": str(r.registered_at), "units": r.units}
+                          for r in known.itertuples()],
+            "layers": [_layer_row(r) for r in mine[mine.revision == latest].itertuples()] if latest else [],
+        })
+    return {"store": str(store.path), "models": models, "last_runs": _last_runs(instance)}
+
+
+def _layer_row(r: Any) -> dict[str, Any]:
+    return {"layer": int(r.layer), "recorded": int(r.recorded), "explained": int(r.explained),
+            "simulated": int(r.simulated), "scored": int(r.scored),
+            "mean_score": None if pd.isna(r.mean_score) else round(float(r.mean_score), 4)}
+
+
+def _current_revision(config: Config, name: str) -> tuple[str | None, str | None]:
+    """The configured model's revision now (its files' hash or Hub commit); None for a model not configured."""
+    spec = next((m for m in config.models if m.name == name), None)
+    if spec is None:
+        return None, None
+    try:
+        return Subject.of(spec, config.base_dir).revision, None
+    except AutointerpError as exc:
+        return None, str(exc)
+
+
+def _last_runs(instance: Any) -> list[dict[str, Any]]:
+    import dagster as dg
+
+    runs = []
+    for job in JOBS:
+        [last] = instance.get_runs(filters=dg.RunsFilter(job_name=job.name), limit=1) or [None]
+        if last is None:
+            runs.append({"job": job.name, "status": "never run"})
+            continue
+        record = instance.get_run_record_by_id(last.run_id)
+        partition = last.tags.get("dagster/partition") or (
+            f"{last.tags.get('dagster/asset_partition_range_start')}...{last.tags.get('dagster/asset_partition_range_end')}"
+            if "dagster/asset_partition_range_start" in last.tags else "")
+        runs.append({"job": job.name, "status": last.status.value, "run_id": last.run_id, "partition": partition,
+                     "started": str(record.start_time and pd.Timestamp(record.start_time, unit="s")),
+                     "command": last.tags.get("autointerp/command", "")})
+    return runs
+
+
+def render(status: dict[str, Any]) -> str:
+    lines = [f"store: {status['store']}"]
+    for m in status["models"]:
+        head = f"\n{m['model']} @ {m['latest_revision'] or 'nothing recorded'}"
+        if m["stale"]:
+            head += f"  STALE: the model's files are now {m['current_revision']}; re-record it (`autointerp run`)"
+        if m["problem"]:
+            head += f"  (cannot read its revision: {m['problem']})"
+        lines.append(head)
+        if m["stale_layers"]:
+            lines.append(f"  stale: layers {m['stale_layers']} recorded for an older revision, not this one")
+        if m["layers"]:
+            frame = pd.DataFrame(m["layers"])
+            lines.append("  " + frame.to_string(index=False, na_rep="-").replace("\n", "\n  "))
+    lines.append("\nlast runs:")
+    for r in status["last_runs"]:
+        lines.append(f"  {r['job']:13s} {r['status']:10s} {r.get('partition', ''):18s} {r.get('started', '')}  "
+                     f"{r.get('command', '')}".rstrip())
+    return "\n".join(lines)
+
+
+def status(config: Config, model: str | None, as_json: bool) -> None:
+    from orchestration.cli.run import dagster_instance
+
+    with dagster_instance() as instance:
+        found = collect(config, Store.from_home(), instance, model)
+    print(json.dumps(found, indent=2) if as_json else render(found))
