@@ -62,13 +62,20 @@ def scores(context: dg.AssetExecutionContext, settings: AutointerpSettings, stor
     pipeline = stages(context, settings, store)
     results = _each_layer(context, pipeline, pipeline.score)
     frame = pd.DataFrame([row for r in results for row in r.rows])
+    url = pipeline.config.viewer.url.rstrip("/")
+
+    def link(result: StageResult) -> dict[str, Any]:  # the layer's page in the viewer, where one is served
+        return {"viewer": dg.MetadataValue.url(f"{url}/{result.model}/layers/{result.layer}.html")} if url else {}
+
     if len(context.partition_keys) > 1:
         # A ranged run writes one materialization for all its partitions; each layer's own picture goes
         # into an observation of that partition.
         for result in results:
             context.log_event(dg.AssetObservation(asset_key=context.asset_key,
                                                   partition=model_layer_key(result.model, result.layer),
-                                                  metadata=score_metadata(pd.DataFrame(result.rows))))
+                                                  metadata={**score_metadata(pd.DataFrame(result.rows)),
+                                                            **link(result)}))
     return dg.MaterializeResult(metadata={**_metadata(results, "simulator"),
                                           **(score_metadata(frame) if len(frame) else {}),
+                                          **(link(results[0]) if len(results) == 1 else {}),
                                           "explainer": pipeline.explained_by})

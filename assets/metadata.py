@@ -1,15 +1,11 @@
 """Materialization metadata a person would rather look at than read: histograms and the best explanations."""
 
-import base64
-import io
 from typing import Any
 
 import dagster as dg
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")  # no display: render to PNG bytes
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+from autointerp.viewer.plots import data_uri, histogram_png
 
 # The paper's mean top-and-random score (GPT-2 XL, GPT-4 explainer and simulator; docs/method.md s.8).
 PAPER_MEAN_SCORE = 0.151
@@ -18,20 +14,8 @@ PAPER_MEAN_SCORE = 0.151
 def histogram_markdown(values: pd.Series, title: str, xlabel: str, reference: float | None = None,
                        bins: int | list[float] = 20) -> dg.MetadataValue:
     """A histogram as an inline PNG in Markdown: the Dagster UI shows it on the materialization."""
-    figure, axes = plt.subplots(figsize=(5, 2.6), dpi=90)
-    axes.hist(values.dropna(), bins=bins, color="#4f6bed", edgecolor="white")
-    if reference is not None:
-        axes.axvline(reference, color="#d9534f", linestyle="--", linewidth=1, label=f"paper mean {reference}")
-        axes.legend(fontsize=8, frameon=False)
-    axes.set_title(title, fontsize=10)
-    axes.set_xlabel(xlabel, fontsize=9)
-    axes.set_ylabel("count", fontsize=9)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    encoded = base64.b64encode(buffer.getvalue()).decode()
-    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{encoded})")
+    png = histogram_png(values.tolist(), title, xlabel, reference, f"paper mean {reference}", bins)
+    return dg.MetadataValue.md(f"![{title}]({data_uri(png)})")
 
 
 def score_metadata(scores: pd.DataFrame) -> dict[str, Any]:

@@ -41,7 +41,8 @@ import torch  # noqa: E402
 from autointerp.config import Choice, Config, NeuronSelection  # noqa: E402
 from autointerp.corpus import EXCERPT_TOKENS, iter_documents, iter_excerpts, resolve_corpus_paths  # noqa: E402
 from autointerp.errors import CorpusError, ModelLoadError  # noqa: E402
-from autointerp.explain import Explanation  # noqa: E402
+from autointerp.explain.top_tokens import TopTokens, TopTokensOptions  # noqa: E402
+from autointerp.explain import ExplainerInput, Explanation  # noqa: E402
 from autointerp.llm import llm_name  # noqa: E402
 from autointerp.record.records import NeuronRecord  # noqa: E402
 from autointerp.score.scoring import NeuronScores, score_neuron  # noqa: E402
@@ -250,7 +251,9 @@ def explain_and_score(stages: Stages, by_key: dict[tuple[int, int], NeuronRecord
     started = time.monotonic()
     own = explain_records(stages, [by_key[(layer, n)] for n in planted + baselines])
     print(f"explained {len(own)} neurons in {time.monotonic() - started:.0f}s", flush=True)
+    floor = TopTokens(TopTokensOptions()).explain([ExplainerInput.of(by_key[(layer, n)]) for n in planted], config.seed)
     sets = {"own": own,
+            "floor": floor,  # the no-LLM top-token baseline, through the same simulator
             "true": [Explanation(layer, n, 0, c.rule, "") for c, n in zip(concepts, planted)],
             "wrong": [Explanation(layer, n, 0, concepts[(i + 1) % len(concepts)].rule, "")
                       for i, n in enumerate(planted)] if len(concepts) > 1 else []}
@@ -275,7 +278,10 @@ def neuron_rows(layer: int, concepts: list[Concept], planted: dict[int, PlantedN
                                "own": score_dict(scores["own"][e.neuron])}
         if concept:
             wrong = next((w for w in sets["wrong"] if w.neuron == e.neuron), None)
+            floor = next(f for f in sets["floor"] if f.neuron == e.neuron)
             row.update(true_rule=concept.rule, true=score_dict(scores["true"][e.neuron]),
+                       floor_explanation=floor.explanation, floor_names_concept=concept.names(floor.explanation),
+                       floor=score_dict(scores["floor"][e.neuron]),
                        exact=score_dict(rule_applied_exactly(concept, by_key[(layer, e.neuron)])),
                        wrong_rule=wrong.explanation if wrong else None,
                        wrong=score_dict(scores["wrong"][e.neuron]) if wrong else None,
@@ -352,9 +358,9 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [f"Subject {result['subject']}, layer {result['layer']}, {result['tokens']:,} tokens recorded; "
              f"explainer {result['explainer']}, simulator {result['simulator']}.", "",
              "| neuron | planted concept | held-out precision / recall | top excerpts peaking on it | explanation "
-             "| names it | own: top-and-random | own: random-only | true rule: top-and-random | true rule: random-only "
-             "| another concept's rule: top-and-random | true rule applied exactly: top-and-random |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| names it | own: top-and-random | own: random-only | top tokens (no LLM) | true rule: top-and-random "
+             "| true rule: random-only | another concept's rule: top-and-random | true rule applied exactly |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in result["neurons"]:
         if r["kind"] == "planted":
             h = r["held_out"]
@@ -362,25 +368,27 @@ def markdown(result: dict[str, Any]) -> str:
                          f"| {h['top_peaks_in_concept']:.0%} | {r['explanation']} "
                          f"| {'yes' if r['names_concept'] else 'no'} "
                          f"| {fmt(r['own']['top_and_random'])} | {fmt(r['own']['random_only'])} "
+                         f"| {fmt(r['floor']['top_and_random'])} "
                          f"| {fmt(r['true']['top_and_random'])} | {fmt(r['true']['random_only'])} "
                          f"| {fmt(r['wrong']['top_and_random']) if r['wrong'] else 'n/a'} "
                          f"| {fmt(r['exact']['top_and_random'])} |")
         else:
             lines.append(f"| {r['neuron']} | (unedited) | | | {r['explanation']} | | {fmt(r['own']['top_and_random'])} "
-                         f"| {fmt(r['own']['random_only'])} | | | | |")
+                         f"| {fmt(r['own']['random_only'])} | | | | | |")
 
     def avg(rows: list[dict], *keys: str) -> str:
         values = [row[keys[0]][keys[1]] for row in rows if row.get(keys[0]) and row[keys[0]][keys[1]] is not None]
         return fmt(float(np.mean(values))) if values else "n/a"
 
     baseline = [r for r in result["neurons"] if r["kind"] == "baseline"]
-    lines += ["", "| neurons | n | named the concept | own: top-and-random | true rule | another concept's rule "
-              "| true rule applied exactly |",
-              "| --- | --- | --- | --- | --- | --- | --- |",
+    lines += ["", "| neurons | n | named the concept | own: top-and-random | top tokens (no LLM) | true rule "
+              "| another concept's rule | true rule applied exactly |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |",
               f"| planted | {len(planted)} | {sum(bool(r['names_concept']) for r in planted)}/{len(planted)} "
-              f"| {avg(planted, 'own', 'top_and_random')} | {avg(planted, 'true', 'top_and_random')} "
+              f"| {avg(planted, 'own', 'top_and_random')} | {avg(planted, 'floor', 'top_and_random')} "
+              f"| {avg(planted, 'true', 'top_and_random')} "
               f"| {avg(planted, 'wrong', 'top_and_random')} | {avg(planted, 'exact', 'top_and_random')} |",
-              f"| unedited (baseline) | {len(baseline)} | | {avg(baseline, 'own', 'top_and_random')} | | | |",
+              f"| unedited (baseline) | {len(baseline)} | | {avg(baseline, 'own', 'top_and_random')} | | | | |",
               "", f"Time: {result['seconds'] / 60:.1f} min in all, {result['llm_seconds'] / 60:.1f} min explaining "
               "and simulating."]
     return "\n".join(lines)

@@ -86,9 +86,12 @@ def derangement(n: int, seed: int) -> list[int]:
 
 
 def test_scores(simulator: Simulator, texts: Sequence[str], records: Sequence[NeuronRecord]) -> list[float]:
-    """Top-and-random score of each text on its record's test split; undefined counts as 0."""
+    """Top-and-random score of each text on its record's test split; undefined counts as 0. The simulator gets
+    `simulator.batch` neurons per call, so an LLM simulator's answers are cached as it goes."""
     jobs = [(i, kind, r) for i, record in enumerate(records) for kind, r in record.scored("test")]
-    values = simulator.simulate([SimulationJob(texts[i], r.tokens) for i, _, r in jobs])
+    per_call = max(1, simulator.batch) * (len(jobs) // max(1, len(records)))
+    values = [v for lo in range(0, len(jobs), per_call)
+              for v in simulator.simulate([SimulationJob(texts[i], r.tokens) for i, _, r in jobs[lo:lo + per_call]])]
     sims: list[list[Simulation]] = [[] for _ in records]
     for (i, kind, r), simulated in zip(jobs, values):
         sims[i].append(Simulation(0, 0, 0, r.excerpt_id or 0, kind, tuple(simulated), r.activations))

@@ -31,6 +31,7 @@ def metadata(result, asset: str) -> dict:
 
 
 def test_all_four_stages_land_checked_rows_and_a_rerun_makes_no_llm_call(project, instance):
+    project.write_text(project.read_text() + "viewer: {url: 'http://127.0.0.1:8000'}\n")
     register_model(instance, "tiny-gpt2", 3)
     assert run(instance, ["excerpts"], "tiny-gpt2").success
     ScriptedLLM.calls.clear()
@@ -61,6 +62,7 @@ def test_all_four_stages_land_checked_rows_and_a_rerun_makes_no_llm_call(project
         assert row.score_top_and_random == pytest.approx(np.corrcoef(real, rule)[0, 1], abs=1e-6)
         assert row.score_top_and_random > 0  # the quoted tokens are where the neuron fires
     assert metadata(result, "explanations")["llm_calls_made"] == 2
+    assert metadata(result, "scores")["viewer"] == "http://127.0.0.1:8000/tiny-gpt2/layers/1.html"  # in the UI
     assert ScriptedLLM.calls.count("chat") == 2 and ScriptedLLM.calls.count("slots") == 2 * 2
 
     ScriptedLLM.calls.clear()
@@ -98,6 +100,7 @@ def test_score_metadata_shows_a_histogram_the_mean_and_the_best_explanations(pro
     assert len(by_layer) == 2
     for key, meta in by_layer.items():
         assert meta["neurons_scored"].value == 2
+        assert "viewer" not in meta  # no viewer configured: no link
         assert key in (str(model_layer_key("tiny-gpt2", 1)), str(model_layer_key("tiny-gpt2", 2)))
 
 

@@ -34,7 +34,7 @@ def test_from_explain_then_another_simulator_adds_its_rows_without_explaining_ag
     by_simulator = rows("SELECT simulator, count(*) AS n FROM scores GROUP BY simulator ORDER BY simulator")
     assert by_simulator.simulator.tolist() == ["all_at_once:scripted:rule", "token_match:0.85/0.5"]
     assert by_simulator.n.tolist() == [2, 2]
-    assert "Explanations and scores" in capsys.readouterr().out
+    assert "Scores of tiny-gpt2" in capsys.readouterr().out
 
 
 def test_from_explain_works_on_an_imported_model_without_a_config_entry(project, home, capsys):

@@ -23,7 +23,7 @@ import pytest
 from autointerp.errors import AutointerpError
 from autointerp.store import Replacement, Store, queries
 from autointerp.viewer.pages import page_name
-from autointerp.viewer.server import make_server
+from autointerp.viewer.server import Viewer, make_server
 from autointerp.viewer.site import build_site, site_dir
 from orchestration.cli import main
 from tests.browser import dump_dom, screenshot
@@ -270,20 +270,79 @@ def _get(url: str) -> tuple[int, bytes]:
         return response.status, response.read()
 
 
-def test_the_site_is_served_on_localhost_only(site):
-    server = make_server(site.parent, port=0)
+@pytest.fixture(scope="module")
+def served(recorded):
+    """The viewer serving the recorded store (read-only, rendered per request) on 127.0.0.1."""
+    server = make_server(Viewer(recorded), port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         host, port = server.server_address[:2]
         assert host == "127.0.0.1"
-        for name in ("index.html", "neurons/1-0.html"):
-            status, body = _get(f"http://127.0.0.1:{port}/{name}")
-            assert status == 200 and body == (site.parent / name).read_bytes()
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+def _raw_status(base: str, path: str) -> int:
+    """The status for a raw request path (no client-side normalisation of '..')."""
+    import http.client
+
+    host, port = base.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection.request("GET", path)
+    status = connection.getresponse().status
+    connection.close()
+    return status
+
+
+def test_every_recorded_neuron_is_served_from_the_store_and_nothing_else(recorded, served):
+    # A neuron recorded but never explained (the static export has no page for it): its statistics and its
+    # top excerpt's peak token, as the store holds them.
+    stats = recorded.query("SELECT max FROM neuron_stats WHERE model = ? AND layer = 0 AND neuron = 42", [MODEL])
+    row = recorded.query("""SELECT e.tokens, r.activations FROM activation_records r JOIN excerpts e
+                            USING (model, revision, excerpt_id) WHERE r.model = ? AND r.layer = 0 AND r.neuron = 42
+                            AND r.kind = 'top' AND r.rank = 0""", [MODEL]).iloc[0]
+    peak_token = row.tokens[int(np.argmax(np.asarray(row.activations)))]
+    page = dom(f"{served}/{MODEL}/neurons/0-42.html")
+    assert page.find(id="best-explanation").text() == "not explained yet"
+    [peak] = page.find_all("span", cls="peak")
+    assert peak.text() == peak_token.replace("\n", "↵") or peak.text() == "∅"
+    assert f"{stats['max'][0]:.4f}" in page.find(id="stats").text()
+    screenshot(f"{served}/{MODEL}/neurons/0-42.html", ARTIFACTS / "served_unexplained_neuron.png", size=(1400, 1400))
+
+    # Paths outside the site answer 404, traversal included; so do neurons and models that do not exist.
+    for path in ("/../autointerp.duckdb", "/%2e%2e/autointerp.duckdb", f"/{MODEL}/../../autointerp.duckdb",
+                 f"/{MODEL}/neurons/../../../etc/passwd", "/autointerp.duckdb", "/ghost/index.html",
+                 f"/{MODEL}/neurons/0-100000.html", f"/{MODEL}/layers/7.html", f"/{MODEL}/secret.html"):
+        assert _raw_status(served, path) == 404, path
+    assert _raw_status(served, f"/{MODEL}/index.html") == 200
+
+
+def test_the_served_index_searches_explanations_and_filters_by_layer_and_score(recorded, served):
+    def visible(query: str) -> list[tuple[int, int]]:
+        page = dom(f"{served}/{MODEL}/index.html?{query}")
+        return sorted(key(r) for r in index_rows(page) if "hidden" not in r.attrs)
+
+    assert visible("") == [(1, 0), (1, 3), (1, 5), (1, 7)]  # the explained neurons
+    assert visible("q=verbs+of") == [(1, 7)]  # text search, case-insensitive
+    assert visible("q=CAT") == [(1, 0)]
+    assert visible("min=0.5") == [(1, 0), (1, 7)]  # best scores 0.75 and 0.9
+    assert visible("min=-0.5&max=0.5") == [(1, 5)]  # -0.2; neuron 3 has no score
+    assert visible("layer=0") == []
+    screenshot(f"{served}/{MODEL}/index.html?q=cat", ARTIFACTS / "served_index_search.png", size=(1400, 700))
+
+
+def test_a_layer_page_lists_every_neuron_and_plots_its_distributions(recorded, served):
+    page = dom(f"{served}/{MODEL}/layers/1.html")
+    rows = page.find("table", id="layer-neurons").find("tbody").find_all("tr")
+    assert [int(r.attrs["data-neuron"]) for r in rows] == list(range(128))
+    for plot in ("score-histogram", "max-histogram"):
+        assert page.find(id=plot).attrs["src"].startswith("data:image/png;base64,")
+    assert rows[7].find("td", cls="expl").text() == "verbs of motion"
+    screenshot(f"{served}/{MODEL}/layers/1.html", ARTIFACTS / "served_layer.png", size=(1400, 1000))
 
 
 def test_autointerp_view_builds_then_serves_and_no_serve_only_builds(recorded, site, capsys):
@@ -302,7 +361,7 @@ def test_autointerp_view_builds_then_serves_and_no_serve_only_builds(recorded, s
                 break
         assert url and url.endswith(f"/{MODEL}/index.html"), process.stderr.read() if process.poll() else url
         status, body = _get(url)
-        assert status == 200 and b'id="neurons"' in body
+        assert status == 200 and b'id="neurons"' in body and b'href="layers/0.html"' in body
     finally:
         process.terminate()
         process.wait(timeout=10)

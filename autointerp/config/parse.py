@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from autointerp.config.schema import (DEFAULT_CONFIG_PATH, Choice, Config, CorpusSpec, LLMChoice, ModelSpec,
-                                      NeuronSelection, RecordSpec, UnitsChoice, WatchSpec)
+                                      NeuronSelection, RecordSpec, UnitsChoice, ViewerSpec, WatchSpec)
 from autointerp.errors import ConfigError
 from autointerp.names import check_model_name
 
@@ -68,6 +68,7 @@ def parse_config(raw: Any, path: Path, registered: list[dict] | None = None) -> 
         "simulator": build_choice("simulator", raw.pop("simulator", {}), f"{path}: simulator"),
         "neurons": build(NeuronSelection, raw.pop("neurons", {}), f"{path}: neurons"),
         "watch": build(WatchSpec, raw.pop("watch", {}), f"{path}: watch"),
+        "viewer": build(ViewerSpec, raw.pop("viewer", {}), f"{path}: viewer"),
     }
     top = build(_TopLevel, raw, f"{path}")
     config = Config(models=models, seed=top.seed, path=path.resolve(), **sections)
@@ -189,6 +190,8 @@ def _check_values(config: Config) -> None:
         raise ConfigError(f"{where}: neurons.select is list, so neurons.ids must list neuron numbers")
     if selection.count < 1 or any(i < 0 for i in (*selection.ids, *selection.layers)):
         raise ConfigError(f"{where}: neurons.count must be positive, neurons.ids and neurons.layers non-negative")
+    if config.viewer.url and not config.viewer.url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}: viewer.url must be an http(s) URL, got '{config.viewer.url}'")
     if len(config.watch.cron.split()) != 5 or config.watch.sensor_interval_s < 1:
         raise ConfigError(f"{where}: watch.cron must be a 5-field cron string and watch.sensor_interval_s positive")
     for m in config.models:

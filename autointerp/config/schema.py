@@ -78,6 +78,14 @@ class WatchSpec:
 
 
 @dataclass(frozen=True)
+class ViewerSpec:
+    """Where `autointerp view` serves (e.g. http://127.0.0.1:8000): the Dagster UI then links each scored
+    partition to its layer page. Empty: no links."""
+
+    url: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     models: tuple[ModelSpec, ...]
     explainer: Choice  # `autointerp/explain/`: kind + options
@@ -86,6 +94,7 @@ class Config:
     records: RecordSpec = field(default_factory=RecordSpec)
     neurons: NeuronSelection = field(default_factory=NeuronSelection)
     watch: WatchSpec = field(default_factory=WatchSpec)
+    viewer: ViewerSpec = field(default_factory=ViewerSpec)
     seed: int = 0
     path: Path = DEFAULT_CONFIG_PATH  # where it was read from; relative paths resolve next to it
 

@@ -5,7 +5,8 @@ one. The prompts of an explainer share their system message and few-shot example
 computed once and kept (its KV cache is reused while prompts keep starting with it), and each prompt's own
 part is appended after it, padded in the middle so that every row ends at the same column. Each row
 samples with its own seeded generator, so a completion depends on its request, not on what it was batched
-with (up to float rounding). A row stops at the end-of-turn token or at a line break (an explanation is one
+with (up to float rounding). Only the last position's logits are computed (`logits_to_keep=1`): the
+vocabulary projection of every prompt position would otherwise cost as much as several layers. A row stops at the end-of-turn token or at a line break (an explanation is one
 line), and the batch stops when every row has.
 """
 
@@ -83,7 +84,7 @@ class BatchedGenerator:
         started = time.monotonic()
         if ids:
             with torch.inference_mode():
-                self.lm(input_ids=torch.tensor([list(ids)]), past_key_values=cache, use_cache=True)
+                self.lm(input_ids=torch.tensor([list(ids)]), past_key_values=cache, use_cache=True, logits_to_keep=1)
         self.timings.prefix_s += time.monotonic() - started
         self._prefix = (tuple(ids), cache)
         return len(ids), copy.deepcopy(cache)
@@ -109,7 +110,7 @@ class BatchedGenerator:
         started = time.monotonic()
         with torch.inference_mode():
             logits = self.lm(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                             past_key_values=cache, use_cache=True).logits[:, -1].float()
+                             past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
             self.timings.prefill_s += time.monotonic() - started
             self.timings.prompt_tokens += sum(len(t) for t in tails)
             started = time.monotonic()
@@ -130,7 +131,8 @@ class BatchedGenerator:
                 mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype)], dim=1)
                 positions = positions[:, -1:] + 1
                 logits = self.lm(input_ids=torch.tensor(chosen).unsqueeze(1), attention_mask=mask,
-                                 position_ids=positions, past_key_values=cache, use_cache=True).logits[:, -1].float()
+                                 position_ids=positions, past_key_values=cache, use_cache=True,
+                                 logits_to_keep=1).logits[:, -1].float()
         self.timings.decode_s += time.monotonic() - started
         self.timings.generated_tokens += sum(len(o) for o in out)
         self.timings.batches += 1

@@ -189,7 +189,7 @@ class LocalLLM(LLM):
             ids = self.tokenizer(prefix, add_special_tokens=True)["input_ids"]
             cache = DynamicCache()
             with torch.inference_mode():
-                self.lm(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True)
+                self.lm(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True, logits_to_keep=1)
             self._prefix = (prefix, ids, cache)
         return self._prefix[1], self._prefix[2]
 

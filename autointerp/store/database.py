@@ -46,10 +46,14 @@ def default_home() -> Path:
 
 
 class Store:
-    def __init__(self, path: str | Path, lock_timeout_s: float = 120.0):
+    """`read_only`: for readers beside a running pipeline (the viewer): such a connection never writes, and is
+    held only for one request, so the pipeline's writes get in between."""
+
+    def __init__(self, path: str | Path, lock_timeout_s: float = 120.0, read_only: bool = False):
         self.path = Path(path)
         self.lock_timeout_s = lock_timeout_s
-        self._schema_ready = False
+        self.read_only = read_only
+        self._schema_ready = read_only
 
     @classmethod
     def from_home(cls, home: str | Path | None = None, lock_timeout_s: float = 120.0) -> "Store":
@@ -64,6 +68,8 @@ class Store:
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        if self.read_only and not self.path.exists():
+            raise StoreError(f"no store at {self.path}: run `autointerp run` first")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = self._open_with_retry()
         try:
@@ -79,7 +85,7 @@ class Store:
         delay, said = 0.05, False
         while True:
             try:
-                return duckdb.connect(str(self.path))
+                return duckdb.connect(str(self.path), read_only=self.read_only)
             except duckdb.IOException as exc:
                 holder = lock_holder(str(exc))
                 if "lock" not in str(exc).lower():

@@ -343,3 +343,33 @@ def registered_revisions(store: Store) -> pd.DataFrame:
         return pd.DataFrame(columns=["model", "revision", "source", "units", "registered_at"])
     return store.query("SELECT model, revision, source, units, registered_at FROM models "
                        "ORDER BY model, registered_at DESC")
+
+
+# --- the viewer ----------------------------------------------------------------------------------------------
+
+_BEST = """best AS (  -- each neuron's best-scored explanation (explained but not scored yet: its chosen one)
+    SELECT x.layer, x.neuron, x.explanation, s.score_top_and_random AS score, s.score_random_only AS random_only,
+           s.reason
+    FROM explanations x LEFT JOIN scores s USING (model, revision, layer, neuron, explainer, sample)
+    WHERE x.model = $model AND x.revision = $revision AND coalesce(x.chosen, TRUE) {layer}
+    QUALIFY row_number() OVER (PARTITION BY x.layer, x.neuron ORDER BY s.score_top_and_random DESC NULLS LAST,
+                                                                     x.explainer, x.sample) = 1)"""
+
+
+def index_rows(store: Store, model: str, revision: str) -> pd.DataFrame:
+    """One row per explained neuron: its best explanation and scores, and its max activation."""
+    return store.query(f"""WITH {_BEST.format(layer="")}
+        SELECT b.layer, b.neuron, b.explanation, b.score, b.random_only, b.reason, st.max AS max_activation
+        FROM best b LEFT JOIN neuron_stats st ON st.model = $model AND st.revision = $revision
+             AND st.layer = b.layer AND st.neuron = b.neuron
+        ORDER BY b.layer, b.neuron""", {"model": model, "revision": revision})
+
+
+def layer_rows(store: Store, model: str, revision: str, layer: int) -> pd.DataFrame:
+    """Every recorded neuron of a layer: its stats, and its best explanation and scores where it has one."""
+    return store.query(f"""WITH {_BEST.format(layer="AND x.layer = $layer")}
+        SELECT st.layer, st.neuron, st.max AS max_activation, st.frac_positive, b.explanation, b.score,
+               b.random_only, b.reason
+        FROM neuron_stats st LEFT JOIN best b ON b.layer = st.layer AND b.neuron = st.neuron
+        WHERE st.model = $model AND st.revision = $revision AND st.layer = $layer
+        ORDER BY st.neuron""", {"model": model, "revision": revision, "layer": layer})

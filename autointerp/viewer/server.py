@@ -1,60 +1,160 @@
-"""Serve the viewer's sites on 127.0.0.1 (a convenience: the sites also work from file://)."""
+"""`autointerp view`: every recorded neuron of every model, served on 127.0.0.1 straight from the store.
+
+Pages are rendered per request from read-only connections held only while a page is built, so a pipeline
+run keeps writing meanwhile. The paths are the static site's (`/<model>/index.html`,
+`/<model>/neurons/<layer>-<neuron>.html`) plus a page per layer (`/<model>/layers/<layer>.html`) with the
+distributions of its scores and max activations; anything else answers 404. `--no-serve` writes the static
+site of the explained neurons instead, for sharing (site.py).
+"""
 
 from __future__ import annotations
 
 import http.server
+import re
 import webbrowser
-from functools import partial
-from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
+from urllib.parse import unquote, urlsplit
 
-from autointerp.errors import AutointerpError
-from autointerp.store import Store
-from autointerp.viewer.site import build_site, site_dir
+import pandas as pd
 
+from autointerp.errors import AutointerpError, StoreError
+from autointerp.names import MODEL_NAME_PATTERN
+from autointerp.store import Store, queries
+from autointerp.viewer.pages import finite, page_name
+from autointerp.viewer.plots import data_uri, histogram_png
+from autointerp.viewer.site import build_site, environment, layer_pages, site_dir
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # one line per request is noise here
-        pass
-
-
-def make_server(directory: Path, port: int = 8000) -> http.server.ThreadingHTTPServer:
-    """An HTTP server for `directory` on 127.0.0.1 only (port 0: any free port)."""
-    handler = partial(_QuietHandler, directory=str(directory))
-    return http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+_NEURON = re.compile(r"^(\d{1,9})-(\d{1,9})\.html$")
+_LAYER = re.compile(r"^(\d{1,9})\.html$")
+_MODEL = re.compile(MODEL_NAME_PATTERN)
 
 
-def serve(directory: Path, port: int = 8000, open_browser: bool = False, paths: Iterable[str] = ("",)) -> None:
-    """Serve `directory` on 127.0.0.1 until Ctrl-C, printing the URL of each of `paths`."""
+class NotFound(Exception):
+    pass
+
+
+class Viewer:
+    """Renders the viewer's pages from the store (read-only)."""
+
+    def __init__(self, store: Store):
+        self.store = Store(store.path, store.lock_timeout_s, read_only=True)
+        self.env = environment()
+
+    def render(self, path: str) -> str:
+        parts = [unquote(p) for p in urlsplit(path).path.split("/") if p]
+        if not parts or parts == ["index.html"]:
+            return self.models_page()
+        model = parts[0]
+        if not _MODEL.match(model) or model not in queries.models(self.store):
+            raise NotFound(path)
+        revision = queries.latest_revision(self.store, model)
+        rest = parts[1:]
+        if rest in ([], ["index.html"]):
+            return self.index_page(model, revision)
+        if len(rest) == 2 and rest[0] == "layers" and (m := _LAYER.match(rest[1])):
+            return self.layer_page(model, revision, int(m.group(1)))
+        if len(rest) == 2 and rest[0] == "neurons" and (m := _NEURON.match(rest[1])):
+            return self.neuron_page(model, revision, int(m.group(1)), int(m.group(2)))
+        raise NotFound(path)
+
+    def models_page(self) -> str:
+        models = queries.models_with_records(self.store)
+        links = "".join(f'<li><a href="{m}/index.html">{m}</a></li>' for m in models)
+        return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>autointerp viewer</title></head><body>"
+                f"<h1>Models</h1><ul id='models'>{links}</ul></body></html>")
+
+    def index_page(self, model: str, revision: str) -> str:
+        info = queries.model_row(self.store, model, revision)
+        frame = queries.index_rows(self.store, model, revision)
+        rows = [{"layer": int(r.layer), "neuron": int(r.neuron), "href": page_name(int(r.layer), int(r.neuron)),
+                 "explanation": r.explanation, "score": finite(r.score), "random_only": finite(r.random_only),
+                 "reason": None if pd.isna(r.reason) else r.reason, "max_activation": finite(r.max_activation)}
+                for r in frame.itertuples()]
+        scored = [r["score"] for r in rows if r["score"] is not None]
+        all_layers = sorted(int(x) for x in queries.recorded_layers(self.store, model, revision).layer)
+        return self.env.get_template("index.html.j2").render(
+            model=model, revision=revision, info=info, rows=rows, layers=all_layers,
+            root="", title=f"{model} neurons", n_explained=len(rows), n_scored=len(scored),
+            mean_score=sum(scored) / len(scored) if scored else None, layer_pages=True, all_layers=all_layers)
+
+    def layer_page(self, model: str, revision: str, layer: int) -> str:
+        frame = queries.layer_rows(self.store, model, revision, layer)
+        if frame.empty:
+            raise NotFound(f"{model} layer {layer}")
+        rows = [{"neuron": int(r.neuron), "href": page_name(layer, int(r.neuron)), "explanation": r.explanation,
+                 "score": finite(r.score), "max_activation": finite(r.max_activation),
+                 "frac_positive": finite(r.frac_positive)} for r in frame.itertuples()]
+        scores = [r["score"] for r in rows if r["score"] is not None]
+        return self.env.get_template("layer.html.j2").render(
+            model=model, revision=revision, layer=layer, rows=rows, root="../", title=f"{model} layer {layer}",
+            n_explained=sum(r["explanation"] is not None for r in rows), n_scored=len(scores),
+            mean_score=sum(scores) / len(scores) if scores else None,
+            n_dead=sum((r["max_activation"] or 0) <= 0 for r in rows),
+            score_plot=data_uri(histogram_png(scores, f"layer {layer}: scores", "correlation",
+                                              bins=[i / 10 for i in range(-10, 11)])),
+            max_plot=data_uri(histogram_png([r["max_activation"] for r in rows], f"layer {layer}: max activation",
+                                            "max activation")))
+
+    def neuron_page(self, model: str, revision: str, layer: int, neuron: int) -> str:
+        pages = list(layer_pages(self.store, model, revision, layer, [neuron]))
+        if not pages:
+            raise NotFound(f"{model} layer {layer} neuron {neuron}")
+        n_neurons = int(queries.model_row(self.store, model, revision)["n_neurons"])
+        prev = page_name(layer, neuron - 1).split("/")[1] if neuron > 0 else None
+        next_ = page_name(layer, neuron + 1).split("/")[1] if neuron + 1 < n_neurons else None
+        return self.env.get_template("neuron.html.j2").render(
+            model=model, revision=revision, page=pages[0], root="../", title=f"{model} L{layer} N{neuron}",
+            prev=prev, next=next_)
+
+
+def make_server(viewer: Viewer, port: int = 8000) -> http.server.ThreadingHTTPServer:
+    """An HTTP server for the viewer on 127.0.0.1 only (port 0: any free port)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+            try:
+                status, body = 200, viewer.render(self.path)
+            except NotFound:
+                status, body = 404, "<!DOCTYPE html><title>not found</title><h1>404: not found</h1>"
+            except AutointerpError as exc:
+                status, body = 503, f"<!DOCTYPE html><title>unavailable</title><h1>{exc}</h1>"
+            data = body.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:  # one line per request is noise here
+            pass
+
+    return http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+
+
+def view(store: Store, models: Sequence[str] | None, port: int = 8000, serve_site: bool = True,
+         open_browser: bool = False, only_explained: bool = True) -> None:
+    """`autointerp view`: serve every model's pages from the store, or (no serve) write the static sites."""
+    if not serve_site:
+        from autointerp.viewer.site import viewable_models
+
+        for model in models or viewable_models(store):
+            index = build_site(store, model, site_dir(model, store.home), only_explained=only_explained)
+            print(f"{model}: {index.resolve()}", flush=True)
+        return
+    if not store.exists():
+        raise StoreError(f"no store at {store.path}: run `autointerp run` first")
     try:
-        server = make_server(directory, port)
+        server = make_server(Viewer(store), port)
     except OSError as exc:
         raise AutointerpError(f"cannot serve the viewer on 127.0.0.1:{port}: {exc.strerror}; try another --port") from exc
     with server:
         base = f"http://127.0.0.1:{server.server_address[1]}/"
-        urls = [base + p for p in paths]
-        for url in urls:
-            print(f"serving {url}", flush=True)
+        for model in models or queries.models_with_records(store):
+            print(f"serving {base}{model}/index.html", flush=True)
         print("(Ctrl-C stops)", flush=True)
-        if open_browser and urls:
-            webbrowser.open(urls[0])
+        if open_browser:
+            webbrowser.open(base)
         try:
             server.serve_forever()
         except KeyboardInterrupt:
             pass
-
-
-def view(store: Store, models: Sequence[str], port: int = 8000, serve_site: bool = True,
-         open_browser: bool = False, home: Path | None = None, only_explained: bool = True) -> list[Path]:
-    """`autointerp view`: rebuild each model's site from the store, print where it is, and serve them."""
-    indexes = []
-    for model in models:
-        index = build_site(store, model, site_dir(model, home), only_explained=only_explained)
-        print(f"{model}: {index.resolve()}", flush=True)
-        indexes.append(index)
-    if serve_site:
-        root = site_dir(models[0], home).parent
-        serve(root, port, open_browser, [f"{i.parent.name}/index.html" for i in indexes])
-    elif open_browser:
-        webbrowser.open(indexes[0].resolve().as_uri())
-    return indexes

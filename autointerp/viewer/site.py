@@ -22,7 +22,7 @@ def site_dir(model: str, home: Path | None = None) -> Path:
     return Path(home or default_home()) / "viewer" / model
 
 
-def _layer_pages(store: Store, model: str, revision: str, layer: int, neurons: list[int],
+def layer_pages(store: Store, model: str, revision: str, layer: int, neurons: list[int],
                  chunk: int = 256) -> Iterator[NeuronPage]:
     """The layer's pages one by one; records are read `chunk` neurons at a time so memory stays bounded."""
     stats = queries.stats_rows(store, model, revision, layer)
@@ -40,7 +40,7 @@ def _layer_pages(store: Store, model: str, revision: str, layer: int, neurons: l
 # --- rendering ---------------------------------------------------------------------------------
 
 
-def _environment() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.PackageLoader("autointerp.viewer", "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["visible"] = visible
@@ -100,7 +100,7 @@ def build_site(store: Store, model: str, out_dir: Path, revision: str | None = N
     layers = sorted({layer for layer, _ in neurons})
     neighbours = {key: (neurons[i - 1] if i else None, neurons[i + 1] if i + 1 < len(neurons) else None)
                   for i, key in enumerate(neurons)}
-    env = _environment()
+    env = environment()
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
@@ -109,7 +109,7 @@ def build_site(store: Store, model: str, out_dir: Path, revision: str | None = N
         rows: list[dict[str, Any]] = []
         neuron_template = env.get_template("neuron.html.j2")
         for layer in layers:
-            for page in _layer_pages(store, model, revision, layer, [n for lay, n in neurons if lay == layer]):
+            for page in layer_pages(store, model, revision, layer, [n for lay, n in neurons if lay == layer]):
                 rows.append(_index_row(page))
                 prev, next_ = neighbours[(page.layer, page.neuron)]
                 _write(staging / page_name(page.layer, page.neuron), neuron_template.render(
@@ -118,6 +118,7 @@ def build_site(store: Store, model: str, out_dir: Path, revision: str | None = N
         scored = [r["score"] for r in rows if r["score"] is not None]
         _write(staging / "index.html", env.get_template("index.html.j2").render(
             model=model, revision=revision, info=info, rows=rows, layers=layers, root="", title=f"{model} neurons",
+            layer_pages=False, all_layers=layers,
             n_explained=sum(r["explanation"] is not None for r in rows), n_scored=len(scored),
             mean_score=sum(scored) / len(scored) if scored else None))
         _swap_in(staging, out_dir)

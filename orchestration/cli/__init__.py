@@ -61,13 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     compare_parser.add_argument("--model", required=True)
     compare_parser.add_argument("--old", help="revision (default: the second most recent)")
     compare_parser.add_argument("--new", help="revision (default: the most recent)")
-    view_parser = commands.add_parser("view", help="(re)build the neuron viewer site and serve it on 127.0.0.1")
+    view_parser = commands.add_parser("view", help="serve every recorded neuron on 127.0.0.1 (or write the static site)")
     view_parser.add_argument("--model", action="append", help="model in the store (repeatable; default: all recorded)")
     view_parser.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0: any free port)")
-    view_parser.add_argument("--no-serve", action="store_true", help="only build the site and print its path")
+    view_parser.add_argument("--no-serve", action="store_true",
+                             help="write the static site of the explained neurons instead, for sharing")
     view_parser.add_argument("--open", action="store_true", help="open the index in a web browser")
     view_parser.add_argument("--all-neurons", action="store_true",
-                             help="a page for every recorded neuron, not only the explained ones (large)")
+                             help="--no-serve: a page for every recorded neuron, not only the explained ones (large)")
     export_parser = commands.add_parser("export", help="write the store as OpenAI neuron_explainer files or Parquet")
     export_parser.add_argument("--format", required=True, choices=["neuron-explainer", "parquet"])
     export_parser.add_argument("--out", required=True, help="output directory")

@@ -37,11 +37,12 @@ def data_command(args: argparse.Namespace) -> None:
     """`export`, `import` and `view` work on the store alone: an imported model has no config entry."""
     store = Store.from_home()
     if args.command == "view":
+        from autointerp.names import check_model_name
         from autointerp.viewer.server import view
-        from autointerp.viewer.site import viewable_models
 
-        view(store, args.model or viewable_models(store), args.port, not args.no_serve, args.open,
-             only_explained=not args.all_neurons)
+        for model in args.model or []:
+            check_model_name(model, "autointerp view --model")
+        view(store, args.model, args.port, not args.no_serve, args.open, only_explained=not args.all_neurons)
     elif args.command == "import":
         from autointerp.io.imports import import_explanations, import_neuron_records
 

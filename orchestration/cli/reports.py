@@ -15,13 +15,26 @@ def print_summary(store: Store, model: str, layers: list[int]) -> None:
     print(queries.layer_summary(store, model, revision, layers).to_string(index=False))
 
 
-def print_scores(store: Store, model: str, layers: list[int]) -> None:
+def print_scores(store: Store, model: str, layers: list[int], shown: int = 5) -> None:
+    """Per-layer means, then the best and the worst explanations: readable for 6 neurons or 6,000."""
     revision = queries.current_model(store, model)["revision"]
     frame = queries.scores(store, model, revision, layers)
-    frame = frame.assign(score=frame.score_top_and_random.round(3), random_only=frame.score_random_only.round(3))
-    print("\nExplanations and scores (correlation of simulated with real activations, docs/method.md s.7):")
-    with pd.option_context("display.max_colwidth", 90, "display.width", 160):
-        print(frame[["layer", "neuron", "score", "random_only", "explanation"]].to_string(index=False))
+    if frame.empty:
+        print(f"\n{model}: nothing scored in layers {layers}")
+        return
+    by_layer = frame.groupby("layer").score_top_and_random.agg(neurons="size", mean="mean", median="median")
+    print(f"\nScores of {model} (correlation of simulated with real activations on held-out excerpts, "
+          "docs/method.md s.7), by layer:")
+    print(by_layer.round(3).to_string())
+    print(f"all: {len(frame)} explanations, mean {frame.score_top_and_random.mean():.3f}, "
+          f"median {frame.score_top_and_random.median():.3f}, undefined {int(frame.score_top_and_random.isna().sum())}")
+    ranked = frame.dropna(subset=["score_top_and_random"]).sort_values("score_top_and_random", ascending=False)
+    columns = ["layer", "neuron", "score_top_and_random", "explanation"]
+    with pd.option_context("display.max_colwidth", 100, "display.width", 180):
+        for title, rows in (("best", ranked.head(shown)), ("worst", ranked.tail(shown).iloc[::-1])):
+            if len(ranked) > shown or title == "best":
+                print(f"\n{title}:")
+                print(rows[columns].rename(columns={"score_top_and_random": "score"}).round(3).to_string(index=False))
 
 
 def list_models(config: Config) -> None:
