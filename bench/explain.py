@@ -47,12 +47,18 @@ def main() -> None:
     args_parser.add_argument("--neurons", type=int, default=32, help="neurons in all, spread over the layers")
     args_parser.add_argument("--layers", default="4,9,14,19,24,28")
     args_parser.add_argument("--records", type=Path, help="a store holding the layers' records (copied)")
+    args_parser.add_argument("--engine", choices=("auto", "transformers", "llama.cpp"), default=None,
+                             help="override the local explainer LLM's engine (default: the config's)")
     args_parser.add_argument("--out", type=Path, default=RESULTS / "explain.json")
     args = args_parser.parse_args()
     layers = [int(x) for x in args.layers.split(",")]
     per_layer = -(-args.neurons // len(layers))
     config = config_of(args)
     config = replace(config, neurons=NeuronSelection(select="random", count=per_layer, layers=tuple(layers)))
+    if args.engine:
+        llm = config.explainer.options.llm
+        config = replace(config, explainer=replace(config.explainer, options=replace(
+            config.explainer.options, llm=replace(llm, options=replace(llm.options, engine=args.engine)))))
     model = config.models[0].name
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "bench.duckdb")
@@ -74,8 +80,8 @@ def main() -> None:
                 timings[stage] += time.monotonic() - t0
             neurons += result.neurons
         total = time.monotonic() - started
-    llm = getattr(stages.explainer, "llm", None)
-    generator = getattr(getattr(llm, "_llm", None), "generator", None)
+    llm = getattr(getattr(stages.explainer, "llm", None), "_llm", None)
+    generator = getattr(llm, "generator", None)
     split = vars(generator.timings) if generator is not None else {}
     load_s = max(0.0, timings["explain"] - sum(split.get(k, 0.0) for k in ("prefix_s", "prefill_s", "decode_s"))) \
         if split else None
@@ -84,8 +90,9 @@ def main() -> None:
     result_json = {
         "cpu": cpu_kind(), "machine": platform.machine(), "explainer": stages.explainer.name,
         "simulator": stages.simulator.name, "neurons": neurons, "layers": layers,
-        "dtype": str(fast_dtype(explainer_llm.options.dtype)) if explainer_llm is not None and
-        explainer_llm.kind == "local" else None,
+        "engine": getattr(llm, "engine", None),
+        "dtype": str(fast_dtype(explainer_llm.options.dtype)) if getattr(llm, "engine", None) == "transformers"
+        else None,
         "recording_s": round(recording_s, 1), "stages_s": {k: round(v, 1) for k, v in timings.items()},
         "total_s": round(total, 1), "neurons_per_hour": round(neurons / total * 3600, 1),
         "neurons_per_hour_without_model_load": round(neurons / (total - (load_s or 0)) * 3600, 1),
@@ -97,7 +104,8 @@ def main() -> None:
     args.out.write_text(json.dumps(result_json, indent=2))
     print(json.dumps(result_json, indent=2))
     g = result_json["generation"]
-    print(f"\n| measure | value |\n| --- | --- |\n| CPU | {result_json['cpu']}, LLM dtype {result_json['dtype']} |\n"
+    print(f"\n| measure | value |\n| --- | --- |\n| CPU | {result_json['cpu']}; explainer engine {result_json['engine']} "
+          f"{result_json['dtype'] or ''} |\n"
           f"| neurons | {neurons} over layers {args.layers} |\n"
           f"| explain / simulate / score | {timings['explain']:.0f} s / {timings['simulate']:.0f} s / "
           f"{timings['score']:.1f} s |\n"

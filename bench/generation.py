@@ -7,8 +7,8 @@ line as the pipeline does:
 
 - `torch-<dtype>:<batch>`: the local backend's own generator (llm/batched.py): transformers in `dtype`
   (bfloat16/float32), `batch` completions decoded together, the shared few-shot prefix computed once;
-- `llama.cpp`: llama-cpp-python in-process on the same GGUF file, 2 threads, one prompt at a time (its
-  high-level API has no batched sampling; it reuses the KV of the prompt prefix it shares with the last one).
+- `llama.cpp`: the local backend's llama.cpp engine (llm/llamacpp.py) in-process on the same GGUF file, one
+  prompt at a time, reusing the KV cache of the prefix a prompt shares with the last one.
 
     .venv/bin/python bench/generation.py --store data/eval/quality.duckdb [--neurons 16]
         [--engines torch-bfloat16:8,torch-bfloat16:16,torch-bfloat16:1,torch-float32:8,llama.cpp]
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autointerp.explain.formats import REGISTRY as FORMATS  # noqa: E402
 from autointerp.llm.batched import BatchedGenerator, Row  # noqa: E402
+from autointerp.llm.llamacpp import LlamaCppGenerator  # noqa: E402
 from autointerp.store import Store, queries  # noqa: E402
 from autointerp.subject.sources import load_tokenizer, resolve_source  # noqa: E402
 from bench.explain import cpu_kind  # noqa: E402
@@ -51,14 +53,15 @@ def prompts(args, config) -> tuple[list[str], object]:
     model = config.models[0].name
     revision = queries.current_model(store, model)["revision"]
     texts: list[str] = []
+    per_layer = max(1, -(-args.neurons // 6))
     with store.connect() as con:
-        layers = [int(x) for x in con.execute("SELECT DISTINCT layer FROM records WHERE model = ? AND revision = ? "
-                                              "ORDER BY layer", [model, revision]).fetchnumpy()["layer"]]
+        layers = [int(x) for x in con.execute("SELECT DISTINCT layer FROM activation_records WHERE model = ? AND "
+                                              "revision = ? ORDER BY layer", [model, revision]).fetchnumpy()["layer"]]
+        rng = random.Random(0)
         for layer in layers:
-            neurons = [int(x) for x in con.execute(
-                "SELECT DISTINCT neuron FROM records WHERE model = ? AND revision = ? AND layer = ? ORDER BY neuron",
-                [model, revision, layer]).fetchnumpy()["neuron"]]
-            for record in load_neuron_records(con, model, revision, layer, neurons):
+            width = con.execute("SELECT max(neuron) + 1 FROM neuron_stats WHERE model = ? AND revision = ? AND "
+                                "layer = ?", [model, revision, layer]).fetchone()[0]
+            for record in load_neuron_records(con, model, revision, layer, rng.sample(range(width), per_layer)):
                 messages = fmt.messages(record.train_top()[: options.examples])
                 prefill = messages[-1]["role"] == "assistant"
                 texts.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=not prefill,
@@ -67,15 +70,22 @@ def prompts(args, config) -> tuple[list[str], object]:
     return texts[::step][: args.neurons], (source, tokenizer)
 
 
-def run_torch(dtype: str, batch: int, texts: list[str], source, tokenizer) -> dict:
-    import torch
-    from transformers import AutoModelForCausalLM
-
+def run_engine(engine: str, texts: list[str], source, tokenizer) -> dict:
+    """Generate with the local backend's own generators (batched transformers, or llama.cpp one at a time)."""
     started = time.monotonic()
-    lm = AutoModelForCausalLM.from_pretrained(source.location, dtype=getattr(torch, dtype),
-                                              **source.pretrained_kwargs()).eval()
+    if engine == "llama.cpp":
+        generator = LlamaCppGenerator(Path(source.location) / source.gguf_file, tokenizer)
+        batch = 1
+    else:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        dtype, batch_text = engine.removeprefix("torch-").split(":")
+        batch = int(batch_text)
+        lm = AutoModelForCausalLM.from_pretrained(source.location, dtype=getattr(torch, dtype),
+                                                  **source.pretrained_kwargs()).eval()
+        generator = BatchedGenerator(lm, tokenizer)
     load_s = time.monotonic() - started
-    generator = BatchedGenerator(lm, tokenizer)
     rows = [Row(tokenizer(t, add_special_tokens=False)["input_ids"], seed, TEMPERATURE, 1.0, MAX_TOKENS)
             for seed, t in enumerate(texts)]
     order = sorted(range(len(rows)), key=lambda k: len(rows[k].ids))
@@ -92,25 +102,6 @@ def run_torch(dtype: str, batch: int, texts: list[str], source, tokenizer) -> di
             "sample": outputs[0]}
 
 
-def run_llama_cpp(texts: list[str], gguf: Path) -> dict:
-    from llama_cpp import Llama
-
-    started = time.monotonic()
-    llm = Llama(str(gguf), n_ctx=4096, n_threads=2, n_batch=512, verbose=False)
-    load_s = time.monotonic() - started
-    prompt_tokens = generated = 0
-    outputs = []
-    started = time.monotonic()
-    for seed, text in enumerate(texts):
-        out = llm.create_completion(text, max_tokens=MAX_TOKENS, temperature=TEMPERATURE, top_p=1.0, seed=seed,
-                                    stop=["\n", "<|im_end|>"])
-        prompt_tokens += out["usage"]["prompt_tokens"]
-        generated += out["usage"]["completion_tokens"]
-        outputs.append(out["choices"][0]["text"])
-    return {"load_s": load_s, "seconds": time.monotonic() - started, "prompt_tokens": prompt_tokens,
-            "generated": generated, "sample": outputs[0]}
-
-
 def main() -> None:
     args_parser = parser(__doc__)
     args_parser.add_argument("--store", type=Path, required=True, help="a store holding recorded neurons")
@@ -124,12 +115,7 @@ def main() -> None:
     results = {}
     for engine in args.engines.split(","):
         print(f"{engine}: generating {len(texts)} explanations ...", file=sys.stderr, flush=True)
-        if engine == "llama.cpp":
-            gguf = Path(source.location) / source.pretrained_kwargs()["gguf_file"]
-            result = run_llama_cpp(texts, gguf)
-        else:
-            dtype, batch = engine.removeprefix("torch-").split(":")
-            result = run_torch(dtype, int(batch), texts, source, tokenizer)
+        result = run_engine(engine, texts, source, tokenizer)
         result["explanations_per_hour"] = len(texts) / result["seconds"] * 3600
         results[engine] = result
         print(f"  {result['seconds']:.0f} s, {result['explanations_per_hour']:.0f}/hour; e.g. {result['sample']!r}",

@@ -44,7 +44,9 @@ def explainers(llm: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {
         "top_tokens": {"kind": "top_tokens"},
         "listing": {"kind": "llm", "formats": ["listing"], "llm": llm},
-        "marked": {"kind": "llm", "formats": ["marked"], "temperature": 0.7, "llm": llm},
+        "marked": {"kind": "llm", "formats": ["marked"], "temperature": 0.7, "llm": {**llm, "engine": "transformers"}},
+        "marked-llama.cpp": {"kind": "llm", "formats": ["marked"], "temperature": 0.7,
+                             "llm": {**llm, "engine": "llama.cpp"}},
         "marked-t1": {"kind": "llm", "formats": ["marked"], "temperature": 1.0, "llm": llm},
         "marked-best-of-4": {"kind": "llm", "formats": ["marked"], "samples": 4, "temperature": 0.7, "llm": llm},
     }

@@ -4,7 +4,8 @@ what only a real model shows (prompt formats, KV reuse, endpoint behaviour) use 
 
 - chat: reads the records in the last user message (`token<TAB>value` lines, or `<<marked>>` tokens) and
   answers with the (up to 3) tokens whose value is at least 5 most often, e.g. ` words like "cat", "dog"`;
-  with `vary`, sample i of a request quotes 1 + (seed + i) % 3 of them;
+  with `vary`, sample i of a request quotes 1 + (seed + i) % 3 of them; `delay_s` and `log` make a run slow
+  enough to kill and let another process count the requests answered;
 - slots: for each slot, 10 where the slot's token (the text before its tab) is quoted in the explanation
   line of the prompt's last neuron, else 0.
 """
@@ -12,6 +13,7 @@ what only a real model shows (prompt formats, KV reuse, endpoint behaviour) use 
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,8 @@ class ScriptedOptions:
     model: str = "rule"
     fail_chat: bool = False  # raise on every chat call: proves a stage answered from the cache alone
     vary: bool = False  # quote 1, 2 or 3 tokens by the request's seed: best-of-n candidates that differ
+    delay_s: float = 0.0  # per chat request: a run slow enough to be killed in the middle
+    log: str = ""  # a file that gets one line per chat request answered (other processes can count them)
 
 
 @REGISTRY.register("scripted", ScriptedOptions)
@@ -49,6 +53,10 @@ class ScriptedLLM(LLM):
         ScriptedLLM.calls += ["chat"] * len(requests)
         if self.options.fail_chat:
             raise AssertionError("the scripted LLM was asked to chat")
+        time.sleep(self.options.delay_s * len(requests))
+        if self.options.log:
+            with open(self.options.log, "a") as log:
+                log.write("chat\n" * len(requests))
         return [CallResult([self._answer(r, r.get("seed", 0) + i) for i in range(r.get("n", 1))]) for r in requests]
 
     def _answer(self, request: dict[str, Any], seed: int) -> str:

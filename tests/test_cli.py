@@ -149,3 +149,63 @@ def test_the_terminal_gets_progress_and_stage_lines_not_dagsters_event_stream(pr
     assert "record_job 1|tiny-gpt2: activation_records, neuron_stats done in" in done.stdout
     loud = cli("run", "--model", "tiny-gpt2", "--layers", "1", "--until", "record", "--verbose")
     assert loud.returncode == 0 and "STEP_START" in loud.stdout + loud.stderr
+
+
+def test_a_whole_layer_killed_half_way_resumes_without_asking_the_llm_again(project, home):
+    """`neurons: {select: all}`: every neuron of the layer, with progress and ETA. A run killed with kill -9 in
+    the middle of the explain stage loses nothing: the next run re-asks none of the answers the LLM cache holds
+    and lands every neuron exactly once."""
+    import signal
+
+    import yaml
+
+    log = home / "chat.log"
+    config = yaml.safe_load(project.read_text())
+    config["neurons"] = {"select": "all"}
+    config["explainer"] = {"kind": "llm", "llm": {"backend": "scripted", "delay_s": 0.05, "log": str(log)}}
+    project.write_text(yaml.safe_dump(config))
+    assert cli("run", "--model", "tiny-gpt2", "--layers", "1", "--until", "record").returncode == 0
+    width = 4 * 32  # tiny GPT-2: n_inner = 4 * n_embd
+    victim = subprocess.Popen([AUTOINTERP, "run", "--model", "tiny-gpt2", "--layers", "1", "--from", "explain"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy())
+    deadline = time.monotonic() + 300
+    while not log.exists() or len(log.read_text().splitlines()) < width // 3:
+        assert time.monotonic() < deadline and victim.poll() is None, victim.stdout.read().decode()[-3000:]
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    asked_first = len(log.read_text().splitlines())
+    assert asked_first < width  # killed in the middle
+    store = Store.from_home()
+    assert store.query("SELECT count(*) AS n FROM explanations").n[0] == 0  # the partition landed not at all
+
+    done = cli("run", "--model", "tiny-gpt2", "--layers", "1", "--from", "explain")
+    assert done.returncode == 0, done.stderr[-3000:]
+    asked_again = len(log.read_text().splitlines()) - asked_first
+    # The cache holds every answer but possibly the one in flight when the process died.
+    assert width - asked_first <= asked_again <= width - asked_first + 1
+    assert f"explaining tiny-gpt2 layer 1: {width} neurons in" in done.stdout
+    counts = store.query("SELECT count(*) AS n, count(DISTINCT neuron) AS neurons FROM explanations "
+                         "WHERE model = 'tiny-gpt2' AND layer = 1 AND chosen")
+    assert counts.n[0] == counts.neurons[0] == width
+    scored = store.query("SELECT count(DISTINCT neuron) AS n FROM scores WHERE model = 'tiny-gpt2' AND layer = 1")
+    assert scored.n[0] == width
+
+
+def test_piped_output_gets_a_progress_line_with_eta_now_and_then(capsys):
+    """Not a terminal (a long run under nohup, to a file): no bars, a plain line with the ETA every `every_s`."""
+    from autointerp.progress import Progress
+    from orchestration.cli.terminal import TerminalProgress
+
+    display = TerminalProgress(interactive=False, every_s=0.0)
+    try:
+        progress = Progress("explaining m layer 7", 1536, "neurons", lambda line: None)
+        time.sleep(0.01)
+        progress.advance(512)
+        progress.advance(1024)
+    finally:
+        display.close()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("  explaining m layer 7: 512/1,536 neurons (33%),") and "ETA " in lines[0]
+    assert lines[-1].startswith("  explaining m layer 7: 1,536 neurons in")
+    assert len(lines) == 2

@@ -9,10 +9,17 @@ from autointerp.store import Store, queries
 from autointerp.subject.added import read_registry
 
 
-def print_summary(store: Store, model: str, layers: list[int]) -> None:
+def print_summary(store: Store, model: str, layers: list[int], rows: int = 8) -> None:
+    """What was recorded: a row per layer for a few layers, one line for many (`autointerp status` lists them)."""
     revision = queries.current_model(store, model)["revision"]
+    frame = queries.layer_summary(store, model, revision, layers)
     print(f"\n{model} @ {revision} in {store.path}:")
-    print(queries.layer_summary(store, model, revision, layers).to_string(index=False))
+    if len(frame) <= rows:
+        print(frame.to_string(index=False))
+        return
+    print(f"recorded {len(frame)} layers x {int(frame.neurons.max()):,} neurons over {int(frame.tokens.max()):,} "
+          f"tokens ({int(frame.records.sum()):,} records); max activation per layer "
+          f"{frame.max_activation.min():.1f} to {frame.max_activation.max():.1f} (per layer: autointerp status)")
 
 
 def print_scores(store: Store, model: str, layers: list[int], shown: int = 5) -> None:
