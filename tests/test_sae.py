@@ -216,3 +216,45 @@ def test_bad_dictionaries_get_one_clear_error(tiny_gpt2, tmp_path):
     units = build_units(UnitsChoice("sae", SAEOptions(str(tmp_path / "shape"))))
     with pytest.raises(ModelLoadError, match=r"encoder bias has shape \(5,\), but cfg.json says \(24,\)"):
         units.activations(0, torch.zeros(1, 2, 32))
+
+
+def test_latents_go_through_the_dagster_pipeline_export_import_and_viewer_like_neurons(tiny_llama, home, monkeypatch):
+    """Record -> explain -> simulate -> score as Dagster assets (scripted LLM), then export, import and the viewer."""
+    import dagster as dg
+    import yaml
+
+    from autointerp.io.export import export_neuron_records
+    from autointerp.io.imports import import_neuron_records
+    from autointerp.store import Store
+    from autointerp.subject import load_tokenizer
+    from autointerp.viewer.site import build_site
+    from orchestration.partitions import register_model
+    from tests.conftest import SCRIPTED_EXPLAINER, SCRIPTED_SIMULATOR, write_config, write_corpus
+    from tests.test_explain_pipeline import metadata
+    from tests.test_pipeline import check_results, run
+
+    river = load_tokenizer(resolve_source(str(tiny_llama))).convert_tokens_to_ids("river")
+    planted_sae(home / "sae", load_model(resolve_source(str(tiny_llama))), river)
+    path = write_config(home, {"tiny-llama": tiny_llama}, write_corpus(home / "corpus.jsonl"),
+                        explainer=SCRIPTED_EXPLAINER, simulator=SCRIPTED_SIMULATOR, neurons={"select": "first", "count": 2})
+    raw = yaml.safe_load(path.read_text())
+    raw["models"][0]["units"] = {"kind": "sae", "path": str(home / "sae")}
+    path.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("AUTOINTERP_CONFIG", str(path))
+    with dg.instance_for_test(temp_dir=str(home / "dagster")) as instance:
+        register_model(instance, "tiny-llama", 3)
+        assert run(instance, ["excerpts"], "tiny-llama").success
+        result = run(instance, ["activation_records", "neuron_stats", "explanations", "simulations", "scores"],
+                     "tiny-llama", layers=[0, 0])
+        assert result.success and all(check_results(result).values())
+        assert metadata(result, "neuron_stats")["dead_units"] == 1
+        assert metadata(result, "neuron_stats")["dead_units_by_layer"] == {"0": 1}
+    store = Store.from_home()
+    scores = store.query("SELECT neuron, explanation, score_top_and_random FROM scores ORDER BY neuron")
+    assert scores.neuron.tolist() == [0, 2]  # first 2 live latents: the dead one is skipped
+    planted = scores.iloc[0]
+    assert '"river"' in planted.explanation and planted.score_top_and_random > 0.9  # the scripted rule finds it
+    assert len(export_neuron_records(store, "tiny-llama", home / "export")) == 4  # every latent of layer 0
+    assert import_neuron_records(store, "imported-sae", home / "export").neurons == 4
+    index = build_site(store, "tiny-llama", home / "site")
+    assert "river" in index.read_text()
