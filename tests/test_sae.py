@@ -258,3 +258,37 @@ def test_latents_go_through_the_dagster_pipeline_export_import_and_viewer_like_n
     assert import_neuron_records(store, "imported-sae", home / "export").neurons == 4
     index = build_site(store, "tiny-llama", home / "site")
     assert "river" in index.read_text()
+
+
+def test_the_demo_trainer_is_an_asset_with_its_metrics_and_its_sae_is_read_back_exactly(tiny_llama, home, monkeypatch):
+    import dagster as dg
+    import yaml
+
+    from autointerp.config import load_config
+    from autointerp.units.train import collect, encode
+    from orchestration.definitions import ASSETS, RESOURCES
+    from tests.conftest import write_config, write_corpus
+
+    path = write_config(home, {"tiny-llama": tiny_llama}, write_corpus(home / "corpus.jsonl"))
+    raw = yaml.safe_load(path.read_text())
+    raw["models"].append({"name": "tiny-llama-sae", "source": str(tiny_llama), "units": {"kind": "sae", "path": "sae"}})
+    raw["sae_training"] = {"model": "tiny-llama", "layers": [1], "site": "resid_post", "latents": 64, "k": 4,
+                           "tokens": 64 * 40, "epochs": 30, "batch_size": 256, "lr": 0.01, "out": "sae"}
+    path.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("AUTOINTERP_CONFIG", str(path))
+    with dg.instance_for_test(temp_dir=str(home / "dagster")) as instance:
+        result = dg.materialize(ASSETS, selection=["sae_dictionary"], instance=instance, resources=RESOURCES)
+        [event] = result.get_asset_materialization_events()
+        meta = {k: v.value for k, v in event.materialization.metadata.items()}
+    assert meta["fraction_variance_explained"] > 0.5  # 64 latents, 4 active, on a 32-dim residual stream
+    assert meta["l0"] <= 4 and meta["layers"]["1"]["tokens"] == 64 * 40 and meta["dead_latents"] >= 0
+    assert (home / "sae" / "blocks.1.hook_resid_post" / "sae_weights.safetensors").is_file()
+    # the saved SAE, read back as units, gives what the trainer's own encoder gives
+    units = build_units(load_config().model("tiny-llama-sae").units, home)
+    source, ids, tokens = load_excerpts(tiny_llama, home, n_excerpts=4)
+    model = load_model(source)
+    x = collect(model, [1], "resid_post", [torch.from_numpy(tokens)])[1]
+    from safetensors.torch import load_file
+
+    w = load_file(str(home / "sae" / "blocks.1.hook_resid_post" / "sae_weights.safetensors"))
+    np.testing.assert_allclose(units.activations(1, x).numpy(), encode(x, w, 4)[0].numpy(), atol=1e-5)

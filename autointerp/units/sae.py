@@ -216,7 +216,8 @@ class DictionaryLatents(UnitSource):
     @cached_property
     def dictionaries(self) -> dict[int, Dictionary]:
         if not self.root.is_dir():
-            raise ModelLoadError(f"SAE path {self.root} is not a directory")
+            raise ModelLoadError(f"SAE path {self.root} is not a directory (the demo SAE is made by "
+                                 "`autointerp train-sae`, docs/sae.md)")
         dirs = [self.root] if (self.root / "cfg.json").is_file() else sorted(
             d for d in self.root.iterdir() if (d / "cfg.json").is_file())
         if not dirs:
