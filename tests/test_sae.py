@@ -292,3 +292,40 @@ def test_the_demo_trainer_is_an_asset_with_its_metrics_and_its_sae_is_read_back_
 
     w = load_file(str(home / "sae" / "blocks.1.hook_resid_post" / "sae_weights.safetensors"))
     np.testing.assert_allclose(units.activations(1, x).numpy(), encode(x, w, 4)[0].numpy(), atol=1e-5)
+
+
+def test_the_demo_config_loads_and_sae_training_is_checked(tmp_path):
+    from autointerp.config import REPO_ROOT, load_config
+
+    config = load_config(REPO_ROOT / "autointerp-sae.yaml")
+    assert config.models[0].units.kind == "sae" and config.sae_training.layers == (4,)
+    base = "models: [{name: m, source: x}]\n"
+    for text, message in (("sae_training: {model: other}", "sae_training.model 'other' is not a configured model"),
+                          ("sae_training: {k: 99, latents: 8}", "k at most latents"),
+                          ("sae_training: {site: hook_z}", "sae_training.site must be one of resid_pre"),
+                          ("sae_training: {lattents: 8}", r"sae_training: unknown key\(s\) 'lattents'")):
+        (tmp_path / "c.yaml").write_text(base + text + "\n")
+        with pytest.raises(ConfigError, match=message):
+            load_config(tmp_path / "c.yaml")
+
+
+def test_run_plans_only_the_layers_that_have_latents(tiny_gpt2, home):
+    import yaml
+
+    from autointerp.config import load_config
+    from autointerp.errors import AutointerpError
+    from autointerp.store import Store
+    from orchestration.cli.run import plan
+    from tests.conftest import write_config, write_corpus
+
+    write_saelens(home / "sae" / "a", "blocks.2.hook_resid_post", 32, D_SAE)
+    path = write_config(home, {"g": tiny_gpt2}, write_corpus(home / "corpus.jsonl"))
+    raw = yaml.safe_load(path.read_text())
+    raw["models"][0]["units"] = {"kind": "sae", "path": "sae"}
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path)
+    stages = ["record", "explain", "simulate", "score"]
+    assert plan(config, Store.from_home(), "g", None, stages).record == [2]
+    assert plan(config, Store.from_home(), "g", "2", stages).record == [2]
+    with pytest.raises(AutointerpError, match="has units .* in layers 2 only; not in 0-1"):
+        plan(config, Store.from_home(), "g", "0-2", stages)
