@@ -327,5 +327,6 @@ def test_run_plans_only_the_layers_that_have_latents(tiny_gpt2, home):
     stages = ["record", "explain", "simulate", "score"]
     assert plan(config, Store.from_home(), "g", None, stages).record == [2]
     assert plan(config, Store.from_home(), "g", "2", stages).record == [2]
+    assert plan(config, Store.from_home(), "g", "all", stages).record == [2]
     with pytest.raises(AutointerpError, match="has units .* in layers 2 only; not in 0-1"):
         plan(config, Store.from_home(), "g", "0-2", stages)

@@ -104,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "compare":
             compare(config, args.model, args.old, args.new)
         elif args.command == "train-sae":
+            from orchestration.cli.terminal import quiet_libraries
+
+            quiet_libraries()
             train_sae(config, " ".join(["autointerp", *argv]))
         else:
             from orchestration.cli.terminal import TerminalProgress, quiet_libraries
