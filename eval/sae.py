@@ -32,14 +32,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eval.common import RESULTS, config_of, explain_records, explanation_scores, parser, record_neurons  # noqa: E402
 from eval.quality import bootstrap  # noqa: E402
 from autointerp.config import Config, ModelSpec, NeuronSelection, UnitsChoice  # noqa: E402
-from autointerp.store import Store  # noqa: E402
+from autointerp.plugins import NoOptions  # noqa: E402
+from autointerp.store import Store, queries  # noqa: E402
 from autointerp.units.sae import SAEOptions  # noqa: E402
 
 
-def with_units(config: Config, units: UnitsChoice, suffix: str) -> Config:
-    """The config's first model alone, under another name, with `units`."""
+def with_units(config: Config, units: UnitsChoice, name: str) -> Config:
+    """The config's first model alone, as `name`, with `units` (whatever units the config gives it)."""
     subject = config.models[0]
-    return replace(config, models=(ModelSpec(subject.name + suffix, subject.source, subject.dtype, units),))
+    return replace(config, models=(ModelSpec(name, subject.source, subject.dtype, units),))
 
 
 def scored(config: Config, layers: Sequence[int], store: Store) -> dict[str, Any]:
@@ -50,7 +51,9 @@ def scored(config: Config, layers: Sequence[int], store: Store) -> dict[str, Any
     by_key = {(r.layer, r.neuron): r for r in records}
     scores = explanation_scores(stages.simulator, explanations, by_key)
     values = [s.score_top_and_random if s.score_top_and_random is not None else 0.0 for s in scores]
-    return {"model": config.models[0].name, "revision": revision, "units": [[e.layer, e.neuron] for e in explanations],
+    label = queries.model_row(store, config.models[0].name, revision)["units"]  # proves which units were recorded
+    return {"model": config.models[0].name, "units_label": label, "revision": revision,
+            "units": [[e.layer, e.neuron] for e in explanations],
             "explanations": [e.explanation for e in explanations], "scores": values,
             "seconds": round(time.monotonic() - started, 1)}
 
@@ -96,9 +99,9 @@ def main() -> None:
         train_dictionaries(replace(config, sae_training=replace(config.sae_training, layers=tuple(layers))), print)
     args.store.parent.mkdir(parents=True, exist_ok=True)
     store = Store(args.store)
-    neurons = scored(config, layers, store)
+    neurons = scored(with_units(config, UnitsChoice("mlp", NoOptions()), "mlp-neurons"), layers, store)
     print(f"MLP neurons: {len(neurons['scores'])} scored in {neurons['seconds']:.0f}s", flush=True)
-    sae_config = with_units(config, UnitsChoice("sae", SAEOptions(str(sae_dir), args.format)), "-sae")
+    sae_config = with_units(config, UnitsChoice("sae", SAEOptions(str(sae_dir), args.format)), "sae-latents")
     latents = scored(sae_config, layers, store)
     print(f"SAE latents: {len(latents['scores'])} scored in {latents['seconds']:.0f}s", flush=True)
     rows = {"MLP neurons": neurons, "SAE latents": latents}
