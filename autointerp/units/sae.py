@@ -187,7 +187,10 @@ def _sparsify(directory: Path, cfg: dict, weights: Path) -> Dictionary:
                              "layers.N (residual after layer N), layers.N.mlp, layers.N.self_attn (GPT-2: h.N ...)")
     transcoder = bool(cfg.get("transcode", False))
     module = match.group(2)
-    site = "resid_post" if module is None else ("attn_out" if module != "mlp" else "mlp_in" if transcoder else "mlp_out")
+    if module is None:
+        site = "resid_post"
+    else:
+        site = "attn_out" if module != "mlp" else "mlp_in" if transcoder else "mlp_out"
     if transcoder and module != "mlp":
         raise ModelLoadError(f"SAE config {where}: a transcoder must be trained on an MLP (layers.N.mlp)")
     if cfg.get("activation", "topk") != "topk":

@@ -115,8 +115,8 @@ def train_topk(x: torch.Tensor, latents: int, k: int, epochs: int, batch_size: i
             optimizer.step()
             with torch.no_grad():
                 w["W_dec"] /= w["W_dec"].norm(dim=1, keepdim=True)
-        log(f"SAE epoch {epoch + 1}/{epochs}: last batch loss {float(loss.detach()):.3f}, {int(dead.sum())} latents silent "
-            f"for {DEAD_AFTER_TOKENS:,} tokens")
+        log(f"SAE epoch {epoch + 1}/{epochs}: last batch loss {float(loss.detach()):.3f}, "
+            f"{int(dead.sum())} latents silent for {DEAD_AFTER_TOKENS:,} tokens")
     return {name: t.detach() for name, t in w.items()}
 
 
