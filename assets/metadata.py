@@ -44,4 +44,8 @@ def stats_metadata(stats: pd.DataFrame) -> dict[str, Any]:
         "max_activation_histogram": histogram_markdown(stats["max"], "max activation per neuron", "max activation"),
         "median_max_activation": dg.MetadataValue.float(float(stats["max"].median())),
         "mean_frac_positive": dg.MetadataValue.float(float(stats["frac_positive"].mean())),
+        # never active on the corpus: not explained (an SAE's dead latents, mostly)
+        "dead_units": dg.MetadataValue.int(int((stats["max"] <= 0).sum())),
+        "dead_units_by_layer": dg.MetadataValue.json(
+            {str(layer): int(n) for layer, n in (stats["max"] <= 0).groupby(stats["layer"]).sum().items()}),
     }

@@ -4,6 +4,7 @@ sample, or a list; and which layers `autointerp run` explains."""
 from __future__ import annotations
 
 import random
+from typing import Collection
 
 from autointerp.config import NeuronSelection
 
@@ -13,14 +14,21 @@ def layer_selected(selection: NeuronSelection, layer: int) -> bool:
     return not selection.layers or layer in selection.layers
 
 
-def select_neurons(selection: NeuronSelection, n_neurons: int, seed: int, layer: int) -> list[int]:
-    """The neurons of a layer to explain; `random` is a pure function of (seed, layer)."""
+def select_neurons(selection: NeuronSelection, n_neurons: int, seed: int, layer: int,
+                   dead: Collection[int] = ()) -> list[int]:
+    """The neurons of a layer to explain; `random` is a pure function of (seed, layer, dead).
+
+    `dead` units (never active on the corpus: nothing to explain, every excerpt all zeros) are never chosen:
+    `first` and `random` take the live ones instead.
+    """
     if not layer_selected(selection, layer):
         return []
+    dead = set(dead)
+    live = [i for i in range(n_neurons) if i not in dead] if dead else range(n_neurons)
     if selection.select == "all":
-        return list(range(n_neurons))
+        return list(live)
     if selection.select == "first":
-        return list(range(min(selection.count, n_neurons)))
+        return list(live[:selection.count])
     if selection.select == "list":
-        return sorted({i for i in selection.ids if i < n_neurons})
-    return sorted(random.Random(f"{seed}/{layer}").sample(range(n_neurons), min(selection.count, n_neurons)))
+        return sorted({i for i in selection.ids if i < n_neurons} - dead)
+    return sorted(random.Random(f"{seed}/{layer}").sample(live, min(selection.count, len(live))))

@@ -137,6 +137,10 @@ class Stages:
         if bad:
             raise ModelLoadError(f"model '{model}' has {info.n_layers} layers (0-{info.n_layers - 1}); "
                                  f"no layer {', '.join(map(str, bad))}")
+        without = sorted(set(layers) - set(info.unit_layers))
+        if without:
+            raise ModelLoadError(f"model '{model}' has no {info.units} units in layer {', '.join(map(str, without))} "
+                                 f"(only in {', '.join(map(str, info.unit_layers))})")
         n_excerpts = queries.excerpt_count(self.store, model, revision)
         if n_excerpts == 0:
             raise StoreError(f"no excerpts for model '{model}' at revision {revision}: materialize `excerpts` first")
@@ -153,6 +157,10 @@ class Stages:
             self.config.records, self.config.seed, info.n_neurons, n_excerpts, self.log)
         seconds = time.monotonic() - started
         ordered = [results[layer] for layer in sorted(results)]
+        dead = {r.layer: int((r.stats["max"] <= 0).sum()) for r in ordered}
+        if any(dead.values()):
+            self.log("never active, so not explained: " + ", ".join(f"{n} units of layer {layer}"
+                                                                    for layer, n in dead.items() if n))
         records, stats = records_table(model, revision, ordered), stats_table(model, revision, ordered)
         where = {"model": model, "revision": revision, "layer": sorted(results)}
         self.store.replace([
@@ -179,7 +187,8 @@ class Stages:
         """The records of `neurons` of a layer (default: the config's selection), every one required."""
         if neurons is None:
             n_neurons = int(queries.current_model(self.store, model, revision)["n_neurons"])
-            neurons = select_neurons(self.config.neurons, n_neurons, self.config.seed, layer)
+            neurons = select_neurons(self.config.neurons, n_neurons, self.config.seed, layer,
+                                     queries.dead_units(self.store, model, revision, layer))
         with self.store.connect() as con:
             records = {r.neuron: r for r in load_neuron_records(con, model, revision, layer, neurons)}
         missing = sorted(set(neurons) - set(records))

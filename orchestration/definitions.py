@@ -5,6 +5,7 @@ import dagster as dg
 from assets.checks import explain_checks, record_checks
 from assets.explain import explanations, scores, simulations
 from assets.record import excerpts, record
+from assets.sae import sae_dictionary
 from assets.subject import subject_model
 from assets.view import neuron_viewer
 from autointerp.config import WatchSpec
@@ -14,7 +15,7 @@ from orchestration.schedules import build_schedule
 from orchestration.sensors import build_sensor
 from resources import AutointerpSettings, DuckDBStore
 
-ASSETS = [subject_model, excerpts, record, explanations, simulations, scores, neuron_viewer]
+ASSETS = [subject_model, excerpts, record, explanations, simulations, scores, neuron_viewer, sae_dictionary]
 CHECKS = [*record_checks, *explain_checks]
 
 

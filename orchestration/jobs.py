@@ -15,8 +15,11 @@ explain_job = dg.define_asset_job("explain_job",
 view_job = dg.define_asset_job("view_job", selection=dg.AssetSelection.assets("neuron_viewer"),
                                partitions_def=model_partitions)
 
-JOBS = [excerpts_job, record_job, explain_job, view_job]
+# The demo SAE (docs/sae.md): trained once, then explained through a model whose units are its latents.
+sae_job = dg.define_asset_job("sae_job", selection=dg.AssetSelection.assets("sae_dictionary"))
+
+JOBS = [excerpts_job, record_job, explain_job, view_job, sae_job]
 # The job that materializes each asset (the CLI launches these, so the runs list reads like the pipeline).
 JOB_OF = {"excerpts": "excerpts_job", "activation_records": "record_job", "neuron_stats": "record_job",
           "explanations": "explain_job", "simulations": "explain_job", "scores": "explain_job",
-          "neuron_viewer": "view_job"}
+          "neuron_viewer": "view_job", "sae_dictionary": "sae_job"}

@@ -55,7 +55,7 @@ def plan_refresh(config: Config, store: Store, instance: dg.DagsterInstance) -> 
             plan.run_requests.append(dg.RunRequest(job_name="excerpts_job", partition_key=spec.name,
                                                    run_key=f"excerpts:{spec.name}:{current}->{revision}"))
             continue
-        for first, last in contiguous_ranges(_layers_to_record(store, spec.name, revision, info.n_layers)):
+        for first, last in contiguous_ranges(_layers_to_record(store, spec.name, revision, info.unit_layers)):
             plan.run_requests.append(dg.RunRequest(job_name="record_job",
                                                    run_key=f"record:{spec.name}:{revision}:{first}-{last}",
                                                    tags=range_tags(spec.name, first, last)))
@@ -68,9 +68,10 @@ def _last_observed(instance: dg.DagsterInstance, model: str) -> str | None:
     return observation.tags.get(DATA_VERSION_TAG) if observation is not None else None
 
 
-def _layers_to_record(store: Store, model: str, revision: str, n_layers: int) -> list[int]:
-    """The layers recorded for any revision of the model (all of them for a new model), not yet for this one."""
+def _layers_to_record(store: Store, model: str, revision: str, unit_layers: list[int]) -> list[int]:
+    """The layers recorded for any revision of the model (all its units' layers for a new model), not yet for this
+    one."""
     frame = queries.recorded_layers(store, model)
-    wanted = set(frame.layer) if len(frame) else set(range(n_layers))
+    wanted = set(frame.layer) if len(frame) else set(unit_layers)
     done = set(frame[frame.revision == revision].layer)
-    return sorted(int(layer) for layer in wanted - done if layer < n_layers)
+    return sorted(int(layer) for layer in wanted - done if layer in unit_layers)

@@ -2,8 +2,9 @@
 
 from autointerp.config.parse import build, build_choice, config_path, load_config, parse_config
 from autointerp.config.schema import (DEFAULT_CONFIG_PATH, DEFAULT_LLM, REPO_ROOT, Choice, Config, CorpusSpec, LLMChoice,
-                                      ModelSpec, NeuronSelection, RecordSpec, UnitsChoice, ViewerSpec, WatchSpec)
+                                      ModelSpec, NeuronSelection, RecordSpec, SAETrainSpec, UnitsChoice, ViewerSpec,
+                                      WatchSpec)
 
 __all__ = ["DEFAULT_CONFIG_PATH", "DEFAULT_LLM", "REPO_ROOT", "Choice", "Config", "CorpusSpec", "LLMChoice", "ModelSpec",
-           "NeuronSelection", "RecordSpec", "UnitsChoice", "ViewerSpec", "WatchSpec", "build", "build_choice", "config_path",
+           "NeuronSelection", "RecordSpec", "SAETrainSpec", "UnitsChoice", "ViewerSpec", "WatchSpec", "build", "build_choice", "config_path",
            "load_config", "parse_config"]

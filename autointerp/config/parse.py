@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from autointerp.config.schema import (DEFAULT_CONFIG_PATH, Choice, Config, CorpusSpec, LLMChoice, ModelSpec,
-                                      NeuronSelection, RecordSpec, UnitsChoice, ViewerSpec, WatchSpec)
+                                      NeuronSelection, RecordSpec, SAETrainSpec, UnitsChoice, ViewerSpec, WatchSpec)
 from autointerp.errors import ConfigError
 from autointerp.names import check_model_name
 
@@ -69,6 +69,7 @@ def parse_config(raw: Any, path: Path, registered: list[dict] | None = None) -> 
         "neurons": build(NeuronSelection, raw.pop("neurons", {}), f"{path}: neurons"),
         "watch": build(WatchSpec, raw.pop("watch", {}), f"{path}: watch"),
         "viewer": build(ViewerSpec, raw.pop("viewer", {}), f"{path}: viewer"),
+        "sae_training": build(SAETrainSpec, raw.pop("sae_training", {}), f"{path}: sae_training"),
     }
     top = build(_TopLevel, raw, f"{path}")
     config = Config(models=models, seed=top.seed, path=path.resolve(), **sections)
@@ -119,7 +120,7 @@ def build(cls: type, raw: Any, where: str) -> Any:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: must be a mapping, got {type(raw).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; expected some of {', '.join(fields)}")
@@ -194,6 +195,17 @@ def _check_values(config: Config) -> None:
         raise ConfigError(f"{where}: viewer.url must be an http(s) URL, got '{config.viewer.url}'")
     if len(config.watch.cron.split()) != 5 or config.watch.sensor_interval_s < 1:
         raise ConfigError(f"{where}: watch.cron must be a 5-field cron string and watch.sensor_interval_s positive")
+    sae = config.sae_training
+    if sae.model and sae.model not in [m.name for m in config.models]:
+        raise ConfigError(f"{where}: sae_training.model '{sae.model}' is not a configured model")
+    if min(sae.latents, sae.k, sae.tokens, sae.epochs, sae.batch_size) < 1 or sae.k > sae.latents or sae.lr <= 0:
+        raise ConfigError(f"{where}: sae_training: latents, k, tokens, epochs, batch_size and lr must be positive, "
+                          "and k at most latents")
+    from autointerp.units.sae import SITES
+
+    if sae.site not in SITES or any(layer < 0 for layer in sae.layers) or not sae.layers:
+        raise ConfigError(f"{where}: sae_training.site must be one of {', '.join(SITES)}, and layers non-empty, "
+                          "non-negative")
     for m in config.models:
         if m.dtype not in ("float32", "bfloat16", "float16"):
             raise ConfigError(f"{where}: model '{m.name}': dtype must be float32, bfloat16 or float16")

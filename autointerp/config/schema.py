@@ -86,6 +86,24 @@ class ViewerSpec:
 
 
 @dataclass(frozen=True)
+class SAETrainSpec:
+    """The demo dictionary (`autointerp train-sae`, autointerp/units/train.py): a TopK SAE per layer, trained on a
+    configured model's activations at `site` over the corpus, saved in the SAELens layout under `out`."""
+
+    model: str = ""  # the configured model whose activations train it (default: the first)
+    layers: tuple[int, ...] = (4,)
+    site: str = "resid_post"  # resid_pre, resid_post, mlp_in, mlp_out or attn_out (autointerp/units/sae.py)
+    latents: int = 2304  # d_sae
+    k: int = 32  # active latents per token
+    tokens: int = 100_000  # training tokens, cut from the corpus like the excerpts
+    epochs: int = 3
+    batch_size: int = 1024  # tokens per step
+    lr: float = 1e-3
+    seed: int = 0
+    out: str = "data/sae"  # relative to the config file: one directory per layer
+
+
+@dataclass(frozen=True)
 class Config:
     models: tuple[ModelSpec, ...]
     explainer: Choice  # `autointerp/explain/`: kind + options
@@ -95,6 +113,7 @@ class Config:
     neurons: NeuronSelection = field(default_factory=NeuronSelection)
     watch: WatchSpec = field(default_factory=WatchSpec)
     viewer: ViewerSpec = field(default_factory=ViewerSpec)
+    sae_training: SAETrainSpec = field(default_factory=SAETrainSpec)
     seed: int = 0
     path: Path = DEFAULT_CONFIG_PATH  # where it was read from; relative paths resolve next to it
 

@@ -160,7 +160,9 @@ def record_activations(
     for layer in layers:
         module, side = units.hook_point(model, layer)
         if side == "input":
-            handles.append(module.register_forward_pre_hook(lambda _m, args, layer=layer: consume(layer, args[0])))
+            # A decoder layer may get its hidden states as a keyword (the residual stream before a layer).
+            handles.append(module.register_forward_pre_hook(lambda _m, args, kwargs, layer=layer: consume(
+                layer, args[0] if args else kwargs["hidden_states"]), with_kwargs=True))
         else:
             handles.append(module.register_forward_hook(lambda _m, _args, out, layer=layer: consume(
                 layer, out[0] if isinstance(out, tuple) else out)))

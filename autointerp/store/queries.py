@@ -143,10 +143,17 @@ def layer_summary(store: Store, model: str, revision: str, layers: Sequence[int]
     return store.query(
         f"""SELECT s.layer, count(*) AS neurons, any_value(s.count) AS tokens,
                    round(avg(s.frac_positive), 3) AS mean_frac_positive, round(max(s.max), 2) AS max_activation,
+                   count(*) FILTER (WHERE s.max <= 0) AS dead,
                    (SELECT count(*) FROM activation_records r WHERE r.model = s.model AND r.revision = s.revision
                       AND r.layer = s.layer) AS records
             FROM neuron_stats s WHERE s.model = ? AND s.revision = ? AND s.layer IN {_in(layers)}
             GROUP BY s.model, s.revision, s.layer ORDER BY s.layer""", [model, revision])
+
+
+def dead_units(store: Store, model: str, revision: str, layer: int) -> list[int]:
+    """Units of a layer never active on the corpus (max activation <= 0): counted, never explained."""
+    return store.query("SELECT neuron FROM neuron_stats WHERE model = ? AND revision = ? AND layer = ? AND max <= 0 "
+                       "ORDER BY neuron", [model, revision, layer]).neuron.astype(int).tolist()
 
 
 # --- explanations, simulations, scores -----------------------------------------------------------------

@@ -42,6 +42,11 @@ class ModelInfo:
     n_layers: int
     n_neurons: int  # units per layer (MLP neurons, or the latents of the model's dictionary)
     units: str  # the unit source's label
+    layers: tuple[int, ...] = ()  # the layers that have units (an SAE may cover only some); empty: all of them
+
+    @property
+    def unit_layers(self) -> list[int]:
+        return list(self.layers) if self.layers else list(range(self.n_layers))
 
 
 def resolve_source(source: str, base_dir: Path | None = None) -> ModelSource:
@@ -146,7 +151,8 @@ def describe_model(source: ModelSource, units: Any = None) -> ModelInfo:
         units = MLPNeurons()
     config = model_config(source)
     units.check_architecture(config)
-    return ModelInfo(config.model_type, units.n_layers(config), units.width(config), units.label)
+    return ModelInfo(config.model_type, units.n_layers(config), units.width(config), units.label,
+                     tuple(units.layers(config)))
 
 
 def load_tokenizer(source: ModelSource) -> Any:

@@ -1,7 +1,7 @@
 """What is recorded: a `UnitSource` turns a subject model's hidden tensors into unit activations per layer.
 
 MLP neurons (`mlp.py`, the paper's units) are the default; a model's `units:` section in the config picks
-another registered kind. A unit source says how many units a layer has, which module of the model to hook
+another registered kind: `sae` (`sae.py`) reads the latents of sparse autoencoders and transcoders. A unit source says how many units a layer has, which module of the model to hook
 (its input or its output), and how to turn the hooked tensor into activations (identity for neurons).
 """
 
@@ -30,6 +30,10 @@ class UnitSource(ABC):
 
     def n_layers(self, config: Any) -> int:
         return int(getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer"))
+
+    def layers(self, config: Any) -> list[int]:
+        """The layers that have units (a dictionary may cover only some); every layer by default."""
+        return list(range(self.n_layers(config)))
 
     @abstractmethod
     def hook_point(self, model: Any, layer: int) -> tuple[Any, Literal["input", "output"]]:

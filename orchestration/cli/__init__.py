@@ -7,6 +7,7 @@
     autointerp view --model NAME [--port 8000] [--no-serve] [--open]
     autointerp export --format neuron-explainer|parquet --out DIR [--model NAME] [--layers 0,2-4]
     autointerp import --format neuron-records|explanations PATH --model NAME
+    autointerp train-sae
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview)")
 
 from autointerp.config import load_config  # noqa: E402
 from autointerp.errors import AutointerpError  # noqa: E402
-from orchestration.cli.commands import data_command, manage_models  # noqa: E402
+from orchestration.cli.commands import data_command, manage_models, train_sae  # noqa: E402
 from orchestration.cli.reports import compare, list_models  # noqa: E402
 from orchestration.cli.run import STAGES, parse_layers, run  # noqa: E402
 
@@ -80,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     import_parser.add_argument("--model", required=True, help="the model name the rows land under")
     import_parser.add_argument("--source", default="neuron-explainer",
                                help="explanations: the explainer/simulator are named imported:SOURCE")
+    commands.add_parser("train-sae", help="train the demo TopK SAE of the config's sae_training (docs/sae.md)")
     return parser
 
 
@@ -101,6 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             status(config, args.model, args.json)
         elif args.command == "compare":
             compare(config, args.model, args.old, args.new)
+        elif args.command == "train-sae":
+            from orchestration.cli.terminal import quiet_libraries
+
+            quiet_libraries()
+            train_sae(config, " ".join(["autointerp", *argv]))
         else:
             from orchestration.cli.terminal import TerminalProgress, quiet_libraries
 

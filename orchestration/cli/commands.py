@@ -74,3 +74,16 @@ def _export(store: Store, args: argparse.Namespace) -> None:
     explained = export_explanations(store, models[0], args.out, row["revision"], layers)
     print(f"{models[0]} @ {row['revision']}: wrote {len(records)} neuron records and {len(explained)} explanation "
           f"files under {args.out}")
+
+
+def train_sae(config: Config, command: str) -> None:
+    """`train-sae`: the demo SAE (config `sae_training`) as the `sae_job`, so it shows in the Dagster UI with its
+    training metrics."""
+    from orchestration.cli.run import _Runner
+    from orchestration.definitions import build_definitions, resources
+
+    _Runner(build_definitions(resources(str(config.path))), dagster_instance(), command)(["sae_dictionary"])
+    spec = config.sae_training
+    out = (config.base_dir / spec.out).resolve()
+    print(f"SAE for layers {', '.join(map(str, spec.layers))} of {spec.model or config.models[0].name} in {out}\n"
+          f"explain its latents with a model whose units are `{{kind: sae, path: {spec.out}}}` (docs/sae.md)")

@@ -88,10 +88,18 @@ def plan(config: Config, store: Store, name: str, layer_spec: str | None, stages
     if stages[0] == "record":
         info = Subject.of(config.model(name), config.base_dir).info
         n_layers, description = info.n_layers, f"{info.architecture}, {info.n_layers} layers x {info.n_neurons} neurons"
+        if len(info.unit_layers) < info.n_layers:  # units in some layers only (an SAE for a few of them)
+            description = f"{info.architecture}, layers {ranges_text(info.unit_layers)} x {info.n_neurons} {info.units}"
     else:
         row = queries.current_model(store, name)
         n_layers, description = int(row["n_layers"]), f"{row['architecture']} @ {row['revision']}"
     layers = parse_layers(layer_spec or "all", n_layers)
+    if stages[0] == "record":
+        without = [layer for layer in layers if layer not in info.unit_layers]
+        if without and layer_spec and layer_spec.strip() != "all":
+            raise AutointerpError(f"--layers '{layer_spec}': model '{name}' has units ({info.units}) in layers "
+                                  f"{ranges_text(info.unit_layers)} only; not in {ranges_text(without)}")
+        layers = [layer for layer in layers if layer in info.unit_layers]
     if stages[0] != "record" and not layer_spec:  # the layers recorded for the current revision
         recorded = set(queries.recorded_layers(store, name, queries.latest_revision(store, name)).layer)
         layers = [layer for layer in layers if layer in recorded]
