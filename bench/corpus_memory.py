@@ -2,7 +2,7 @@
 
 Each corpus is tokenized with the default subject's tokenizer into `--tokens` tokens of excerpts, in a fresh
 process (its peak RSS is its own): the builtin corpus, then a generated single `.txt` document of `--mib` MiB.
-Documents are read 1 MiB and tokenized 64k characters at a time, so the huge one should cost about the same.
+Documents are read 1 MiB and tokenized ~128k characters at a time, so the huge one should cost about the same.
 
     .venv/bin/python bench/corpus_memory.py [--mib 200] [--tokens 100000]
 

@@ -60,7 +60,7 @@ def test_a_huge_one_document_corpus_is_read_and_tokenized_a_window_at_a_time(smo
     [document] = iter_documents(resolve_corpus_paths([str(path)], tmp_path))
     excerpts = list(iter_excerpts([document], StreamingTokenizer(counting), 64, 4096))
     assert len(excerpts) == 64
-    assert counting.longest <= 2 * StreamingTokenizer.WINDOW + StreamingTokenizer.CONTEXT + (1 << 20)
+    assert counting.longest <= 2 * StreamingTokenizer.WINDOW + StreamingTokenizer.CONTEXT  # a window, not a read
     whole = StreamingTokenizer(smollm2_tokenizer)("".join(path.read_text(encoding="utf-8")[: 1 << 20]))
     assert [t for e in excerpts for t in e.token_ids] == whole[: 64 * 64]
 

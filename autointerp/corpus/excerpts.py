@@ -48,18 +48,20 @@ class StreamingTokenizer:
                 exhausted = piece is None
                 buffer += piece or ""
             start = max(base, emitted - self.CONTEXT)
-            encoded = self.tokenizer(buffer[start - base:], add_special_tokens=False, return_offsets_mapping=True,
-                                     verbose=False)
+            end = emitted - base + 2 * self.WINDOW  # a window, not the whole buffer: bounded token lists
+            final = exhausted and end >= len(buffer)
+            encoded = self.tokenizer(buffer[start - base:end], add_special_tokens=False,
+                                     return_offsets_mapping=True, verbose=False)
             ids, offsets = encoded["input_ids"], [(a + start, b + start) for a, b in encoded["offset_mapping"]]
             first = next((i for i, (a, _) in enumerate(offsets) if a >= emitted), len(ids))
             if first and offsets[first - 1][1] > emitted:
                 raise CorpusError(f"streaming tokenization lost track at character {emitted}: a token spans the "
                                   "end of the last window")  # never seen; a guard against a tokenizer we do not know
-            last = len(ids) if exhausted else len(ids) - self.MARGIN
-            while not exhausted and last > first and offsets[last][0] < offsets[last - 1][1]:
+            last = len(ids) if final else len(ids) - self.MARGIN
+            while not final and last > first and offsets[last][0] < offsets[last - 1][1]:
                 last -= 1  # the bytes of one character stay together
             yield from ids[first:last]
-            if exhausted:
+            if final:
                 return
             if last > first:
                 emitted = offsets[last - 1][1]

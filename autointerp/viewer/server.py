@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.server
 import re
+import signal
 import webbrowser
 from typing import Any, Sequence
 from urllib.parse import unquote, urlsplit
@@ -147,6 +148,9 @@ def view(store: Store, models: Sequence[str] | None, port: int = 8000, serve_sit
         server = make_server(Viewer(store), port)
     except OSError as exc:
         raise AutointerpError(f"cannot serve the viewer on 127.0.0.1:{port}: {exc.strerror}; try another --port") from exc
+    # SIGTERM stops it as Ctrl-C does, also where a parent (a background shell) left SIGINT ignored and a library
+    # mapped SIGTERM onto SIGINT's handler.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with server:
         base = f"http://127.0.0.1:{server.server_address[1]}/"
         for model in models or queries.models_with_records(store):

@@ -19,7 +19,8 @@ def print_summary(store: Store, model: str, layers: list[int], rows: int = 8) ->
         return
     print(f"recorded {len(frame)} layers x {int(frame.neurons.max()):,} neurons over {int(frame.tokens.max()):,} "
           f"tokens ({int(frame.records.sum()):,} records); max activation per layer "
-          f"{frame.max_activation.min():.1f} to {frame.max_activation.max():.1f} (per layer: autointerp status)")
+          f"{frame.max_activation.min():.1f} to {frame.max_activation.max():.1f}; {int(frame.dead.sum()):,} dead "
+          "(never active, not explained) (per layer: autointerp status)")
 
 
 def print_scores(store: Store, model: str, layers: list[int], shown: int = 5) -> None:
