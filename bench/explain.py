@@ -28,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autointerp.config import NeuronSelection  # noqa: E402
-from autointerp.llm.local import fast_dtype  # noqa: E402
+from autointerp.llm.local import native_bf16_flags  # noqa: E402
 from autointerp.stages import Stages  # noqa: E402
 from autointerp.store import Store  # noqa: E402
 from eval.common import config_of, parser, record_neurons  # noqa: E402
@@ -37,8 +37,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def cpu_kind() -> str:
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    native = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    native = native_bf16_flags()
     return f"{os.cpu_count()} cores, {'native bf16 (' + ', '.join(native) + ')' if native else 'no native bf16'}"
 
 
@@ -86,12 +85,11 @@ def main() -> None:
     load_s = max(0.0, timings["explain"] - sum(split.get(k, 0.0) for k in ("prefix_s", "prefill_s", "decode_s"))) \
         if split else None
     peak_mib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, 0) / 1024
-    explainer_llm = getattr(config.explainer.options, "llm", None)
     result_json = {
         "cpu": cpu_kind(), "machine": platform.machine(), "explainer": stages.explainer.name,
         "simulator": stages.simulator.name, "neurons": neurons, "layers": layers,
         "engine": getattr(llm, "engine", None),
-        "dtype": str(fast_dtype(explainer_llm.options.dtype)) if getattr(llm, "engine", None) == "transformers"
+        "dtype": str(llm.dtype) if getattr(llm, "engine", None) == "transformers"
         else None,
         "recording_s": round(recording_s, 1), "stages_s": {k: round(v, 1) for k, v in timings.items()},
         "total_s": round(total, 1), "neurons_per_hour": round(neurons / total * 3600, 1),

@@ -58,12 +58,18 @@ def common_prefix(rows: Sequence[list[int]]) -> int:
     return n
 
 
+def stop_tokens(tokenizer: Any) -> tuple[set[int], set[int]]:
+    """(end-of-turn ids, ids of tokens holding a line break): where an explanation, one line, ends."""
+    stop = {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
+    newline = {i for t, i in tokenizer.get_vocab().items() if "\n" in tokenizer.convert_tokens_to_string([t])}
+    return stop, newline
+
+
 class BatchedGenerator:
     def __init__(self, lm: Any, tokenizer: Any, reuse_prefix: bool = True):
         self.lm, self.tokenizer, self.reuse_prefix = lm, tokenizer, reuse_prefix
         self._prefix: tuple[tuple[int, ...], Any] | None = None  # (ids, KV cache) of the last common prefix
-        self.stop_ids = {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
-        self.newline_ids = {i for t, i in tokenizer.get_vocab().items() if "\n" in tokenizer.convert_tokens_to_string([t])}
+        self.stop_ids, self.newline_ids = stop_tokens(tokenizer)
         self.timings = Timings()
 
     def prefix_cache(self, ids: Sequence[int]) -> tuple[int, Any]:

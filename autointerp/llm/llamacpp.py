@@ -1,8 +1,8 @@
 """Sampling chat completions with llama.cpp in-process (`llama-cpp-python`), from the GGUF file itself.
 
 The local backend's generator where the CPU has no native bf16 (docs/method.md s.9, README Cost): there
-transformers computes a GGUF model in float32 (135 explanations/hour for Qwen2.5-Coder-1.5B on 2 cores),
-while llama.cpp reads the 4-bit weights directly (435/hour). It generates one prompt at a time (its Python
+transformers computes a GGUF model in float32 (435 explanations/hour for Qwen2.5-Coder-1.5B on 2 cores, 12 per
+batch), while llama.cpp reads the 4-bit weights directly (705/hour, one at a time; bench/generation.py). It generates one prompt at a time (its Python
 API has no batched sampling), but keeps the KV cache of the last prompt and reuses the part the next one
 shares with it: the few-shot prefix is computed once. Same interface as `batched.BatchedGenerator`: rows of
 token ids in, (completion ids, prompt tokens) out; the tokenizer is the one transformers builds from the same
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from autointerp.errors import ModelLoadError
-from autointerp.llm.batched import Row, Timings
+from autointerp.llm.batched import Row, Timings, stop_tokens
 
 
 class LlamaCppGenerator:
@@ -27,10 +27,8 @@ class LlamaCppGenerator:
         except ImportError as e:
             raise ModelLoadError("engine llama.cpp needs llama-cpp-python (./scripts/setup.sh installs it)") from e
         self.lm = Llama(str(gguf), n_ctx=n_ctx, n_threads=os.cpu_count() or 1, verbose=False)
-        self.stop_ids = {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id, self.lm.token_eos())
-                         if i is not None}
-        self.newline_ids = {i for t, i in tokenizer.get_vocab().items()
-                            if "\n" in tokenizer.convert_tokens_to_string([t])}
+        self.stop_ids, self.newline_ids = stop_tokens(tokenizer)
+        self.stop_ids.add(self.lm.token_eos())
         self.timings = Timings()
 
     def generate(self, rows: Sequence[Row]) -> list[tuple[list[int], int]]:
