@@ -11,7 +11,8 @@ from autointerp.record.recorder import expected_counts
 from assets.common import stages
 from autointerp.store import queries
 from autointerp.store.quality import (QualityReport, Scope, check_activation_records, check_excerpts,
-                                      check_explanations, check_neuron_stats, check_scores, check_simulations)
+                                      check_explanations, check_judge_scores, check_neuron_stats, check_scores,
+                                      check_simulations)
 from orchestration.partitions import layers_by_model, model_layer_key, model_layer_partitions, model_partitions
 from resources import AutointerpSettings, DuckDBStore
 
@@ -53,7 +54,7 @@ def _check_layers(context: dg.AssetCheckExecutionContext, settings: AutointerpSe
     names: dict[str, str] = {}
     if roles:
         names["explainer"] = pipeline.explainer.name if suite is check_explanations else pipeline.explained_by
-        if suite is not check_explanations:
+        if suite in (check_simulations, check_scores):
             names["simulator"] = pipeline.simulator.name
     reports = []
     ranged = not context.op_execution_context.has_partition_key  # a run over a range of partitions
@@ -134,5 +135,14 @@ def scores_are_valid(context: dg.AssetCheckExecutionContext, settings: Autointer
     return _check_layers(context, settings, store, check_scores, selected_only=True, roles=True)
 
 
+@_layer_check("judge_scores", "AUROC and balanced accuracy within [0, 1] or NULL with a stated reason; one finite "
+              "log-odds per judged excerpt, classes counted right.")
+def judge_scores_are_valid(context: dg.AssetCheckExecutionContext, settings: AutointerpSettings,
+                           store: DuckDBStore) -> dg.AssetCheckResult:
+    if not settings.load().scoring.judges:
+        return dg.AssetCheckResult(passed=True, metadata={"rows_checked": 0, "result": "scoring.judges is empty"})
+    return _check_layers(context, settings, store, check_judge_scores, selected_only=True, roles=True)
+
+
 record_checks = [excerpts_are_well_formed, activation_records_are_valid, neuron_stats_are_valid]
-explain_checks = [explanations_are_valid, simulations_are_valid, scores_are_valid]
+explain_checks = [explanations_are_valid, simulations_are_valid, scores_are_valid, judge_scores_are_valid]

@@ -1,4 +1,4 @@
-"""Stages 2-4, explain -> simulate -> score, per (model, layer), for the neurons the config selects."""
+"""Stages 2-4, explain -> simulate -> score (and judge), per (model, layer), for the neurons the config selects."""
 
 from typing import Any, Callable
 
@@ -79,3 +79,24 @@ def scores(context: dg.AssetExecutionContext, settings: AutointerpSettings, stor
                                           **(score_metadata(frame) if len(frame) else {}),
                                           **(link(results[0]) if len(results) == 1 else {}),
                                           "explainer": pipeline.explained_by})
+
+
+@dg.asset(deps=["explanations"], description="Scores that read context: a judge LLM says whether each test "
+          "excerpt shows the explained feature (detection) and whether marked tokens are where it fires (fuzzing); "
+          "AUROC of its yes/no log-odds, balanced accuracy, and every judgement.", **_common)
+def judge_scores(context: dg.AssetExecutionContext, settings: AutointerpSettings,
+                 store: DuckDBStore) -> dg.MaterializeResult:
+    pipeline = stages(context, settings, store)
+    if not pipeline.config.scoring.judges:
+        context.log.info("scoring.judges is empty: nothing to judge")
+        return dg.MaterializeResult(metadata={"rows": 0})
+    results = _each_layer(context, pipeline, pipeline.judge)
+    frame = pd.DataFrame([row for r in results for row in r.rows])
+    means = {}
+    if len(frame):
+        for scorer, group in frame.groupby("scorer"):
+            kind = str(scorer).split(":")[0]
+            means[f"mean_auroc_{kind}"] = float(group.auroc.mean()) if group.auroc.notna().any() else None
+            means[f"mean_balanced_accuracy_{kind}"] = (float(group.balanced_accuracy.mean())
+                                                       if group.balanced_accuracy.notna().any() else None)
+    return dg.MaterializeResult(metadata={**_metadata(results, "scorers"), **means, "explainer": pipeline.explained_by})

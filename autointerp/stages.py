@@ -7,6 +7,7 @@ transaction, checked by the table's quality suite (`store/quality.py`).
     explain(model, layer)      the selected neurons' explanations (best-of-n on the valid split)
     simulate(model, layer)     the chosen explanations simulated on the test split
     score(model, layer)        simulated vs real activations
+    judge(model, layer)        the chosen explanations judged by detection and fuzzing (scoring.judges)
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ from autointerp.progress import Progress
 from autointerp.record.records import NeuronRecord, load_neuron_records
 from autointerp.record.recorder import expected_counts, record_activations
 from autointerp.record.tables import records_table, stats_table
+from autointerp.score import Scorer, ScoringItem, build_rankers, build_scorer, item_of, score_items
 from autointerp.score.scoring import score_simulations
-from autointerp.simulate import Simulation, SimulationJob, Simulator, build_simulator
+from autointerp.score.simulation import simulate_items
+from autointerp.simulate import Simulation, Simulator, build_simulator
 from autointerp.store import Replacement, Store, queries
 from autointerp.store.schema import table
 from autointerp.subject import ModelInfo, Subject
@@ -97,6 +100,15 @@ class Stages:
     @cached_property
     def simulator(self) -> Simulator:
         return build_simulator(self.config.simulator, self.config.base_dir, self.store)
+
+    @cached_property
+    def rankers(self) -> dict[str, Scorer]:
+        """The scorers best-of-n chooses by (`scoring.rank_by`)."""
+        return build_rankers(self.config, self.store)
+
+    @cached_property
+    def judges(self) -> dict[str, Scorer]:
+        return {kind: build_scorer(kind, self.config, self.store) for kind in self.config.scoring.judges}
 
     # --- stage 1: record -------------------------------------------------------------------------------
 
@@ -204,7 +216,7 @@ class Stages:
         result = StageResult(model, revision, layer, explainer.name, neurons=len(records))
         if not records:
             return result
-        calls = _CallCounter(explainer, self.simulator if explainer.candidates > 1 else None)
+        calls = _CallCounter(explainer, *(self.rankers.values() if explainer.candidates > 1 else ()))
         progress = Progress(f"explaining {model} layer {layer}", len(records), "neurons", self.log)
         inputs = [ExplainerInput.of(r) for r in records.values()]
         candidates: list[Explanation] = []
@@ -214,7 +226,7 @@ class Stages:
             progress.advance(len(chunk) if explainer.candidates == 1 else 0)
         if explainer.candidates > 1:
             by_key = {(layer, n): r for n, r in records.items()}
-            candidates = choose(candidates, by_key, self.simulator, progress.advance)
+            candidates = choose(candidates, by_key, self.rankers, progress.advance)
         now = _now()
         result.rows = [{"model": model, "revision": revision, "layer": e.layer, "neuron": e.neuron,
                         "explainer": explainer.name, "sample": e.sample, "explanation": e.explanation,
@@ -238,15 +250,13 @@ class Stages:
         items = list(explained.itertuples())
         for lo in range(0, len(items), simulator.batch):
             chunk = items[lo:lo + simulator.batch]
-            scored = [(e, kind, r) for e in chunk for kind, r in records[int(e.neuron)].scored("test")]
-            values = simulator.simulate([SimulationJob(e.explanation, r.tokens) for e, _, r in scored])
-            for (e, kind, r), simulated in zip(scored, values):
-                if len(simulated) != len(r.tokens):
-                    raise ValueError(f"simulator returned {len(simulated)} values for {len(r.tokens)} tokens "
-                                     f"(layer {layer}, neuron {e.neuron}, excerpt {r.excerpt_id})")
-                result.rows.append({"model": model, "revision": revision, "layer": layer, "neuron": int(e.neuron),
-                                    "explainer": explainer, "simulator": simulator.name, "sample": int(e.sample),
-                                    "excerpt_id": int(r.excerpt_id), "kind": kind, "simulated": list(simulated)})
+            simulated = simulate_items(simulator, [ScoringItem(e.explanation, tuple(records[int(e.neuron)].scored("test")))
+                                                   for e in chunk])
+            for e, excerpts in zip(chunk, simulated):
+                result.rows += [{"model": model, "revision": revision, "layer": layer, "neuron": int(e.neuron),
+                                 "explainer": explainer, "simulator": simulator.name, "sample": int(e.sample),
+                                 "excerpt_id": int(x.record.excerpt_id or 0), "kind": x.kind,
+                                 "simulated": list(x.simulated)} for x in excerpts]
             progress.advance(len(chunk))
         result.neurons = len(records)
         self.store.replace([Replacement("simulations",
@@ -279,6 +289,44 @@ class Stages:
         result.neurons = len(records)
         self.store.replace([Replacement("scores", _where(model, revision, layer, explainer=explainer,
                                                          simulator=simulator), table("scores", rows=result.rows))])
+        return result
+
+
+    def judge(self, model: str, layer: int) -> StageResult:
+        """Every chosen explanation of the layer through each judging scorer (`scoring.judges`), on the test
+        split's top, quantile and random records; one transaction for all scorers."""
+        explainer = self.explained_by
+        revision = queries.current_model(self.store, model)["revision"]
+        explained = queries.explanations(self.store, model, revision, layer, explainer)
+        result = StageResult(model, revision, layer, "+".join(self.config.scoring.judges))
+        if explained.empty:
+            raise StoreError(f"{model} layer {layer}: no explanations by {explainer}; run explain first")
+        records = self.neuron_records(model, revision, layer, sorted({int(n) for n in explained.neuron}))
+        calls = _CallCounter(*self.judges.values())
+        items = list(explained.itertuples())
+        progress = Progress(f"judging {model} layer {layer}", len(items) * len(self.judges), "explanations", self.log)
+        replacements = []
+        now = _now()
+        for scorer in self.judges.values():
+            rows = []
+            for e in items:
+                [judged] = score_items(scorer, [item_of(scorer, e.explanation, records[int(e.neuron)], "test")])
+                d = judged.details
+                rows.append({"model": model, "revision": revision, "layer": layer, "neuron": int(e.neuron),
+                             "explainer": explainer, "scorer": scorer.name, "sample": int(e.sample),
+                             "explanation": e.explanation, "auroc": judged.value,
+                             "balanced_accuracy": d["balanced_accuracy"], "n_positive": d["n_positive"],
+                             "n_negative": d["n_negative"], "excerpt_ids": d["excerpt_ids"], "labels": d["labels"],
+                             "log_odds": d["log_odds"], "reason": judged.reason, "created_at": now})
+                progress.advance(1)
+            result.rows += rows
+            replacements.append(Replacement("judge_scores", _where(model, revision, layer, explainer=explainer,
+                                                                    scorer=scorer.name),
+                                            table("judge_scores", rows=rows)))
+        result.neurons = len(records)
+        if replacements:
+            self.store.replace(replacements)
+        calls.finish(result)
         return result
 
 

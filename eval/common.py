@@ -21,8 +21,10 @@ from autointerp.explain import ExplainerInput, Explanation  # noqa: E402
 from autointerp.explain.best_of_n import choose  # noqa: E402
 from autointerp.llm.local import LocalOptions  # noqa: E402
 from autointerp.record.records import NeuronRecord  # noqa: E402
-from autointerp.score.scoring import NeuronScores, score_simulations  # noqa: E402
-from autointerp.simulate import Simulation, SimulationJob, Simulator  # noqa: E402
+from autointerp.score import ScoringItem, score_items  # noqa: E402
+from autointerp.score.scoring import NeuronScores  # noqa: E402
+from autointerp.score.simulation import SimulationScorer  # noqa: E402
+from autointerp.simulate import Simulator  # noqa: E402
 from autointerp.stages import Stages  # noqa: E402
 from autointerp.store import Store  # noqa: E402
 
@@ -93,25 +95,15 @@ def explain_records(stages: Stages, records: Sequence[NeuronRecord]) -> list[Exp
     if explainer.candidates == 1:
         return candidates
     by_key = {(r.layer, r.neuron): r for r in records}
-    return [c for c in choose(candidates, by_key, stages.simulator) if c.chosen]
+    return [c for c in choose(candidates, by_key, stages.rankers) if c.chosen]
 
 
 def explanation_scores(simulator: Simulator, explanations: Sequence[Explanation],
                        by_key: dict[tuple[int, int], NeuronRecord]) -> list[NeuronScores]:
-    """The scores of each explanation: simulated on its neuron's test split (one simulator call for all of
-    them) and scored as the score stage does."""
-    if not explanations:
-        return []
-    jobs = [(i, e, kind, r) for i, e in enumerate(explanations) for kind, r in by_key[(e.layer, e.neuron)].scored("test")]
-    values = simulator.simulate([SimulationJob(e.explanation, r.tokens) for _, e, _, r in jobs])
-    simulations: list[list[Simulation]] = [[] for _ in explanations]
-    for (i, e, kind, r), simulated in zip(jobs, values):
-        if len(simulated) != len(r.tokens):
-            raise ValueError(f"simulator returned {len(simulated)} values for {len(r.tokens)} tokens "
-                             f"(layer {e.layer}, neuron {e.neuron}, excerpt {r.excerpt_id})")
-        simulations[i].append(Simulation(e.layer, e.neuron, e.sample, int(r.excerpt_id or 0), kind, tuple(simulated),
-                                         r.activations))
-    return [score_simulations(s) for s in simulations]
+    """The paper's scores of each explanation: simulated on its neuron's test split (one simulator call for all
+    of them) and scored as the score stage does."""
+    items = [ScoringItem(e.explanation, tuple(by_key[(e.layer, e.neuron)].scored("test"))) for e in explanations]
+    return [r.details["scores"] for r in score_items(SimulationScorer(simulator), items)]
 
 
 def mean(values: Sequence[float | None]) -> float:

@@ -86,13 +86,46 @@ class WordList(Concept):
 
 
 _SENTENCE_END = re.compile(r"[.!?:;\n]\s*$")
+_DIGITS = re.compile(r"^\s?\d+$")
+
+
+def _number_spans(tokens: Sequence[str]) -> list[tuple[int, int]]:
+    """[start, end) of each run of digit tokens (a number split into digits, as Llama-family tokenizers do)."""
+    spans, start = [], None
+    for i, t in enumerate([*tokens, ""]):
+        glued = start is not None and not t.startswith(" ")  # " 19" "90": one number; " 19" " 90": two
+        if _DIGITS.match(t) and (start is None or glued):
+            start = i if start is None else start
+            continue
+        if start is not None:
+            spans.append((start, i))
+        start = i if _DIGITS.match(t) else None
+    return spans
+
+
+def _inside(tokens: Sequence[str], opening: str, closing: str) -> list[bool]:
+    """Tokens strictly between an opening and its closing character (quotes: every other one)."""
+    out, depth = [], 0
+    for t in tokens:
+        opens, closes = t.count(opening), t.count(closing)
+        if opening == closing:  # quotes: toggled
+            inside_now = depth == 1 and opens == 0
+            depth = (depth + opens) % 2
+            out.append(inside_now and bool(t.strip()))
+            continue
+        out.append(depth > 0 and closes == 0 and opens == 0 and bool(t.strip()))
+        depth = max(0, depth + opens - closes)
+    return out
 
 
 @dataclass(frozen=True)
 class Pattern(Concept):
-    """Not a word list: a token belongs by its form and what comes before it."""
+    """Not a word list: a token belongs by its form and what comes before (or around) it."""
 
-    kind: str = ""  # "capitalized": a capitalised word inside a sentence; "after_comma": the token after a comma
+    kind: str = ""  # one of Pattern.KINDS
+
+    KINDS = ("capitalized", "after_comma", "after_of", "in_parentheses", "in_quotes", "year", "count",
+             "second_word")
 
     def labels(self, tokens: Sequence[str]) -> list[bool]:
         previous = ["\n", *tokens[:-1]]
@@ -100,6 +133,30 @@ class Pattern(Concept):
             return [bool(re.match(r"^ [A-Z][a-z]", t)) and not _SENTENCE_END.search(p) for t, p in zip(tokens, previous)]
         if self.kind == "after_comma":
             return [p.strip() == "," and bool(t.strip()) for t, p in zip(tokens, previous)]
+        if self.kind == "after_of":
+            return [p.strip().lower() == "of" and bool(t.strip()) for t, p in zip(tokens, previous)]
+        if self.kind == "in_parentheses":
+            return _inside(tokens, "(", ")")
+        if self.kind == "in_quotes":
+            return _inside(tokens, '"', '"')
+        if self.kind in ("year", "count"):
+            out = [False] * len(tokens)
+            for lo, hi in _number_spans(tokens):
+                value = "".join(t.strip() for t in tokens[lo:hi])
+                is_year = len(value) == 4 and 1000 <= int(value) <= 2099
+                if is_year == (self.kind == "year"):
+                    out[lo:hi] = [True] * (hi - lo)
+            return out
+        if self.kind == "second_word":  # the second word-starting token after a sentence boundary
+            out, words = [], None
+            for t, p in zip(tokens, previous):
+                if _SENTENCE_END.search(p):
+                    words = 0
+                starts_word = bool(re.match(r"^ ?[A-Za-z]", t)) and (t.startswith(" ") or words == 0)
+                if words is not None and starts_word:
+                    words += 1
+                out.append(words == 2 and starts_word)
+            return out
         raise ValueError(f"unknown pattern {self.kind}")
 
 
@@ -140,7 +197,17 @@ CONCEPTS: dict[str, Concept] = {
                            "and organisations", ("capital", "capitalized", "capitalised", "proper", "name", "uppercase",
                                                  "upper-case"), kind="capitalized"),
     "after_comma": Pattern("after_comma", "the word right after a comma", ("comma",), kind="after_comma"),
+    "after_of": Pattern("after_of", 'the word right after "of"', ("of",), kind="after_of"),
+    "in_parentheses": Pattern("in_parentheses", "words inside parentheses", ("parenthes", "bracket"),
+                              kind="in_parentheses"),
+    "in_quotes": Pattern("in_quotes", "words inside quotation marks", ("quot",), kind="in_quotes"),
+    "year": Pattern("year", "numbers that are years, such as 1998 or 2004", ("year", "date"), kind="year"),
+    "count": Pattern("count", "numbers that count or measure things, not years", ("count", "quantit", "amount"),
+                     kind="count"),
+    "second_word": Pattern("second_word", "the second word of a sentence", ("second",), kind="second_word"),
 }
+# Patterns that no list of words captures (the rest are word lists).
+CONTEXTUAL = tuple(name for name, c in CONCEPTS.items() if isinstance(c, Pattern))
 
 
 def corpus_excerpts(config: Config, tokenizer: Any, budget: int, fit: int) -> np.ndarray:

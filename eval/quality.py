@@ -34,8 +34,9 @@ from autointerp.config import Config, NeuronSelection, build_choice  # noqa: E40
 from autointerp.explain import ExplainerInput, Explanation, build_explainer  # noqa: E402
 from autointerp.explain.best_of_n import choose  # noqa: E402
 from autointerp.record.records import NeuronRecord  # noqa: E402
-from autointerp.score.scoring import score_simulations  # noqa: E402
-from autointerp.simulate import Simulation, SimulationJob, Simulator, build_simulator  # noqa: E402
+from autointerp.score import ScoringItem, score_items  # noqa: E402
+from autointerp.score.simulation import SimulationScorer  # noqa: E402
+from autointerp.simulate import Simulator, build_simulator  # noqa: E402
 from autointerp.store import Store  # noqa: E402
 
 
@@ -90,14 +91,10 @@ def derangement(n: int, seed: int) -> list[int]:
 def test_scores(simulator: Simulator, texts: Sequence[str], records: Sequence[NeuronRecord]) -> list[float]:
     """Top-and-random score of each text on its record's test split; undefined counts as 0. The simulator gets
     `simulator.batch` neurons per call, so an LLM simulator's answers are cached as it goes."""
-    jobs = [(i, kind, r) for i, record in enumerate(records) for kind, r in record.scored("test")]
-    per_call = max(1, simulator.batch) * (len(jobs) // max(1, len(records)))
-    values = [v for lo in range(0, len(jobs), per_call)
-              for v in simulator.simulate([SimulationJob(texts[i], r.tokens) for i, _, r in jobs[lo:lo + per_call]])]
-    sims: list[list[Simulation]] = [[] for _ in records]
-    for (i, kind, r), simulated in zip(jobs, values):
-        sims[i].append(Simulation(0, 0, 0, r.excerpt_id or 0, kind, tuple(simulated), r.activations))
-    return [score_simulations(s).score_top_and_random or 0.0 for s in sims]
+    scorer, per_call = SimulationScorer(simulator), max(1, simulator.batch)
+    items = [ScoringItem(text, tuple(record.scored("test"))) for text, record in zip(texts, records)]
+    return [r.value or 0.0 for lo in range(0, len(items), per_call)
+            for r in score_items(scorer, items[lo:lo + per_call])]
 
 
 def explain(explainer: Any, simulator: Simulator, records: Sequence[NeuronRecord], seed: int) -> list[Explanation]:
@@ -108,7 +105,7 @@ def explain(explainer: Any, simulator: Simulator, records: Sequence[NeuronRecord
         candidates += explainer.explain(inputs[lo:lo + explainer.batch], seed)
     if explainer.candidates == 1:
         return candidates
-    chosen = choose(candidates, {(r.layer, r.neuron): r for r in records}, simulator)
+    chosen = choose(candidates, {(r.layer, r.neuron): r for r in records}, {"simulation": SimulationScorer(simulator)})
     return [c for c in chosen if c.chosen]
 
 

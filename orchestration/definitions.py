@@ -3,7 +3,7 @@
 import dagster as dg
 
 from assets.checks import explain_checks, record_checks
-from assets.explain import explanations, scores, simulations
+from assets.explain import explanations, judge_scores, scores, simulations
 from assets.record import excerpts, record
 from assets.sae import sae_dictionary
 from assets.subject import subject_model
@@ -15,7 +15,8 @@ from orchestration.schedules import build_schedule
 from orchestration.sensors import build_sensor
 from resources import AutointerpSettings, DuckDBStore
 
-ASSETS = [subject_model, excerpts, record, explanations, simulations, scores, neuron_viewer, sae_dictionary]
+ASSETS = [subject_model, excerpts, record, explanations, simulations, scores, judge_scores, neuron_viewer,
+          sae_dictionary]
 CHECKS = [*record_checks, *explain_checks]
 
 

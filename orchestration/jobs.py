@@ -9,7 +9,8 @@ excerpts_job = dg.define_asset_job("excerpts_job", selection=dg.AssetSelection.a
 record_job = dg.define_asset_job("record_job", selection=dg.AssetSelection.assets("activation_records", "neuron_stats"),
                                  partitions_def=model_layer_partitions)
 explain_job = dg.define_asset_job("explain_job",
-                                  selection=dg.AssetSelection.assets("explanations", "simulations", "scores"),
+                                  selection=dg.AssetSelection.assets("explanations", "simulations", "scores",
+                                                                    "judge_scores"),
                                   partitions_def=model_layer_partitions)
 
 view_job = dg.define_asset_job("view_job", selection=dg.AssetSelection.assets("neuron_viewer"),
@@ -22,4 +23,5 @@ JOBS = [excerpts_job, record_job, explain_job, view_job, sae_job]
 # The job that materializes each asset (the CLI launches these, so the runs list reads like the pipeline).
 JOB_OF = {"excerpts": "excerpts_job", "activation_records": "record_job", "neuron_stats": "record_job",
           "explanations": "explain_job", "simulations": "explain_job", "scores": "explain_job",
+          "judge_scores": "explain_job",
           "neuron_viewer": "view_job", "sae_dictionary": "sae_job"}

@@ -7,7 +7,10 @@ what only a real model shows (prompt formats, KV reuse, endpoint behaviour) use 
   with `vary`, sample i of a request quotes 1 + (seed + i) % 3 of them; `delay_s` and `log` make a run slow
   enough to kill and let another process count the requests answered;
 - slots: for each slot, 10 where the slot's token (the text before its tab) is quoted in the explanation
-  line of the prompt's last neuron, else 0.
+  line of the prompt's last neuron, else 0;
+- judge: a word-list judge. With marks (fuzzing): yes if every marked token is quoted in the explanation;
+  without (detection): yes if a quoted token is a word of the text. "yes" gets log-probability -0.1 and "no" -3
+  (or the reverse), so the log-odds are +-2.9.
 """
 
 from __future__ import annotations
@@ -69,6 +72,18 @@ class ScriptedLLM(LLM):
             active.update(t.strip() for t in _MARKED.findall(line))
         words = [w for w, _ in active.most_common(1 + seed % 3 if self.options.vary else 3) if w]
         return " words like " + ", ".join(f'"{w}"' for w in words) if words else " nothing in particular"
+
+    def judge(self, requests: Sequence[dict[str, Any]]) -> list[CallResult]:
+        ScriptedLLM.calls += ["judge"] * len(requests)
+        results = []
+        for request in requests:
+            prompt = request["messages"][-1]["content"]
+            explanation, _, text = prompt.partition("\nText: ")
+            quoted = {q.strip() for q in _QUOTED.findall(explanation)}
+            marked = [t.strip() for t in _MARKED.findall(text)]
+            yes = all(t in quoted for t in marked) if marked else bool(quoted & set(text.split()))
+            results.append(CallResult({"yes": -0.1, "no": -3.0} if yes else {"yes": -3.0, "no": -0.1}))
+        return results
 
     def slots(self, requests: Sequence[dict[str, Any]]) -> list[CallResult]:
         ScriptedLLM.calls += ["slots"] * len(requests)

@@ -119,3 +119,35 @@ def test_a_real_local_llm_explains_and_simulates_end_to_end(home, tiny_gpt2, ins
     sims = store.query("SELECT list_min(simulated) AS lo, list_max(simulated) AS hi FROM simulations")
     assert (sims.lo >= 0).all() and (sims.hi <= 10).all() and (sims.hi > sims.lo).any()
     assert len(store.query("SELECT * FROM scores")) == 1
+
+
+def test_the_judge_stage_lands_checked_auroc_rows_that_follow_from_its_judgements(project, instance):
+    register_model(instance, "tiny-gpt2", 3)
+    assert run(instance, ["excerpts"], "tiny-gpt2").success
+    assert run(instance, ["activation_records", "neuron_stats", "explanations"], "tiny-gpt2", layers=[1, 1]).success
+    ScriptedLLM.calls.clear()
+    result = run(instance, ["judge_scores"], "tiny-gpt2", layers=[1, 1])
+    assert result.success and all(check_results(result).values())
+    store = Store.from_home()
+    judged = store.query("SELECT * FROM judge_scores ORDER BY scorer, neuron")
+    assert sorted(set(judged.scorer)) == ["detection:scripted:rule", "fuzzing:scripted:rule"]
+    assert judged.neuron.tolist() == [0, 1, 0, 1]
+    with store.connect() as con:
+        records = {r.neuron: r for r in load_neuron_records(con, "tiny-gpt2", judged.revision[0], 1)}
+    for row in judged.itertuples():
+        test_ids = {r.excerpt_id for _, r in records[row.neuron].judged("test")}
+        assert set(row.excerpt_ids) <= test_ids  # held-out excerpts only
+        labels, odds = list(row.labels), list(row.log_odds)
+        pairs = [(p, n) for p, lp in zip(odds, labels) for n, ln in zip(odds, labels) if lp and not ln]
+        if pairs:
+            expected = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs) / len(pairs)
+            assert row.auroc == pytest.approx(expected)
+        else:
+            assert row.auroc is None or np.isnan(row.auroc)
+            assert row.reason
+    assert ScriptedLLM.calls.count("judge") == int(judged.n_positive.sum() + judged.n_negative.sum())
+    shown = metadata(result, "judge_scores")
+    assert shown["rows"] == 4 and "mean_auroc_detection" in shown
+    ScriptedLLM.calls.clear()
+    assert run(instance, ["judge_scores"], "tiny-gpt2", layers=[1, 1]).success
+    assert ScriptedLLM.calls == [] and store.query("SELECT count(*) AS n FROM judge_scores").n[0] == 4

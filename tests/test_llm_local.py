@@ -99,3 +99,40 @@ def test_explainer_prompts_share_one_prefix_computation_and_batching_changes_no_
     assert llm.generator._prefix[0] == kept[0]  # the same prefix, computed once and reused
     fresh = LocalLLM(LocalOptions(model=SMOLLM2, dtype="float32", chat_batch=1), reuse_prefix=False)
     assert batched == alone == [fresh.chat([r])[0].response for r in requests]
+
+
+def judge_requests() -> list[dict]:
+    system = {"role": "system", "content": "Answer with one word: yes or no."}
+    return [{"messages": [system, {"role": "user", "content": f"Explanation: words about water\nText: {text}"}],
+             "answers": ["yes", "no"]}
+            for text in ("The river flows into the sea.", "He paid the bill on Monday.", "Rain fell all day.")]
+
+
+def test_judging_reads_yes_and_no_from_one_prefill_equal_to_a_forward_per_prompt(llm):
+    from autointerp.llm.base import answer_token_ids
+
+    requests = judge_requests()
+    answers = llm.judge(requests)
+    ids = answer_token_ids(llm.tokenizer, ["yes", "no"])
+    assert ids["yes"] and ids["no"] and not set(ids["yes"]) & set(ids["no"])
+    for request, answer in zip(requests, answers):
+        # independent: the whole prompt in one plain forward, no shared prefix, no batch
+        prompt = llm._prompt_ids(request["messages"])
+        with torch.inference_mode():
+            logprobs = torch.log_softmax(llm.lm(torch.tensor([prompt])).logits[0, -1].float(), -1)
+        for word in ("yes", "no"):
+            expected = torch.logsumexp(logprobs[ids[word]], 0).item()
+            assert answer.response[word] == pytest.approx(max(expected, -30.0), abs=1e-3)
+        assert answer.prompt_tokens == len(prompt)
+    shared = llm.generator._prefix[0]
+    assert len(shared) > 10 and all(list(llm._prompt_ids(r["messages"])[:len(shared)]) == list(shared)
+                                    for r in requests)  # the common part was computed once and kept
+
+
+def test_the_llama_cpp_engine_judges_like_transformers(llm):
+    other = LocalLLM(LocalOptions(model=SMOLLM2, engine="llama.cpp"))
+    requests = judge_requests()
+    for a, b in zip(llm.judge(requests), other.judge(requests)):
+        odds_a = a.response["yes"] - a.response["no"]
+        odds_b = b.response["yes"] - b.response["no"]
+        assert odds_a == pytest.approx(odds_b, abs=0.3)  # the same weights; llama.cpp computes in 4-bit

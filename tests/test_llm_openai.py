@@ -129,3 +129,16 @@ def test_the_openai_api_without_a_key_is_refused_up_front(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(LLMEndpointError, match="set OPENAI_API_KEY"):
         OpenAILLM(OpenAIOptions(model="gpt-4o-mini"))
+
+
+def test_judging_reads_the_first_tokens_logprobs_like_the_local_backend(server):
+    """The endpoint's chat logprobs of the first answer token give the same yes/no log-odds as the local
+    backend running the same GGUF in-process."""
+    system = {"role": "system", "content": "Answer with one word: yes or no."}
+    requests = [{"messages": [system, {"role": "user", "content": f"Explanation: words about water\nText: {t}"}],
+                 "answers": ["yes", "no"]} for t in ("The river flows into the sea.", "He paid the bill.")]
+    remote = [r.response for r in backend(server).judge(requests)]
+    local = [r.response for r in LocalLLM(LocalOptions(model=SMOLLM2, engine="llama.cpp")).judge(requests)]
+    for r, l in zip(remote, local):
+        assert set(r) == {"yes", "no"} and all(-30.0 <= v <= 0.0 for v in r.values())
+        assert r["yes"] - r["no"] == pytest.approx(l["yes"] - l["no"], abs=0.5)

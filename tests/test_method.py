@@ -9,7 +9,7 @@ import pytest
 from autointerp.errors import StoreError
 from autointerp.explain.formats.reference import (EXPLAINER_SYSTEM, ZEROS_FILTERED_HEADER, build_explainer_messages,
                                                    build_explainer_prompt, parse_explanation)
-from autointerp.explain.listing import UNKNOWN, escape_token, explanation_prefix, format_record, normalize
+from autointerp.prompting import UNKNOWN, escape_token, explanation_prefix, format_record, normalize
 from autointerp.fewshot import EXPLAINER_EXAMPLES, SIMULATOR_EXAMPLES, FewShotNeuron
 from autointerp.llm.base import value_distribution
 from autointerp.record.records import ActivationRecord, NeuronRecord, load_neuron_records, split_random, split_top

@@ -13,6 +13,7 @@ import pytest
 from autointerp.config import LLMChoice, load_config
 from autointerp.explain import ExplainerInput, Explanation
 from autointerp.explain.best_of_n import choose
+from autointerp.score.simulation import SimulationScorer
 from autointerp.explain.llm import LLMExplainer, LLMExplainerOptions
 from autointerp.record.records import ActivationRecord, NeuronRecord
 from autointerp.simulate import REGISTRY as SIMULATORS
@@ -55,7 +56,7 @@ def test_best_of_n_keeps_the_candidate_that_simulates_best_on_the_valid_split(tm
                   Explanation(3, 7, 2, "", "")]  # an unusable candidate is never chosen
     simulator = AllAtOnce(AllAtOnceOptions(llm=SCRIPTED), None, Store(tmp_path / "s.duckdb"))
     ScriptedLLM.calls.clear()
-    chosen = choose(candidates, {(3, 7): neuron}, simulator)
+    chosen = choose(candidates, {(3, 7): neuron}, {"simulation": SimulationScorer(simulator)})
     assert [c.chosen for c in chosen] == [False, True, False]
     valid = neuron.scored("valid")
     assert [r.excerpt_id for _, r in valid] == [2, 6, 101, 104]

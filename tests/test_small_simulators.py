@@ -12,7 +12,7 @@ import pytest
 from autointerp.errors import ModelLoadError
 from autointerp.explain import ExplainerInput
 from autointerp.explain.formats.marked import Marked
-from autointerp.explain.listing import active_tokens
+from autointerp.prompting import active_tokens
 from autointerp.explain.top_tokens import TopTokens, TopTokensOptions
 from autointerp.record.records import ActivationRecord
 from autointerp.simulate import SimulationJob

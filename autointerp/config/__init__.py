@@ -2,9 +2,9 @@
 
 from autointerp.config.parse import build, build_choice, config_path, load_config, parse_config
 from autointerp.config.schema import (DEFAULT_CONFIG_PATH, DEFAULT_LLM, REPO_ROOT, Choice, Config, CorpusSpec, LLMChoice,
-                                      ModelSpec, NeuronSelection, RecordSpec, SAETrainSpec, UnitsChoice, ViewerSpec,
+                                      ModelSpec, NeuronSelection, RecordSpec, SAETrainSpec, ScoringSpec, UnitsChoice, ViewerSpec,
                                       WatchSpec)
 
 __all__ = ["DEFAULT_CONFIG_PATH", "DEFAULT_LLM", "REPO_ROOT", "Choice", "Config", "CorpusSpec", "LLMChoice", "ModelSpec",
-           "NeuronSelection", "RecordSpec", "SAETrainSpec", "UnitsChoice", "ViewerSpec", "WatchSpec", "build", "build_choice", "config_path",
+           "NeuronSelection", "RecordSpec", "SAETrainSpec", "ScoringSpec", "UnitsChoice", "ViewerSpec", "WatchSpec", "build", "build_choice", "config_path",
            "load_config", "parse_config"]

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from autointerp.config.schema import (DEFAULT_CONFIG_PATH, Choice, Config, CorpusSpec, LLMChoice, ModelSpec,
-                                      NeuronSelection, RecordSpec, SAETrainSpec, UnitsChoice, ViewerSpec, WatchSpec)
+                                      NeuronSelection, RecordSpec, SAETrainSpec, ScoringSpec, UnitsChoice, ViewerSpec, WatchSpec)
 from autointerp.errors import ConfigError
 from autointerp.names import check_model_name
 
@@ -70,8 +70,12 @@ def parse_config(raw: Any, path: Path, registered: list[dict] | None = None) -> 
         "watch": build(WatchSpec, raw.pop("watch", {}), f"{path}: watch"),
         "viewer": build(ViewerSpec, raw.pop("viewer", {}), f"{path}: viewer"),
         "sae_training": build(SAETrainSpec, raw.pop("sae_training", {}), f"{path}: sae_training"),
+        "scoring": _scoring(raw.pop("scoring", {}), f"{path}: scoring"),
     }
     top = build(_TopLevel, raw, f"{path}")
+    if sections["scoring"].llm is None:  # the judge is the explainer's LLM unless the config names one
+        explainer_llm = getattr(sections["explainer"].options, "llm", None) or build_choice("llm", {}, f"{path}: scoring")
+        sections["scoring"] = dataclasses.replace(sections["scoring"], llm=explainer_llm)
     config = Config(models=models, seed=top.seed, path=path.resolve(), **sections)
     _check_values(config)
     return config
@@ -206,8 +210,36 @@ def _check_values(config: Config) -> None:
     if sae.site not in SITES or any(layer < 0 for layer in sae.layers) or not sae.layers:
         raise ConfigError(f"{where}: sae_training.site must be one of {', '.join(SITES)}, and layers non-empty, "
                           "non-negative")
+    _check_scoring(config.scoring, f"{where}: scoring")
     for m in config.models:
         if m.dtype not in ("float32", "bfloat16", "float16"):
             raise ConfigError(f"{where}: model '{m.name}': dtype must be float32, bfloat16 or float16")
         if not m.source.strip():
             raise ConfigError(f"{where}: model '{m.name}': source is empty")
+
+
+def _scoring(raw: Any, where: str) -> ScoringSpec:
+    """`scoring:` with its `llm` left None where the YAML names none (parse_config fills in the explainer's)."""
+    raw = dict(raw or {}) if isinstance(raw, dict) or raw is None else raw
+    if isinstance(raw, dict) and "llm" not in raw:
+        return dataclasses.replace(build(ScoringSpec, {**raw, "llm": {}}, where), llm=None)
+    return build(ScoringSpec, raw, where)
+
+
+def _check_scoring(s: ScoringSpec, where: str) -> None:
+    from autointerp.score import REGISTRY
+
+    for i, name in enumerate(s.judges):
+        REGISTRY.get(name, f"{where}.judges[{i}]")
+        if name == "simulation":
+            raise ConfigError(f"{where}.judges: simulation is the simulate and score stages, not a judge")
+    if not s.rank_by:
+        raise ConfigError(f"{where}.rank_by must name at least one scorer")
+    for i, name in enumerate(s.rank_by):
+        if name != "simulation" and name not in s.judges:
+            raise ConfigError(f"{where}.rank_by[{i}]: '{name}' is not run: rank by simulation or one of judges "
+                              f"({', '.join(s.judges) or 'none'})")
+    if s.window < 0 or s.per_class < 1:
+        raise ConfigError(f"{where}: window must be >= 0 and per_class positive")
+    if not (0 < s.silent_below <= s.active_from <= 1 and 0 < s.mark_from <= 1):
+        raise ConfigError(f"{where}: need 0 < silent_below <= active_from <= 1 and 0 < mark_from <= 1")

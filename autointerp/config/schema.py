@@ -104,6 +104,21 @@ class SAETrainSpec:
 
 
 @dataclass(frozen=True)
+class ScoringSpec:
+    """How explanations are scored beside simulation (autointerp/score/): which judging scorers run, what the
+    pipeline ranks and chooses by, and how the judges pick and show excerpts."""
+
+    judges: tuple[str, ...] = ("detection", "fuzzing")  # run by the judge stage; empty: none
+    rank_by: tuple[str, ...] = ("detection", "fuzzing")  # the mean of these scorers' values (simulation too)
+    llm: LLMChoice = None  # type: ignore[assignment]  # the judge; default: the explainer's LLM
+    window: int = 24  # tokens of each excerpt shown, around its peak (README, Cost); 0: the whole excerpt
+    per_class: int = 5  # at most this many excerpts of each class (the test split holds about 5 top records)
+    active_from: float = 0.2  # an excerpt whose max reaches this fraction of the unit's max is activating
+    silent_below: float = 0.1  # ... one whose max stays below this fraction is silent (in between: left out)
+    mark_from: float = 0.4  # fuzzing marks the tokens from this fraction of the unit's max (the peak always)
+
+
+@dataclass(frozen=True)
 class Config:
     models: tuple[ModelSpec, ...]
     explainer: Choice  # `autointerp/explain/`: kind + options
@@ -114,6 +129,7 @@ class Config:
     watch: WatchSpec = field(default_factory=WatchSpec)
     viewer: ViewerSpec = field(default_factory=ViewerSpec)
     sae_training: SAETrainSpec = field(default_factory=SAETrainSpec)
+    scoring: ScoringSpec = field(default_factory=ScoringSpec)
     seed: int = 0
     path: Path = DEFAULT_CONFIG_PATH  # where it was read from; relative paths resolve next to it
 

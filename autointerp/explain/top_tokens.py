@@ -13,7 +13,7 @@ from typing import Sequence
 
 from autointerp.errors import ConfigError
 from autointerp.explain import REGISTRY, Explainer, ExplainerInput, Explanation
-from autointerp.explain.listing import active_tokens, quote_list
+from autointerp.prompting import active_tokens, quote_list
 from autointerp.store import Store
 
 

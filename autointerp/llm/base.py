@@ -6,6 +6,9 @@ Requests are plain JSON-able dicts, so that every call can be cached (see `cache
   the k most likely tokens at each generated position.
 - slots: {"prefix", "body", "slots"} -> one {"0": p, ..., "10": p} per slot: the model's probability of each
   activation value written at that character offset of `body` (docs/method.md s.6).
+- judge: {"messages": [...], "answers": ["yes", "no"]} -> {answer: log-probability} of each answer as the first
+  word of the reply (case and a leading space ignored), read from ONE forward pass, no decoding (judging
+  scorers, docs/method.md s.10). Requests that share their first messages share that prefix's computation.
 A backend answers what it can; a request it cannot answer raises `Unsupported` with the reason.
 """
 
@@ -21,6 +24,8 @@ from autointerp.llm.cache import CallResult, LLMCache
 
 ChatRequest = dict[str, Any]
 SlotRequest = dict[str, Any]
+JudgeRequest = dict[str, Any]
+LOGPROB_FLOOR = -30.0  # an answer the model gives (almost) no probability: JSON has no -inf
 VALUE_STRINGS = tuple(str(v) for v in range(11))  # the activation values a simulator writes, "0".."10"
 
 
@@ -53,6 +58,10 @@ class LLM(ABC):
     def slots(self, requests: Sequence[SlotRequest]) -> list[CallResult]:
         """Answer each slot request with CallResult(response=[{value: probability}, ...])."""
 
+    def judge(self, requests: Sequence[JudgeRequest]) -> list[CallResult]:
+        """Answer each judge request with CallResult(response={answer: log-probability})."""
+        raise Unsupported(f"the {self.backend} backend cannot judge (yes/no log-probabilities)")
+
 
 class CachedLLM:
     """An LLM behind the `llm_calls` cache: no request answered before is sent again, and the model itself is
@@ -82,6 +91,9 @@ class CachedLLM:
     def slots(self, requests: Sequence[SlotRequest]) -> list[list[dict[str, float]]]:
         return self.cache.run(self.backend, self.model, "slots", requests, lambda todo: self.llm.slots(todo))
 
+    def judge(self, requests: Sequence[JudgeRequest]) -> list[dict[str, float]]:
+        return self.cache.run(self.backend, self.model, "judge", requests, lambda todo: self.llm.judge(todo))
+
 
 def value_distribution(top_logprobs: dict[str, float]) -> dict[str, float]:
     """Probabilities of "0".."10" among top logprobs (tokens compared without surrounding spaces, so " 3"
@@ -92,3 +104,40 @@ def value_distribution(top_logprobs: dict[str, float]) -> dict[str, float]:
         if value in distribution:
             distribution[value] += math.exp(logprob)
     return distribution
+
+
+def answer_logprobs(logprobs: Any, answer_ids: dict[str, list[int]]) -> dict[str, float]:
+    """{answer: log of the summed probability of its token variants} from one position's log-softmax
+    (a 1-D torch tensor or numpy array over the vocabulary), floored at LOGPROB_FLOOR."""
+    out = {}
+    for answer, ids in answer_ids.items():
+        total = float(sum(math.exp(float(logprobs[i])) for i in ids))
+        out[answer] = max(LOGPROB_FLOOR, math.log(total)) if total > 0 else LOGPROB_FLOOR
+    return out
+
+
+def answer_token_ids(tokenizer: Any, answers: Sequence[str]) -> dict[str, list[int]]:
+    """The first token of each way a reply can start with an answer ("yes", "Yes", " yes", " YES"...): the ids
+    one answer owns alone (a first token two answers share tells nothing)."""
+    firsts: dict[str, set[int]] = {}
+    for answer in answers:
+        for variant in {answer, answer.lower(), answer.capitalize(), answer.upper()}:
+            for text in (variant, " " + variant):
+                ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+                if ids:
+                    firsts.setdefault(answer, set()).add(ids[0])
+    shared = {i for a in firsts for i in firsts[a] if any(i in firsts[b] for b in firsts if b != a)}
+    owned = {a: sorted(ids - shared) for a, ids in firsts.items()}
+    empty = [a for a, ids in owned.items() if not ids]
+    if empty:
+        raise Unsupported(f"the tokenizer cannot tell the answers {', '.join(map(repr, answers))} apart by their "
+                          "first token")
+    return owned
+
+
+def answers_from_text(text: str, answers: Sequence[str]) -> dict[str, float]:
+    """A reply without logprobs: the answer it starts with gets log-probability 0, the others the floor; a reply
+    that starts with none of them gets the floor for all (an undecided judgement, log-odds 0)."""
+    first = text.strip().lstrip("\"'*`([").lower()
+    said = next((a for a in answers if first.startswith(a.lower())), None)
+    return {a: 0.0 if a == said else LOGPROB_FLOOR for a in answers}

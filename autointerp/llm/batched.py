@@ -144,6 +144,30 @@ class BatchedGenerator:
         self.timings.batches += 1
         return [(tokens, len(r.ids)) for tokens, r in zip(out, rows)]
 
+    def last_log_softmax(self, rows: Sequence[Sequence[int]]) -> Any:
+        """(rows, vocabulary) log-softmax of the next token after each row: prefill only, no decoding. The rows'
+        common prefix is computed once (and kept for the next call that shares it); their own parts are read in
+        one batch, padded on the right, which causal attention never lets a real token see."""
+        import torch
+
+        shared, cache = self.prefix_cache(list(rows[0][:common_prefix([list(r) for r in rows])]))
+        tails = [list(r[shared:]) for r in rows]
+        cache.batch_repeat_interleave(len(tails))
+        width = max(len(t) for t in tails)
+        pad = next(iter(self.stop_ids), 0)
+        input_ids = torch.tensor([t + [pad] * (width - len(t)) for t in tails])
+        positions = torch.arange(shared, shared + width).unsqueeze(0).expand(len(tails), -1)
+        started = time.monotonic()
+        with torch.inference_mode():
+            hidden = self.lm.get_decoder()(input_ids=input_ids, position_ids=positions, past_key_values=cache,
+                                           use_cache=True).last_hidden_state
+            last = hidden[torch.arange(len(tails)), torch.tensor([len(t) - 1 for t in tails])]
+            logits = self.lm.get_output_embeddings()(last).float()
+        self.timings.prefill_s += time.monotonic() - started
+        self.timings.prompt_tokens += sum(len(t) for t in tails)
+        self.timings.batches += 1
+        return torch.log_softmax(logits, dim=-1)
+
     @staticmethod
     def _sample(logits: Any, row: Row, generator: Any) -> int:
         import torch

@@ -56,6 +56,27 @@ class LlamaCppGenerator:
             results.append((out, len(row.ids)))
         return results
 
+    def last_log_softmax(self, rows: Sequence[Sequence[int]]) -> Any:
+        """(rows, vocabulary) log-softmax of the next token after each row: prefill only. Each row evaluates only
+        what it does not share with the tokens already in the KV cache (`n_tokens` is rewound to the shared
+        part, which drops the rest), so the judge prompts of one explanation compute their prefix once."""
+        import numpy as np
+
+        out = []
+        for ids in rows:
+            started = time.monotonic()
+            shared = min(self._shared(ids), len(ids) - 1)  # at least one token evaluated: its logits are read
+            self.lm.n_tokens = shared
+            self.lm.eval(list(ids[shared:]))
+            # Without logits_all, llama.cpp keeps the last evaluated position's logits only: exactly these.
+            logits = np.ctypeslib.as_array(self.lm._ctx.get_logits(), shape=(self.lm.n_vocab(),)).astype(np.float64)
+            logits -= logits.max()
+            out.append(logits - np.log(np.exp(logits).sum()))
+            self.timings.prefill_s += time.monotonic() - started
+            self.timings.prompt_tokens += len(ids) - shared
+            self.timings.batches += 1
+        return out
+
     def _shared(self, ids: Sequence[int]) -> int:
         n = 0
         for a, b in zip(self.lm._input_ids, ids):

@@ -16,7 +16,8 @@ from typing import Any, Sequence
 from autointerp.config import DEFAULT_LLM
 from autointerp.errors import ConfigError
 from autointerp.llm import REGISTRY
-from autointerp.llm.base import LLM, VALUE_STRINGS, ChatRequest, SlotRequest, Unsupported
+from autointerp.llm.base import (LLM, VALUE_STRINGS, ChatRequest, JudgeRequest, SlotRequest, Unsupported,
+                                 answer_logprobs, answer_token_ids)
 from autointerp.llm.batched import BatchedGenerator, Row
 from autointerp.llm.llamacpp import LlamaCppGenerator
 from autointerp.llm.cache import CallResult
@@ -29,6 +30,7 @@ class LocalOptions:
     dtype: str = "auto"  # auto = bfloat16 where the CPU has native bf16, else float32
     engine: str = "auto"  # what generates chat completions: transformers, llama.cpp (GGUF sources), auto (below)
     batch_size: int = 4  # excerpts per simulator forward pass
+    judge_batch: int = 20  # judge prompts prefilled together after their shared prefix
     chat_batch: int = 8  # completions sampled together (CPU decoding costs little more for 8 than for 1)
 
     def check(self, where: str) -> None:
@@ -36,8 +38,8 @@ class LocalOptions:
             raise ConfigError(f"{where}.dtype must be auto, float32, bfloat16 or float16, got '{self.dtype}'")
         if self.engine not in ENGINES:
             raise ConfigError(f"{where}.engine must be one of {', '.join(ENGINES)}, got '{self.engine}'")
-        if self.batch_size < 1 or self.chat_batch < 1:
-            raise ConfigError(f"{where}: batch_size and chat_batch must be positive integers")
+        if self.batch_size < 1 or self.chat_batch < 1 or self.judge_batch < 1:
+            raise ConfigError(f"{where}: batch_size, chat_batch and judge_batch must be positive integers")
 
 
 ENGINES = ("auto", "transformers", "llama.cpp")
@@ -109,6 +111,7 @@ class LocalLLM(LLM):
         self._lm: Any = None
         self._prefix: tuple[str, list[int], Any] | None = None  # (text, ids, KV cache) of the last prefix
         self.chat_batch = options.chat_batch
+        self.judge_batch = options.judge_batch
         self.generator: BatchedGenerator | LlamaCppGenerator
         if self.engine == "llama.cpp":
             self.generator = LlamaCppGenerator(Path(resolved.location) / str(resolved.gguf_file), self.tokenizer)
@@ -162,6 +165,24 @@ class LocalLLM(LLM):
         text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=not prefill,
                                                   continue_final_message=prefill)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    # --- judge ----------------------------------------------------------------------------------
+
+    def judge(self, requests: Sequence[JudgeRequest]) -> list[CallResult]:
+        """The log-probability of each answer as the reply's first token, from the prompt's prefill alone. Prompts
+        are taken in order (a scorer sends one explanation's excerpts together), `judge_batch` at a time: their
+        shared part (instructions, examples, the explanation) is computed once by the engine."""
+        results: list[CallResult] = []
+        answer_ids: dict[tuple[str, ...], dict[str, list[int]]] = {}
+        for lo in range(0, len(requests), self.judge_batch):
+            chunk = requests[lo:lo + self.judge_batch]
+            rows = [self._prompt_ids(r["messages"]) for r in chunk]
+            logprobs = self.generator.last_log_softmax(rows)
+            for request, row, lp in zip(chunk, rows, logprobs):
+                answers = tuple(request["answers"])
+                ids = answer_ids.setdefault(answers, answer_token_ids(self.tokenizer, answers))
+                results.append(CallResult(answer_logprobs(lp, ids), prompt_tokens=len(row)))
+        return results
 
     # --- slots ----------------------------------------------------------------------------------
 

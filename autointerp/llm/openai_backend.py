@@ -17,7 +17,8 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from autointerp.errors import ConfigError
 from autointerp.llm import REGISTRY
-from autointerp.llm.base import LLM, ChatRequest, LLMEndpointError, SlotRequest, Unsupported, value_distribution
+from autointerp.llm.base import (LLM, LOGPROB_FLOOR, ChatRequest, JudgeRequest, LLMEndpointError, SlotRequest,
+                                 Unsupported, answers_from_text, value_distribution)
 from autointerp.llm.cache import CallResult
 
 # Counting 1..16 is predictable enough for any LM: it tells how an endpoint aligns echoed logprobs.
@@ -110,6 +111,41 @@ class OpenAILLM(LLM):
                 completion_tokens += response.usage.completion_tokens
         return CallResult(completions, prompt_tokens, completion_tokens)
 
+    # --- judge: the first token's logprobs, else the parsed answer --------------------------------
+
+    def judge(self, requests: Sequence[JudgeRequest]) -> list[CallResult]:
+        return self._map(self._judge_one, requests)
+
+    def _judge_one(self, request: JudgeRequest) -> CallResult:
+        import openai
+
+        answers = list(request["answers"])
+        ask = lambda logprobs: self._call(lambda: self.client.chat.completions.create(  # noqa: E731
+            model=self.model, messages=request["messages"], max_tokens=1, temperature=0, seed=0,
+            **({"logprobs": True, "top_logprobs": min(self.options.top_logprobs, 20)} if logprobs else {})))
+        try:
+            response = ask(True)
+        except LLMEndpointError as exc:  # an endpoint without chat logprobs may refuse the parameter
+            if not isinstance(exc.__cause__, openai.BadRequestError):
+                raise
+            response = ask(False)
+        if not response.choices:
+            raise LLMEndpointError(f"{self.where} answered a judge request with no choices")
+        choice = response.choices[0]
+        content = choice.logprobs.content if choice.logprobs else None
+        text = choice.message.content or ""
+        if content and content[0].top_logprobs:
+            judged = {a: LOGPROB_FLOOR for a in answers}
+            for alt in content[0].top_logprobs:
+                said = answers_from_text(alt.token, answers)
+                for a in answers:
+                    if said[a] == 0.0:  # this alternative starts with answer a
+                        judged[a] = _logaddexp(judged[a], alt.logprob)
+        else:
+            judged = answers_from_text(text, answers)
+        usage = response.usage
+        return CallResult(judged, usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0)
+
     # --- slots: prompt logprobs (echo) ------------------------------------------------------------
 
     def slots(self, requests: Sequence[SlotRequest]) -> list[CallResult]:
@@ -168,3 +204,12 @@ def _with_logprobs(choice: Any) -> dict[str, Any]:
         raise Unsupported("the endpoint returned no chat logprobs; use the parse simulator with it")
     return {"text": choice.message.content or "", "tokens": [t.token for t in content],
             "top_logprobs": [{alt.token: alt.logprob for alt in t.top_logprobs} for t in content]}
+
+
+def _logaddexp(a: float, b: float) -> float:
+    import math
+
+    if a <= LOGPROB_FLOOR:
+        return max(b, LOGPROB_FLOOR)
+    hi, lo = max(a, b), min(a, b)
+    return hi + math.log1p(math.exp(lo - hi))

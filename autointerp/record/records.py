@@ -7,7 +7,7 @@ sorted by max activation keeps every split's activation range similar.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence, TypeVar
 
 from autointerp.errors import StoreError
@@ -62,7 +62,8 @@ def split_random(records: Sequence[T]) -> dict[str, list[T]]:
 
 @dataclass
 class NeuronRecord:
-    """All records the method uses for one neuron: `top` by max activation (highest first), `random` in stored order."""
+    """All records the method uses for one neuron: `top` by max activation (highest first), `random` and
+    `quantile` (by band, then rank) in stored order. Quantile records are dealt like random ones."""
 
     model: str
     revision: str
@@ -70,6 +71,7 @@ class NeuronRecord:
     neuron: int
     top: list[ActivationRecord]
     random: list[ActivationRecord]
+    quantile: list[ActivationRecord] = field(default_factory=list)
 
     def train_top(self) -> list[ActivationRecord]:
         return split_top(self.top)["train"]
@@ -98,6 +100,13 @@ class NeuronRecord:
         return ([("top", r) for r in split_top(self.top)[split]]
                 + [("random", r) for r in split_random(self.random)[split]])
 
+    def judged(self, split: str = "test") -> list[tuple[str, ActivationRecord]]:
+        """(kind, record) a judging scorer reads: the split's top, quantile and random records (the quantile
+        bands add activating excerpts of every strength, and silent ones, to the top and random records)."""
+        return (self.scored(split)[:len(split_top(self.top)[split])]
+                + [("quantile", r) for r in split_random(self.quantile)[split]]
+                + [("random", r) for r in split_random(self.random)[split]])
+
 
 def load_neuron_records(con: Any, model: str, revision: str, layer: int,
                         neurons: Sequence[int] | None = None) -> list[NeuronRecord]:
@@ -107,20 +116,21 @@ def load_neuron_records(con: Any, model: str, revision: str, layer: int,
     """
     if neurons is not None and len(neurons) == 0:
         return []
-    return _group_rows(record_rows(con, model, revision, layer, neurons), model, revision, layer)
+    return _group_rows(record_rows(con, model, revision, layer, neurons, kinds=("top", "random", "quantile")),
+                       model, revision, layer)
 
 
 def _group_rows(rows: Sequence[tuple], model: str, revision: str, layer: int) -> list[NeuronRecord]:
     by_neuron: dict[int, NeuronRecord] = {}
-    seen: set[tuple[int, str, int]] = set()
-    for neuron, kind, _band, rank, excerpt_id, tokens, activations in rows:
+    seen: set[tuple[int, str, int, int]] = set()
+    for neuron, kind, band, rank, excerpt_id, tokens, activations in rows:
         where = f"{model}@{revision} layer {layer} neuron {neuron} {kind} rank {rank}"
         if tokens is None:
             raise StoreError(f"{where}: excerpt {excerpt_id} is not in the excerpts table")
         # A duplicated excerpt row would silently double a record through the join.
-        if (neuron, kind, rank) in seen:
+        if (neuron, kind, band, rank) in seen:
             raise StoreError(f"{where}: stored more than once (duplicate record or excerpt {excerpt_id})")
-        seen.add((neuron, kind, rank))
+        seen.add((neuron, kind, band, rank))
         record = by_neuron.setdefault(neuron, NeuronRecord(model, revision, layer, int(neuron), [], []))
         getattr(record, kind).append(ActivationRecord(tokens, activations, int(excerpt_id)))
     return list(by_neuron.values())

@@ -14,7 +14,7 @@ from typing import Sequence
 
 from autointerp.config import LLMChoice
 from autointerp.errors import ConfigError
-from autointerp.explain.listing import UNKNOWN
+from autointerp.prompting import UNKNOWN
 from autointerp.fewshot import SIMULATOR_EXAMPLES
 from autointerp.llm import AsksLLM
 from autointerp.simulate import REGISTRY, SimulationJob, Simulator

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from autointerp.explain.listing import UNKNOWN, default_label, escape_token, explanation_line, normalize, records_text
+from autointerp.prompting import UNKNOWN, default_label, escape_token, explanation_line, normalize, records_text
 from autointerp.llm.base import VALUE_STRINGS
 from autointerp.record.records import FewShotNeuron
 

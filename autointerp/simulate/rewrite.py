@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from autointerp.config import LLMChoice
-from autointerp.explain.listing import UNKNOWN
+from autointerp.prompting import UNKNOWN
 from autointerp.fewshot import SIMULATOR_EXAMPLES
 from autointerp.llm import AsksLLM
 from autointerp.llm.base import value_distribution

@@ -57,13 +57,15 @@ class Scope:
     layers: tuple[int, ...] | None = None
     explainer: str | None = None
     simulator: str | None = None
+    scorer: str | None = None
 
     @classmethod
     def of(cls, where: Mapping[str, Any]) -> "Scope":
         layers = where.get("layer")
         if layers is not None:
             layers = tuple(int(x) for x in (layers if isinstance(layers, (list, tuple)) else [layers]))
-        return cls(where["model"], where.get("revision"), layers, where.get("explainer"), where.get("simulator"))
+        return cls(where["model"], where.get("revision"), layers, where.get("explainer"), where.get("simulator"),
+                   where.get("scorer"))
 
     def clause(self, alias: str = "") -> tuple[str, dict[str, Any]]:
         """SQL condition and named parameters selecting the scope's rows."""
@@ -76,7 +78,7 @@ class Scope:
         if self.layers is not None:
             clause += f" AND list_contains($layers, {a}layer)"
             params["layers"] = list(self.layers)
-        for column in ("explainer", "simulator"):
+        for column in ("explainer", "simulator", "scorer"):
             if getattr(self, column) is not None:
                 clause += f" AND {a}{column} = ${column}"
                 params[column] = getattr(self, column)
@@ -312,6 +314,29 @@ def check_scores(con: duckdb.DuckDBPyConnection, scope: Scope) -> QualityReport:
     ])
 
 
+def check_judge_scores(con: duckdb.DuckDBPyConnection, scope: Scope) -> QualityReport:
+    clause, params = scope.clause()
+    frame = con.execute(
+        f"""SELECT layer, neuron, explainer, scorer, sample, auroc, balanced_accuracy, n_positive, n_negative,
+                  -- one judgement per excerpt shown, and as many as the two classes hold
+                  len(labels) = len(log_odds) AND len(labels) = len(excerpt_ids)
+                      AND len(labels) = n_positive + n_negative AS aligned,
+                  list_count(list_filter(labels, lambda x: x)) = n_positive AS positives_counted,
+                  list_count(list_filter(log_odds, lambda x: NOT isfinite(x))) = 0 AS finite,
+                  (auroc IS NULL) = (reason IS NOT NULL) AS null_explained
+           FROM judge_scores WHERE {clause}""", params).df()
+    e = _gxe()
+    return validate("judge_scores", frame, [
+        e.ExpectColumnValuesToBeBetween(column="auroc", min_value=0, max_value=1),
+        e.ExpectColumnValuesToBeBetween(column="balanced_accuracy", min_value=0, max_value=1),
+        e.ExpectColumnValuesToBeBetween(column="n_positive", min_value=0),
+        e.ExpectColumnValuesToBeBetween(column="n_negative", min_value=0),
+        *(e.ExpectColumnValuesToBeInSet(column=c, value_set=[True])
+          for c in ("aligned", "positives_counted", "finite", "null_explained")),
+        e.ExpectCompoundColumnsToBeUnique(column_list=["layer", "neuron", "explainer", "scorer", "sample"]),
+    ])
+
+
 # table -> its suite; `Replacement.expect` supplies the suite's extra arguments.
 SUITES: dict[str, Callable[..., QualityReport]] = {
     "models": check_models,
@@ -321,6 +346,7 @@ SUITES: dict[str, Callable[..., QualityReport]] = {
     "explanations": check_explanations,
     "simulations": check_simulations,
     "scores": check_scores,
+    "judge_scores": check_judge_scores,
 }
 
 

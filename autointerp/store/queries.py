@@ -182,16 +182,21 @@ def simulations(store: Store, model: str, revision: str, layer: int, explainer: 
             ORDER BY s.neuron, s.explainer, s.sample, s.simulator, s.kind, s.excerpt_id""", params)
 
 
-def explanation_scores(store: Store, model: str, revision: str, layer: int) -> pd.DataFrame:
-    """Every explanation of a layer with its scores (one row per simulator; none yet: NULL scores)."""
-    return store.query("""
+def explanation_scores(store: Store, model: str, revision: str, layer: int,
+                       rank_by: Sequence[str] = ("simulation",)) -> pd.DataFrame:
+    """Every explanation of a layer with its scores (one row per simulator; none yet: NULL scores) and the
+    judges' (detection, fuzzing: AUROC and balanced accuracy), best-ranked first (by `rank_by`)."""
+    rank = rank_expression(rank_by)
+    return store.query(f"""WITH {_JUDGED}
         SELECT neuron, explainer, sample, coalesce(x.explanation, s.explanation) AS explanation, s.simulator,
                x.valid_score, x.chosen, s.score_top_and_random, s.score_random_only, s.rsquared,
-               s.absolute_dev_explained, s.n_tokens, s.reason
+               s.absolute_dev_explained, s.n_tokens, s.reason, j.detection, j.fuzzing, j.detection_accuracy,
+               j.fuzzing_accuracy, {rank} AS rank
         FROM explanations x FULL OUTER JOIN scores s USING (model, revision, layer, neuron, explainer, sample)
-        WHERE model = ? AND revision = ? AND layer = ?
-        ORDER BY neuron, s.score_top_and_random DESC NULLS LAST, explainer, sample, s.simulator""",
-        [model, revision, layer])
+             LEFT JOIN judged j USING (layer, neuron, explainer, sample)
+        WHERE model = $model AND revision = $revision AND layer = $layer
+        ORDER BY neuron, {rank} DESC NULLS LAST, explainer, sample, s.simulator""",
+        {"model": model, "revision": revision, "layer": layer})
 
 
 def scores(store: Store, model: str, revision: str, layers: Sequence[int] | None = None) -> pd.DataFrame:
@@ -323,11 +328,11 @@ def column_names(con: duckdb.DuckDBPyConnection, table_name: str) -> list[str]:
 
 
 def layer_status(store: Store, model: str | None = None) -> pd.DataFrame:
-    """Per (model, revision, layer) recorded or explained: neurons recorded, explained, simulated, scored, and
-    the mean top-and-random score (over every explainer and simulator)."""
+    """Per (model, revision, layer) recorded or explained: neurons recorded, explained, simulated, scored, the
+    mean top-and-random score (over every explainer and simulator) and the judges' mean AUROCs."""
     if not store.exists():
         return pd.DataFrame(columns=["model", "revision", "layer", "recorded", "explained", "simulated", "scored",
-                                     "mean_score"])
+                                     "mean_score", "mean_detection", "mean_fuzzing"])
     where = "WHERE model = $model" if model else ""
     return store.query(f"""
         WITH recorded AS (SELECT model, revision, layer, count(*) AS recorded FROM neuron_stats {where} GROUP BY ALL),
@@ -336,11 +341,17 @@ def layer_status(store: Store, model: str | None = None) -> pd.DataFrame:
              simulated AS (SELECT model, revision, layer, count(DISTINCT neuron) AS simulated FROM simulations
                            {where} GROUP BY ALL),
              scored AS (SELECT model, revision, layer, count(DISTINCT neuron) AS scored,
-                               avg(score_top_and_random) AS mean_score FROM scores {where} GROUP BY ALL)
+                               avg(score_top_and_random) AS mean_score FROM scores {where} GROUP BY ALL),
+             judged AS (SELECT model, revision, layer,
+                               avg(auroc) FILTER (WHERE scorer LIKE 'detection:%') AS mean_detection,
+                               avg(auroc) FILTER (WHERE scorer LIKE 'fuzzing:%') AS mean_fuzzing
+                        FROM judge_scores {where} GROUP BY ALL)
         SELECT model, revision, layer, coalesce(recorded, 0) AS recorded, coalesce(explained, 0) AS explained,
-               coalesce(simulated, 0) AS simulated, coalesce(scored, 0) AS scored, mean_score
+               coalesce(simulated, 0) AS simulated, coalesce(scored, 0) AS scored, mean_score, mean_detection,
+               mean_fuzzing
         FROM recorded FULL OUTER JOIN explained USING (model, revision, layer)
              FULL OUTER JOIN simulated USING (model, revision, layer) FULL OUTER JOIN scored USING (model, revision, layer)
+             FULL OUTER JOIN judged USING (model, revision, layer)
         ORDER BY model, revision, layer""", {"model": model} if model else None)
 
 
@@ -354,29 +365,58 @@ def registered_revisions(store: Store) -> pd.DataFrame:
 
 # --- the viewer ----------------------------------------------------------------------------------------------
 
-_BEST = """best AS (  -- each neuron's best-scored explanation (explained but not scored yet: its chosen one)
-    SELECT x.layer, x.neuron, x.explanation, s.score_top_and_random AS score, s.score_random_only AS random_only,
-           s.reason
+# The judges' AUROC per explanation, one column per kind (the latest scorer of each kind).
+_JUDGED = """judged AS (
+    SELECT layer, neuron, explainer, sample,
+           max(auroc) FILTER (WHERE scorer LIKE 'detection:%') AS detection,
+           max(auroc) FILTER (WHERE scorer LIKE 'fuzzing:%') AS fuzzing,
+           max(balanced_accuracy) FILTER (WHERE scorer LIKE 'detection:%') AS detection_accuracy,
+           max(balanced_accuracy) FILTER (WHERE scorer LIKE 'fuzzing:%') AS fuzzing_accuracy
+    FROM judge_scores WHERE model = $model AND revision = $revision GROUP BY ALL)"""
+_SCORE_COLUMNS = {"simulation": "s.score_top_and_random", "detection": "j.detection", "fuzzing": "j.fuzzing"}
+
+
+def rank_expression(rank_by: Sequence[str]) -> str:
+    """SQL: the mean of the `rank_by` scores that are defined (NULL if none is), over scores s and judged j."""
+    return f"list_avg([{', '.join(_SCORE_COLUMNS[k] for k in rank_by)}])"
+
+
+_BEST = """best AS (  -- each neuron's best-ranked explanation (explained but not scored yet: its chosen one)
+    SELECT x.layer, x.neuron, x.explanation, {rank} AS score, s.score_top_and_random AS simulation,
+           s.score_random_only AS random_only, j.detection, j.fuzzing, s.reason
     FROM explanations x LEFT JOIN scores s USING (model, revision, layer, neuron, explainer, sample)
+         LEFT JOIN judged j USING (layer, neuron, explainer, sample)
     WHERE x.model = $model AND x.revision = $revision AND coalesce(x.chosen, TRUE) {layer}
-    QUALIFY row_number() OVER (PARTITION BY x.layer, x.neuron ORDER BY s.score_top_and_random DESC NULLS LAST,
+    QUALIFY row_number() OVER (PARTITION BY x.layer, x.neuron ORDER BY {rank} DESC NULLS LAST,
                                                                      x.explainer, x.sample) = 1)"""
 
 
-def index_rows(store: Store, model: str, revision: str) -> pd.DataFrame:
-    """One row per explained neuron: its best explanation and scores, and its max activation."""
-    return store.query(f"""WITH {_BEST.format(layer="")}
-        SELECT b.layer, b.neuron, b.explanation, b.score, b.random_only, b.reason, st.max AS max_activation
+def index_rows(store: Store, model: str, revision: str, rank_by: Sequence[str] = ("simulation",)) -> pd.DataFrame:
+    """One row per explained neuron: its best explanation (by `rank_by`) and scores, and its max activation."""
+    return store.query(f"""WITH {_JUDGED}, {_BEST.format(layer="", rank=rank_expression(rank_by))}
+        SELECT b.layer, b.neuron, b.explanation, b.score, b.simulation, b.random_only, b.detection, b.fuzzing,
+               b.reason, st.max AS max_activation
         FROM best b LEFT JOIN neuron_stats st ON st.model = $model AND st.revision = $revision
              AND st.layer = b.layer AND st.neuron = b.neuron
         ORDER BY b.layer, b.neuron""", {"model": model, "revision": revision})
 
 
-def layer_rows(store: Store, model: str, revision: str, layer: int) -> pd.DataFrame:
+def layer_rows(store: Store, model: str, revision: str, layer: int,
+               rank_by: Sequence[str] = ("simulation",)) -> pd.DataFrame:
     """Every recorded neuron of a layer: its stats, and its best explanation and scores where it has one."""
-    return store.query(f"""WITH {_BEST.format(layer="AND x.layer = $layer")}
+    return store.query(f"""WITH {_JUDGED}, {_BEST.format(layer="AND x.layer = $layer", rank=rank_expression(rank_by))}
         SELECT st.layer, st.neuron, st.max AS max_activation, st.frac_positive, b.explanation, b.score,
-               b.random_only, b.reason
+               b.simulation, b.random_only, b.detection, b.fuzzing, b.reason
         FROM neuron_stats st LEFT JOIN best b ON b.layer = st.layer AND b.neuron = st.neuron
         WHERE st.model = $model AND st.revision = $revision AND st.layer = $layer
         ORDER BY st.neuron""", {"model": model, "revision": revision, "layer": layer})
+
+
+def judge_scores(store: Store, model: str, revision: str, layers: Sequence[int] | None = None) -> pd.DataFrame:
+    """(layer, neuron, explainer, sample, kind, auroc, balanced_accuracy) of the judging scorers; `kind` is the
+    scorer's name up to its first colon (detection, fuzzing)."""
+    layer_filter = f" AND layer IN {_in(layers)}" if layers is not None else ""
+    return store.query(f"""SELECT layer, neuron, explainer, sample, split_part(scorer, ':', 1) AS kind, auroc,
+                                  balanced_accuracy
+                           FROM judge_scores WHERE model = ? AND revision = ?{layer_filter}
+                           ORDER BY layer, neuron, explainer, sample, kind""", [model, revision])

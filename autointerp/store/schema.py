@@ -41,6 +41,12 @@ TABLES: dict[str, pa.Schema] = {
         ("explanation", pa.string()), ("score_top_and_random", pa.float64()), ("score_random_only", pa.float64()),
         ("rsquared", pa.float64()), ("absolute_dev_explained", pa.float64()), ("n_tokens", pa.int32()),
         ("reason", pa.string())]),
+    "judge_scores": pa.schema([
+        *_UNIT, ("explainer", pa.string()), ("scorer", pa.string()), ("sample", pa.int16()),
+        ("explanation", pa.string()), ("auroc", pa.float64()), ("balanced_accuracy", pa.float64()),
+        ("n_positive", pa.int32()), ("n_negative", pa.int32()), ("excerpt_ids", pa.list_(pa.int32())),
+        ("labels", pa.list_(pa.bool_())), ("log_odds", pa.list_(pa.float32())), ("reason", pa.string()),
+        ("created_at", pa.timestamp("us"))]),
     "llm_calls": pa.schema([
         ("key", pa.string()), ("backend", pa.string()), ("model", pa.string()), ("kind", pa.string()),
         pa.field("request", pa.string(), metadata=_JSON), pa.field("response", pa.string(), metadata=_JSON),

@@ -118,7 +118,8 @@ def explanation_rows(frame: pd.DataFrame) -> dict[int, list[dict[str, Any]]]:
     """`queries.explanation_scores` rows per neuron, NaN as None."""
     rows: dict[int, list[dict[str, Any]]] = {}
     for row in frame.to_dict("records"):
-        for key in ("score_top_and_random", "score_random_only", "rsquared", "absolute_dev_explained", "valid_score"):
+        for key in ("score_top_and_random", "score_random_only", "rsquared", "absolute_dev_explained", "valid_score",
+                    "detection", "fuzzing", "detection_accuracy", "fuzzing_accuracy", "rank"):
             row[key] = finite(row[key])
         row["n_tokens"] = None if pd.isna(row["n_tokens"]) else int(row["n_tokens"])
         row["simulator"] = None if pd.isna(row["simulator"]) else row["simulator"]

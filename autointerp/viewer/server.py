@@ -23,7 +23,7 @@ from autointerp.names import MODEL_NAME_PATTERN
 from autointerp.store import Store, queries
 from autointerp.viewer.pages import finite, page_name
 from autointerp.viewer.plots import data_uri, histogram_png
-from autointerp.viewer.site import build_site, environment, layer_pages, site_dir
+from autointerp.viewer.site import RANK_BY, build_site, environment, layer_pages, site_dir
 
 _NEURON = re.compile(r"^(\d{1,9})-(\d{1,9})\.html$")
 _LAYER = re.compile(r"^(\d{1,9})\.html$")
@@ -37,9 +37,10 @@ class NotFound(Exception):
 class Viewer:
     """Renders the viewer's pages from the store (read-only)."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, rank_by: Sequence[str] = RANK_BY):
         self.store = Store(store.path, store.lock_timeout_s, read_only=True)
         self.env = environment()
+        self.rank_by = tuple(rank_by)  # what "best" means: the config's scoring.rank_by
 
     def render(self, path: str) -> str:
         parts = [unquote(p) for p in urlsplit(path).path.split("/") if p]
@@ -66,9 +67,10 @@ class Viewer:
 
     def index_page(self, model: str, revision: str) -> str:
         info = queries.model_row(self.store, model, revision)
-        frame = queries.index_rows(self.store, model, revision)
+        frame = queries.index_rows(self.store, model, revision, self.rank_by)
         rows = [{"layer": int(r.layer), "neuron": int(r.neuron), "href": page_name(int(r.layer), int(r.neuron)),
                  "explanation": r.explanation, "score": finite(r.score), "random_only": finite(r.random_only),
+                 "simulation": finite(r.simulation), "detection": finite(r.detection), "fuzzing": finite(r.fuzzing),
                  "reason": None if pd.isna(r.reason) else r.reason, "max_activation": finite(r.max_activation)}
                 for r in frame.itertuples()]
         scored = [r["score"] for r in rows if r["score"] is not None]
@@ -76,28 +78,38 @@ class Viewer:
         return self.env.get_template("index.html.j2").render(
             model=model, revision=revision, info=info, rows=rows, layers=all_layers,
             root="", title=f"{model} neurons", n_explained=len(rows), n_scored=len(scored),
-            mean_score=sum(scored) / len(scored) if scored else None, layer_pages=True, all_layers=all_layers)
+            mean_score=sum(scored) / len(scored) if scored else None, layer_pages=True, all_layers=all_layers,
+            rank_by=" + ".join(self.rank_by))
 
     def layer_page(self, model: str, revision: str, layer: int) -> str:
-        frame = queries.layer_rows(self.store, model, revision, layer)
+        frame = queries.layer_rows(self.store, model, revision, layer, self.rank_by)
         if frame.empty:
             raise NotFound(f"{model} layer {layer}")
         rows = [{"neuron": int(r.neuron), "href": page_name(layer, int(r.neuron)), "explanation": r.explanation,
                  "score": finite(r.score), "max_activation": finite(r.max_activation),
-                 "frac_positive": finite(r.frac_positive)} for r in frame.itertuples()]
+                 "frac_positive": finite(r.frac_positive), "simulation": finite(r.simulation),
+                 "detection": finite(r.detection), "fuzzing": finite(r.fuzzing)} for r in frame.itertuples()]
         scores = [r["score"] for r in rows if r["score"] is not None]
+
+        def judged(kind: str) -> list[float]:
+            return [r[kind] for r in rows if r[kind] is not None]
         return self.env.get_template("layer.html.j2").render(
             model=model, revision=revision, layer=layer, rows=rows, root="../", title=f"{model} layer {layer}",
             n_explained=sum(r["explanation"] is not None for r in rows), n_scored=len(scores),
             mean_score=sum(scores) / len(scores) if scores else None,
             n_dead=sum((r["max_activation"] or 0) <= 0 for r in rows),
-            score_plot=data_uri(histogram_png(scores, f"layer {layer}: scores", "correlation",
-                                              bins=[i / 10 for i in range(-10, 11)])),
+            score_plot=data_uri(histogram_png(judged("simulation"), f"layer {layer}: simulation scores",
+                                              "correlation", bins=[i / 10 for i in range(-10, 11)])),
+            judge_plots=[(kind, data_uri(histogram_png(judged(kind), f"layer {layer}: {kind} AUROC",
+                                                       "AUROC", reference=0.5, reference_label="chance",
+                                                       bins=[i / 20 for i in range(21)])))
+                         for kind in ("detection", "fuzzing") if judged(kind)],
+            rank_by=" + ".join(self.rank_by),
             max_plot=data_uri(histogram_png([r["max_activation"] for r in rows], f"layer {layer}: max activation",
                                             "max activation")))
 
     def neuron_page(self, model: str, revision: str, layer: int, neuron: int) -> str:
-        pages = list(layer_pages(self.store, model, revision, layer, [neuron]))
+        pages = list(layer_pages(self.store, model, revision, layer, [neuron], self.rank_by))
         if not pages:
             raise NotFound(f"{model} layer {layer} neuron {neuron}")
         n_neurons = int(queries.model_row(self.store, model, revision)["n_neurons"])
@@ -133,19 +145,20 @@ def make_server(viewer: Viewer, port: int = 8000) -> http.server.ThreadingHTTPSe
 
 
 def view(store: Store, models: Sequence[str] | None, port: int = 8000, serve_site: bool = True,
-         open_browser: bool = False, only_explained: bool = True) -> None:
+         open_browser: bool = False, only_explained: bool = True, rank_by: Sequence[str] = RANK_BY) -> None:
     """`autointerp view`: serve every model's pages from the store, or (no serve) write the static sites."""
     if not serve_site:
         from autointerp.viewer.site import viewable_models
 
         for model in models or viewable_models(store):
-            index = build_site(store, model, site_dir(model, store.home), only_explained=only_explained)
+            index = build_site(store, model, site_dir(model, store.home), only_explained=only_explained,
+                               rank_by=rank_by)
             print(f"{model}: {index.resolve()}", flush=True)
         return
     if not store.exists():
         raise StoreError(f"no store at {store.path}: run `autointerp run` first")
     try:
-        server = make_server(Viewer(store), port)
+        server = make_server(Viewer(store, rank_by), port)
     except OSError as exc:
         raise AutointerpError(f"cannot serve the viewer on 127.0.0.1:{port}: {exc.strerror}; try another --port") from exc
     # SIGTERM stops it as Ctrl-C does, also where a parent (a background shell) left SIGINT ignored and a library

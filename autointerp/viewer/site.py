@@ -5,15 +5,19 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import jinja2
 
+from autointerp.config import ScoringSpec
 from autointerp.errors import StoreError
 from autointerp.names import check_model_name
 from autointerp.record.records import load_neuron_records
 from autointerp.store import Store, default_home, queries
 from autointerp.viewer.pages import NeuronPage, explanation_rows, finite, neuron_page, page_name, short_llm, visible
+
+
+RANK_BY = ScoringSpec().rank_by  # the default ranking; the CLI and the Dagster asset pass the config's
 
 
 def site_dir(model: str, home: Path | None = None) -> Path:
@@ -23,10 +27,11 @@ def site_dir(model: str, home: Path | None = None) -> Path:
 
 
 def layer_pages(store: Store, model: str, revision: str, layer: int, neurons: list[int],
-                 chunk: int = 256) -> Iterator[NeuronPage]:
-    """The layer's pages one by one; records are read `chunk` neurons at a time so memory stays bounded."""
+                rank_by: Sequence[str] = RANK_BY, chunk: int = 256) -> Iterator[NeuronPage]:
+    """The layer's pages one by one; records are read `chunk` neurons at a time so memory stays bounded.
+    Explanations are ranked by `rank_by` (the config's `scoring.rank_by`)."""
     stats = queries.stats_rows(store, model, revision, layer)
-    explanations = explanation_rows(queries.explanation_scores(store, model, revision, layer))
+    explanations = explanation_rows(queries.explanation_scores(store, model, revision, layer, rank_by))
     sims = queries.simulations(store, model, revision, layer)
     by_neuron = dict(tuple(sims.groupby("neuron"))) if len(sims) else {}
     for lo in range(0, len(neurons), chunk):
@@ -53,7 +58,10 @@ def _index_row(page: NeuronPage) -> dict[str, Any]:
     best = page.best
     return {"layer": page.layer, "neuron": page.neuron, "href": page_name(page.layer, page.neuron),
             "explanation": best["explanation"] if best else None,
-            "score": best["score_top_and_random"] if best else None,
+            "score": best["rank"] if best else None,
+            "simulation": best["score_top_and_random"] if best else None,
+            "detection": best["detection"] if best else None,
+            "fuzzing": best["fuzzing"] if best else None,
             "reason": best["reason"] if best else None,
             "random_only": best["score_random_only"] if best else None,
             "max_activation": finite(page.stats["max"]) if page.stats else
@@ -77,7 +85,7 @@ def _swap_in(staging: Path, out_dir: Path) -> None:
 
 
 def build_site(store: Store, model: str, out_dir: Path, revision: str | None = None,
-               only_explained: bool = True) -> Path:
+               only_explained: bool = True, rank_by: Sequence[str] = RANK_BY) -> Path:
     """Render `model`'s site into `out_dir` (replaced whole, atomically) and return the index path.
 
     By default only explained neurons get a page: a page is ~200 KiB, and every neuron of a model is
@@ -109,7 +117,7 @@ def build_site(store: Store, model: str, out_dir: Path, revision: str | None = N
         rows: list[dict[str, Any]] = []
         neuron_template = env.get_template("neuron.html.j2")
         for layer in layers:
-            for page in layer_pages(store, model, revision, layer, [n for lay, n in neurons if lay == layer]):
+            for page in layer_pages(store, model, revision, layer, [n for lay, n in neurons if lay == layer], rank_by):
                 rows.append(_index_row(page))
                 prev, next_ = neighbours[(page.layer, page.neuron)]
                 _write(staging / page_name(page.layer, page.neuron), neuron_template.render(
@@ -118,7 +126,7 @@ def build_site(store: Store, model: str, out_dir: Path, revision: str | None = N
         scored = [r["score"] for r in rows if r["score"] is not None]
         _write(staging / "index.html", env.get_template("index.html.j2").render(
             model=model, revision=revision, info=info, rows=rows, layers=layers, root="", title=f"{model} neurons",
-            layer_pages=False, all_layers=layers,
+            layer_pages=False, all_layers=layers, rank_by=" + ".join(rank_by),
             n_explained=sum(r["explanation"] is not None for r in rows), n_scored=len(scored),
             mean_score=sum(scored) / len(scored) if scored else None))
         _swap_in(staging, out_dir)

@@ -33,6 +33,19 @@ def manage_models(config: Config, args: argparse.Namespace) -> None:
           f"revision {revision}\nrecord it with: autointerp run --model {args.name}")
 
 
+def _rank_by(args: argparse.Namespace) -> tuple[str, ...]:
+    """The config's `scoring.rank_by` for the viewer; the viewer reads the store alone, so a config it cannot
+    read leaves the default ranking (said once)."""
+    from autointerp.config import ScoringSpec, load_config
+    from autointerp.errors import AutointerpError
+
+    try:
+        return load_config(args.config).scoring.rank_by
+    except AutointerpError as exc:
+        print(f"warning: ranking by {' + '.join(ScoringSpec().rank_by)}: {exc}")
+        return ScoringSpec().rank_by
+
+
 def data_command(args: argparse.Namespace) -> None:
     """`export`, `import` and `view` work on the store alone: an imported model has no config entry."""
     store = Store.from_home()
@@ -42,7 +55,8 @@ def data_command(args: argparse.Namespace) -> None:
 
         for model in args.model or []:
             check_model_name(model, "autointerp view --model")
-        view(store, args.model, args.port, not args.no_serve, args.open, only_explained=not args.all_neurons)
+        view(store, args.model, args.port, not args.no_serve, args.open, only_explained=not args.all_neurons,
+             rank_by=_rank_by(args))
     elif args.command == "import":
         from autointerp.io.imports import import_explanations, import_neuron_records
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import pandas as pd
 
 from autointerp.config import Config
@@ -23,26 +25,47 @@ def print_summary(store: Store, model: str, layers: list[int], rows: int = 8) ->
           "(never active, not explained) (per layer: autointerp status)")
 
 
-def print_scores(store: Store, model: str, layers: list[int], shown: int = 5) -> None:
-    """Per-layer means, then the best and the worst explanations: readable for 6 neurons or 6,000."""
+def explanation_table(store: Store, model: str, layers: list[int], rank_by: Sequence[str]) -> pd.DataFrame:
+    """One row per scored explanation: the simulation score, the judges' AUROCs (columns named by scorer kind) and
+    `rank`, the mean of the `rank_by` scorers' values (what best-of-n chose by)."""
     revision = queries.current_model(store, model)["revision"]
-    frame = queries.scores(store, model, revision, layers)
+    frame = queries.scores(store, model, revision, layers).rename(columns={"score_top_and_random": "simulation"})
+    judged = queries.judge_scores(store, model, revision, layers)
+    if len(judged):
+        wide = judged.pivot_table(index=["layer", "neuron", "explainer", "sample"], columns="kind", values="auroc",
+                                  aggfunc="last", dropna=False).reset_index()
+        frame = frame.merge(wide, on=["layer", "neuron", "explainer", "sample"], how="outer")
+    for kind in rank_by:
+        if kind not in frame:
+            frame[kind] = float("nan")
+    frame["rank"] = frame[list(rank_by)].mean(axis=1, skipna=True)
+    return frame
+
+
+def print_scores(store: Store, model: str, layers: list[int], rank_by: Sequence[str], shown: int = 5) -> None:
+    """Per-layer means of every score, then the best and the worst explanations by `rank_by`: readable for 6
+    neurons or 6,000."""
+    frame = explanation_table(store, model, layers, rank_by)
     if frame.empty:
         print(f"\n{model}: nothing scored in layers {layers}")
         return
-    by_layer = frame.groupby("layer").score_top_and_random.agg(neurons="size", mean="mean", median="median")
-    print(f"\nScores of {model} (correlation of simulated with real activations on held-out excerpts, "
-          "docs/method.md s.7), by layer:")
+    columns = [c for c in ("simulation", "detection", "fuzzing") if c in frame]
+    by_layer = frame.groupby("layer")[columns].mean()
+    by_layer.insert(0, "neurons", frame.groupby("layer").size())
+    ranking = " + ".join(rank_by)
+    print(f"\nScores of {model} on held-out excerpts, mean by layer (docs/method.md s.7 and s.10): simulation = "
+          "correlation of simulated with real activations; detection, fuzzing = AUROC of a judge's yes/no "
+          f"(0.5 is chance). Ranked by {ranking}.")
     print(by_layer.round(3).to_string())
-    print(f"all: {len(frame)} explanations, mean {frame.score_top_and_random.mean():.3f}, "
-          f"median {frame.score_top_and_random.median():.3f}, undefined {int(frame.score_top_and_random.isna().sum())}")
-    ranked = frame.dropna(subset=["score_top_and_random"]).sort_values("score_top_and_random", ascending=False)
-    columns = ["layer", "neuron", "score_top_and_random", "explanation"]
-    with pd.option_context("display.max_colwidth", 100, "display.width", 180):
+    print(f"all: {len(frame)} explanations; " + ", ".join(
+        f"{c} mean {frame[c].mean():.3f} (undefined {int(frame[c].isna().sum())})" for c in columns))
+    ranked = frame.dropna(subset=["rank"]).sort_values("rank", ascending=False)
+    shown_columns = ["layer", "neuron", *columns, "explanation"]
+    with pd.option_context("display.max_colwidth", 90, "display.width", 200):
         for title, rows in (("best", ranked.head(shown)), ("worst", ranked.tail(shown).iloc[::-1])):
             if len(ranked) > shown or title == "best":
-                print(f"\n{title}:")
-                print(rows[columns].rename(columns={"score_top_and_random": "score"}).round(3).to_string(index=False))
+                print(f"\n{title} (by {ranking}):")
+                print(rows[shown_columns].round(3).to_string(index=False))
 
 
 def list_models(config: Config) -> None:

@@ -23,7 +23,7 @@ STAGES = {
     "record": ["activation_records", "neuron_stats"],
     "explain": ["explanations"],
     "simulate": ["simulations"],
-    "score": ["scores"],
+    "score": ["scores", "judge_scores"],  # the paper's score and the judges' (scoring.judges)
 }
 
 
@@ -146,7 +146,7 @@ def run(config: Config, models: Sequence[str], layer_spec: str | None, until: st
         if p.record:
             print_summary(store, p.model, p.record)
         if "score" in stages and p.explain:
-            print_scores(store, p.model, p.explain)
+            print_scores(store, p.model, p.explain, config.scoring.rank_by)
             materialize(["neuron_viewer"], partition_key=p.model)
             from autointerp.viewer.site import site_dir
 

@@ -40,7 +40,9 @@ def collect(config: Config, store: Store, instance: Any, model: str | None = Non
 def _layer_row(r: Any) -> dict[str, Any]:
     return {"layer": int(r.layer), "recorded": int(r.recorded), "explained": int(r.explained),
             "simulated": int(r.simulated), "scored": int(r.scored),
-            "mean_score": None if pd.isna(r.mean_score) else round(float(r.mean_score), 4)}
+            **{name: None if pd.isna(value) else round(float(value), 4)
+               for name, value in (("mean_score", r.mean_score), ("mean_detection", r.mean_detection),
+                                   ("mean_fuzzing", r.mean_fuzzing))}}
 
 
 def _current_revision(config: Config, name: str) -> tuple[str | None, str | None]:

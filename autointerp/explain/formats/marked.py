@@ -13,7 +13,7 @@ from typing import Sequence
 
 from autointerp.explain.formats import REGISTRY, PromptFormat
 from autointerp.explain.formats.reference import parse_explanation
-from autointerp.explain.listing import (PRIMING_PHRASE, active_tokens, escape_token, explanation_line,
+from autointerp.prompting import (PRIMING_PHRASE, active_tokens, escape_token, explanation_line,
                                         explanation_prefix, normalize)
 from autointerp.fewshot import CLOSING_BRACKETS, WATER_AND_LIQUIDS, YEARS_AND_DATES
 from autointerp.record.records import ActivationRecord, FewShotNeuron

@@ -8,7 +8,7 @@ import re
 from typing import Sequence
 
 from autointerp.explain.formats import REGISTRY, PromptFormat
-from autointerp.explain.listing import (PRIMING_PHRASE, default_label, explanation_line, explanation_prefix,
+from autointerp.prompting import (PRIMING_PHRASE, default_label, explanation_line, explanation_prefix,
                                         format_record, nonzero_fraction, normalize, records_text)
 from autointerp.fewshot import EXPLAINER_EXAMPLES
 from autointerp.record.records import ActivationRecord, FewShotNeuron

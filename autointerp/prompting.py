@@ -1,5 +1,7 @@
-"""The record listing both roles read: `<start>`, one `token<TAB>value` line per token, `<end>`, with
-activations normalised to integers 0..10 (docs/method.md s.4-5).
+"""What the prompts of every role share (explainer, simulator, judge): the record listing (`<start>`, one
+`token<TAB>value` line per token, `<end>`, activations normalised to integers 0..10; docs/method.md s.4-5),
+token escaping, the explanation line and the tokens a neuron is most active on. A module of its own, so that
+no role imports another's package.
 
 Token escaping: the format is line-based with a tab between token and value, so a token's own tab and
 line-break characters are written as two-character escapes: TAB -> `\\t`, LF -> `\\n`, CR -> `\\r`, and every
