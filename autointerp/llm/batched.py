@@ -150,14 +150,21 @@ class BatchedGenerator:
         one batch, padded on the right, which causal attention never lets a real token see."""
         import torch
 
-        shared, cache = self.prefix_cache(list(rows[0][:common_prefix([list(r) for r in rows])]))
+        common = common_prefix([list(r) for r in rows])
+        shared, cache = self.prefix_cache(list(rows[0][:common]))
+        started = time.monotonic()
+        if shared < common:  # the kept prefix is shorter than what these rows share (e.g. the explanation
+            with torch.inference_mode():  # they all judge): compute the rest once for this batch, not per row
+                self.lm(input_ids=torch.tensor([list(rows[0][shared:common])]), past_key_values=cache,
+                        use_cache=True, logits_to_keep=1)
+            self.timings.prompt_tokens += common - shared
+            shared = common
         tails = [list(r[shared:]) for r in rows]
         cache.batch_repeat_interleave(len(tails))
         width = max(len(t) for t in tails)
         pad = next(iter(self.stop_ids), 0)
         input_ids = torch.tensor([t + [pad] * (width - len(t)) for t in tails])
         positions = torch.arange(shared, shared + width).unsqueeze(0).expand(len(tails), -1)
-        started = time.monotonic()
         with torch.inference_mode():
             hidden = self.lm.get_decoder()(input_ids=input_ids, position_ids=positions, past_key_values=cache,
                                            use_cache=True).last_hidden_state
