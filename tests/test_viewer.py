@@ -301,6 +301,7 @@ def _raw_status(base: str, path: str) -> int:
     return status
 
 
+@pytest.mark.slow
 def test_every_recorded_neuron_is_served_from_the_store_and_nothing_else(recorded, served):
     # A neuron recorded but never explained (the static export has no page for it): its statistics and its
     # top excerpt's peak token, as the store holds them.
@@ -324,6 +325,7 @@ def test_every_recorded_neuron_is_served_from_the_store_and_nothing_else(recorde
     assert _raw_status(served, f"/{MODEL}/index.html") == 200
 
 
+@pytest.mark.slow
 def test_the_served_index_searches_explanations_and_filters_by_layer_and_score(recorded, served):
     def visible(query: str) -> list[tuple[int, int]]:
         page = dom(f"{served}/{MODEL}/index.html?{query}")
@@ -338,6 +340,7 @@ def test_the_served_index_searches_explanations_and_filters_by_layer_and_score(r
     screenshot(f"{served}/{MODEL}/index.html?q=cat", ARTIFACTS / "served_index_search.png", size=(1400, 700))
 
 
+@pytest.mark.slow
 def test_a_layer_page_lists_every_neuron_and_plots_its_distributions(recorded, served):
     page = dom(f"{served}/{MODEL}/layers/1.html")
     rows = page.find("table", id="layer-neurons").find("tbody").find_all("tr")
