@@ -45,10 +45,19 @@ class LLMCache:
         self.stats = CacheStats()
 
     def run(self, backend: str, model: str, kind: str, requests: Sequence[Any],
-            call: Callable[[list[Any]], list[CallResult]]) -> list[Any]:
-        """Answer `requests`, calling `call` only with those not answered before (in one batch)."""
+            call: Callable[[list[Any]], list[CallResult]],
+            keep: Callable[[int, Any], bool] | None = None) -> list[Any]:
+        """Answer `requests`, calling `call` only with those not answered before (in one batch).
+
+        `keep(i, response)` says whether the answer to `requests[i]` is usable. An unusable one is returned
+        but never stored, and one stored before (by an older version, or a caller that did not check) counts
+        as missing: a misbehaving endpoint's answers must not be replayed as successes once it is fixed.
+        """
         keys = [call_key(backend, model, kind, r) for r in requests]
         known = cached_responses(self.store, keys)
+        if keep is not None:
+            stale = {key for i, key in enumerate(keys) if key in known and not keep(i, known[key])}
+            known = {key: response for key, response in known.items() if key not in stale}
         missing = [i for i, key in enumerate(keys) if key not in known]
         self.stats.hits += len(requests) - len(missing)
         self.stats.misses += len(missing)
@@ -57,16 +66,22 @@ class LLMCache:
             results = call([requests[i] for i in missing])
             latency = (time.monotonic() - started) / len(missing)
             now = datetime.now(timezone.utc).replace(tzinfo=None)
-            rows = table("llm_calls", rows=[{
-                "key": keys[i], "backend": backend, "model": model, "kind": kind,
-                "request": json.dumps(requests[i], ensure_ascii=False), "response": json.dumps(result.response),
-                "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-                "latency_s": latency, "created_at": now,
-            } for i, result in zip(missing, results)])
-            with self.store.connect() as con:
-                con.register("_calls", rows)
-                con.execute("INSERT INTO llm_calls BY NAME SELECT * FROM _calls "
-                            "WHERE key NOT IN (SELECT key FROM llm_calls)")
-            for i, result in zip(missing, results):
-                known[keys[i]] = json.loads(json.dumps(result.response))  # same shape as a cache hit
+            answers = {i: json.loads(json.dumps(result.response)) for i, result in zip(missing, results)}
+            kept = [(i, result) for i, result in zip(missing, results) if keep is None or keep(i, answers[i])]
+            if kept:
+                rows = table("llm_calls", rows=[{
+                    "key": keys[i], "backend": backend, "model": model, "kind": kind,
+                    "request": json.dumps(requests[i], ensure_ascii=False), "response": json.dumps(result.response),
+                    "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+                    "latency_s": latency, "created_at": now,
+                } for i, result in kept])
+                with self.store.connect() as con:
+                    con.register("_calls", rows)
+                    con.execute("BEGIN")
+                    # an unusable answer stored earlier under the same key gives way to the usable one
+                    con.execute("DELETE FROM llm_calls WHERE key IN (SELECT key FROM _calls)")
+                    con.execute("INSERT INTO llm_calls BY NAME SELECT * FROM _calls")
+                    con.execute("COMMIT")
+            for i in missing:
+                known[keys[i]] = answers[i]  # same shape as a cache hit
         return [known[key] for key in keys]

@@ -26,6 +26,7 @@ KINDS = ("top", "random", "quantile")
 STAT_COLUMNS = ("count", "mean", "variance", "skewness", "kurtosis", "max", "frac_positive")
 # An answer with prompt syntax in it is the explainer echoing its prompt, not an explanation.
 PROMPT_ECHO = r"(<start>|<end>|\t|Explanation of neuron|the main thing this neuron does is find|\bunknown\b)"
+EXPLANATION_CHARS = (2, 400)  # a chosen explanation is one sentence: shorter is no answer, longer a runaway one
 
 
 @dataclass
@@ -263,7 +264,8 @@ def check_explanations(con: duckdb.DuckDBPyConnection, scope: Scope) -> QualityR
     if report.passed:
         report = validate("explanations", frame[frame.chosen], [
             e.ExpectColumnValuesToNotBeNull(column="explanation"),
-            e.ExpectColumnValueLengthsToBeBetween(column="explanation", min_value=2, max_value=400),
+            e.ExpectColumnValueLengthsToBeBetween(column="explanation", min_value=EXPLANATION_CHARS[0],
+                                                  max_value=EXPLANATION_CHARS[1]),
             e.ExpectColumnValuesToNotMatchRegex(column="explanation", regex=PROMPT_ECHO),
         ])
     return report

@@ -29,6 +29,16 @@ from orchestration.cli.run import STAGES, parse_layers, run  # noqa: E402
 __all__ = ["main", "parse_layers"]
 
 
+MAX_ERROR_CHARS = 1000
+
+
+def one_line(message: str) -> str:
+    """One readable line, whatever the cause wrote: whitespace collapsed, bounded (an endpoint's answer or a
+    failed row quoted in full can run to megabytes)."""
+    text = " ".join(message.split())
+    return text if len(text) <= MAX_ERROR_CHARS else f"{text[:MAX_ERROR_CHARS]}... ({len(text):,} characters)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autointerp", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -120,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             finally:
                 display.close()
     except AutointerpError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever the cause wrote
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     return 0
 
