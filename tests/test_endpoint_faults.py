@@ -113,3 +113,26 @@ def test_an_error_line_stays_one_bounded_line():
 
     line = one_line("explanations failed:\n" + "word " * 90_000)
     assert "\n" not in line and len(line) <= MAX_ERROR_CHARS + 40 and line.endswith("(450,020 characters)")
+
+
+@pytest.mark.slow
+def test_two_runs_at_once_on_one_home_pay_for_each_answer_once(project, home):
+    """Two `--from explain` processes against one endpoint: the second waits for the first's answers, then
+    reuses them (without the store's LLM lock, each of them asked for all of them)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    stub = OpenAIStub(delay_s=5.0)  # long enough that both runs ask while the first is still waiting
+    with stub:
+        _explain_with(project, stub.url)
+        assert main(["run", "--model", "tiny-gpt2", "--layers", "1", "--until", "record"]) == 0
+        autointerp = str(Path(sys.executable).parent / "autointerp")
+        runs = [subprocess.Popen([autointerp, "run", "--model", "tiny-gpt2", "--layers", "1", "--from", "explain"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+                for _ in range(2)]
+        outputs = [run.communicate(timeout=300)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [o[-2000:] for o in outputs]
+    assert len(stub.requests) == 2  # 2 neurons, each asked once
+    assert sum("waiting for PID" in output for output in outputs) == 1, outputs
