@@ -51,3 +51,34 @@ def test_imported_records_without_quantiles_random_records_or_stats_run_through_
         assert "</html>" in viewer.render(f"/bare/{page}"), page
     stats = viewer.render("/bare/neurons/0-1.html").split('id="stats"')[1].split("</dl>")[0]
     assert "nan" not in stats.lower() and stats.count("not stored") == 2  # token count and band edges
+
+
+def test_the_served_viewer_answers_head_and_each_page_under_one_address_only(project, home):
+    import http.client
+    import threading
+
+    from autointerp.viewer.server import make_server
+
+    assert main(["import", "--format", "neuron-records", str(write_records(home)), "--model", "bare"]) == 0
+    server = make_server(Viewer(Store.from_home(read_only=True)), port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def ask(method: str, path: str) -> tuple[int, bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+        connection.request(method, path)
+        response = connection.getresponse()
+        answer = response.status, response.read()
+        connection.close()
+        return answer
+
+    try:
+        status, body = ask("GET", "/bare/neurons/0-1.html")
+        assert status == 200 and body
+        assert ask("HEAD", "/bare/neurons/0-1.html") == (200, b"")
+        assert ask("HEAD", "/bare/neurons/0-9.html")[0] == 404
+        for alias in ("/bare/neurons/0-01.html", "/bare/neurons/00-1.html", "/bare/neurons/0-%EF%BC%91.html",
+                      "/bare/layers/00.html", "/bare/layers/%EF%BC%90.html"):  # %EF%BC%91: a full-width 1
+            assert ask("GET", alias)[0] == 404, alias
+    finally:
+        server.shutdown()
+        server.server_close()
