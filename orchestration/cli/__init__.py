@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from typing import Sequence
@@ -131,6 +132,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 display.close()
     except AutointerpError as exc:
         print(f"error: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the file system refused (read-only, full, no permission): which file, and why
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {one_line(where + (exc.strerror or str(exc)))}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        # Dagster's own storage (SQLite under DAGSTER_HOME) failing, e.g. on a full disk: one line, not its traceback
+        if not type(exc).__module__.startswith(("sqlalchemy", "sqlite3")):
+            raise
+        cause = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        full = " (out of disk space?)" if "disk" in cause.lower() or "full" in cause.lower() else ""
+        print(f"error: the Dagster instance at {os.environ.get('DAGSTER_HOME', '$DAGSTER_HOME')} could not write its "
+              f"records{full}: {one_line(cause)}", file=sys.stderr)
         return 2
     return 0
 
