@@ -136,3 +136,21 @@ def test_two_runs_at_once_on_one_home_pay_for_each_answer_once(project, home):
     assert [run.returncode for run in runs] == [0, 0], [o[-2000:] for o in outputs]
     assert len(stub.requests) == 2  # 2 neurons, each asked once
     assert sum("waiting for PID" in output for output in outputs) == 1, outputs
+
+
+def test_the_parse_simulator_never_caches_an_empty_reply(stub, tmp_path):
+    from autointerp.config import LLMChoice
+    from autointerp.simulate import SimulationJob
+    from autointerp.simulate.rewrite import RewriteOptions, parse
+
+    store = Store(tmp_path / "s.duckdb")
+    simulator = parse(RewriteOptions(llm=LLMChoice("openai", OpenAIOptions(model="stub", base_url=stub.url,
+                                                                          max_retries=0))), None, store)
+    job = SimulationJob('words like "cat"', (" a", " cat"))
+    stub.mode = "null"
+    assert simulator.simulate([job]) == [[0.0, 0.0]]  # no reply: zeros, as for any reply without values
+    assert store.query("SELECT count(*) AS n FROM llm_calls").n[0] == 0
+    stub.mode = "ok"
+    simulator.simulate([job])
+    simulator.simulate([job])
+    assert len(stub.requests) == 2 and store.query("SELECT count(*) AS n FROM llm_calls").n[0] == 1
