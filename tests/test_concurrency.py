@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from autointerp.config import load_config
 from autointerp.record.recorder import expected_counts
@@ -38,6 +39,7 @@ def finish(processes: list[subprocess.Popen]) -> None:
         assert process.returncode == 0, output[-3000:]
 
 
+@pytest.mark.slow
 def test_parallel_runs_of_different_layers_all_land(project, home):
     config = load_config()
     with dg.DagsterInstance.get() as instance:

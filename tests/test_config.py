@@ -68,6 +68,9 @@ def test_the_config_path_comes_from_the_environment(tmp_path, monkeypatch):
     (GOOD + "explainer: {llm: {dtype: float8}}\n", "explainer.llm.dtype must be auto, float32"),
     (GOOD + "explainer: {formats: [listing, sonnet]}\n", "explainer.formats: unknown explainer prompt format 'sonnet'"),
     (GOOD + "explainer: {samples: 0}\n", "explainer.samples must be a positive integer"),
+    (GOOD + "explainer: {llm: {backend: openai, timeout_s: .nan}}\n", "explainer.llm.timeout_s: must be a finite number"),
+    (GOOD + "sae_training: {lr: .nan}\n", "sae_training.lr: must be a finite number, got nan"),
+    (GOOD + "explainer: {temperature: .inf}\n", "explainer.temperature: must be a finite number, got inf"),
     (GOOD.replace("source: ./model}", "source: ./model, units: {kind: tea-leaves}}"),
      "models[0].units.kind: unknown unit type 'tea-leaves'; known: mlp"),
 ])

@@ -22,6 +22,8 @@ from conftest import project_env, save_tiny_model
 from orchestration.cli import main
 from servers import LOOPBACK, Server, http_post_json, port_is_free, serve, wait_until_answers
 
+pytestmark = pytest.mark.slow  # real servers and models: left out of the quick loop
+
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"

@@ -104,6 +104,7 @@ def test_score_metadata_shows_a_histogram_the_mean_and_the_best_explanations(pro
         assert key in (str(model_layer_key("tiny-gpt2", 1)), str(model_layer_key("tiny-gpt2", 2)))
 
 
+@pytest.mark.slow
 def test_a_real_local_llm_explains_and_simulates_end_to_end(home, tiny_gpt2, instance, monkeypatch):
     """What only a real model shows: the prompts reach it, its answers parse, its distributions give values."""
     path = write_config(home, {"tiny-gpt2": tiny_gpt2}, write_corpus(home / "corpus.jsonl"),

@@ -1,9 +1,9 @@
 """Records and explanations move to and from OpenAI's neuron_explainer files; every table copies to Parquet.
 
 The reference structure is openai/automated-interpretability's dataclasses (neuron_explainer/activations/
-activations.py and explanations/explanations.py) as fast_dataclasses serializes them; `their_loads` below
-rebuilds those dataclasses the way their `loads` does (`cls(**fields)` for the class named by
-"dataclass_name"), so an unknown or missing field fails here as it would there.
+activations.py and explanations/explanations.py) as fast_dataclasses serializes them, as the committed files in
+that format show (tests/fixtures/neuron_explainer, with their provenance): `their_loads` below checks every
+object of a written file against the fields those files carry for its "dataclass_name".
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import json
 import math
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,82 +35,52 @@ from tests.conftest import SCRIPTED_EXPLAINER, SCRIPTED_SIMULATOR, project_env
 FIXTURES = Path(__file__).parent / "fixtures" / "neuron_explainer"
 
 
-# --- their dataclasses: field names and defaults as in the reference (the defaults are what `loads` fills) ---
+# --- their format, read off the committed files in it (tests/fixtures/neuron_explainer/README.md) ----------
 
-@dataclasses.dataclass
-class ActivationRecord:
-    tokens: list
-    activations: list
+def _fields_by_dataclass(*paths: Path) -> dict[str, frozenset[str]]:
+    """Per "dataclass_name", the fields its objects carry in the reference-format files."""
+    found: dict[str, set[str]] = {}
 
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if "dataclass_name" in value:
+                found.setdefault(value["dataclass_name"], set()).update(value)
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
 
-@dataclasses.dataclass
-class NeuronId:
-    layer_index: int
-    neuron_index: int
-
-
-@dataclasses.dataclass
-class NeuronRecord:
-    neuron_id: NeuronId
-    random_sample: list = dataclasses.field(default_factory=list)
-    random_sample_by_quantile: Optional[list] = None
-    quantile_boundaries: Optional[list] = None
-    mean: Optional[float] = math.nan
-    variance: Optional[float] = math.nan
-    skewness: Optional[float] = math.nan
-    kurtosis: Optional[float] = math.nan
-    most_positive_activation_records: list = dataclasses.field(default_factory=list)
+    for path in paths:
+        for line in path.read_text().splitlines():
+            walk(json.loads(line))
+    return {name: frozenset(fields) for name, fields in found.items()}
 
 
-@dataclasses.dataclass
-class SequenceSimulation:
-    tokens: list
-    expected_activations: list
-    activation_scale: str
-    distribution_values: list
-    distribution_probabilities: list
-    uncalibrated_simulation: Optional[Any] = None
-
-
-@dataclasses.dataclass
-class ScoredSequenceSimulation:
-    simulation: SequenceSimulation
-    true_activations: list
-    ev_correlation_score: float
-    rsquared_score: Optional[float] = None
-    absolute_dev_explained_score: Optional[float] = None
-
-
-@dataclasses.dataclass
-class ScoredSimulation:
-    scored_sequence_simulations: list
-    ev_correlation_score: Optional[float] = None
-    rsquared_score: Optional[float] = None
-    absolute_dev_explained_score: Optional[float] = None
-
-
-@dataclasses.dataclass
-class ScoredExplanation:
-    explanation: str
-    scored_simulation: ScoredSimulation
-
-
-@dataclasses.dataclass
-class NeuronSimulationResults:
-    neuron_id: NeuronId
-    scored_explanations: list
-
-
-THEIRS = {cls.__name__: cls for cls in (ActivationRecord, NeuronId, NeuronRecord, SequenceSimulation,
-                                        ScoredSequenceSimulation, ScoredSimulation, ScoredExplanation,
-                                        NeuronSimulationResults)}
+THEIR_FIELDS = _fields_by_dataclass(FIXTURES / "collated-activations" / "5" / "131.json",
+                                    FIXTURES / "explanations" / "5" / "131.jsonl")
 
 
 def their_loads(text: str) -> Any:
+    """Read a file as their `loads` does (each object becomes the dataclass its "dataclass_name" names), failing on
+    a dataclass their files do not have, or an object whose fields are not the ones their files carry."""
     def hook(d: dict) -> Any:
-        fields = {k: v for k, v in d.items() if k != "dataclass_name"}
-        return THEIRS[d["dataclass_name"]](**fields) if "dataclass_name" in d else d  # TypeError on a bad key
+        if "dataclass_name" not in d:
+            return d
+        name = d["dataclass_name"]
+        assert name in THEIR_FIELDS, f"their format has no dataclass {name}"
+        assert set(d) == THEIR_FIELDS[name], (name, sorted(set(d) ^ THEIR_FIELDS[name]))
+        return SimpleNamespace(**d)
     return json.loads(text, object_hook=hook)
+
+
+def test_their_format_is_read_off_the_committed_files():
+    assert THEIR_FIELDS["NeuronRecord"] == {"dataclass_name", "neuron_id", "random_sample", "random_sample_by_quantile",
+                                            "quantile_boundaries", "mean", "variance", "skewness", "kurtosis",
+                                            "most_positive_activation_records"}
+    assert THEIR_FIELDS["ActivationRecord"] == {"dataclass_name", "tokens", "activations"}
+    with pytest.raises(AssertionError, match="ActivationRecord"):
+        their_loads('{"dataclass_name": "ActivationRecord", "tokens": [], "activations": [], "extra": 1}')
 
 
 # --- a store recorded through the real pipeline, once for the module ---------------------------------------
@@ -170,7 +141,8 @@ def test_records_round_trip_through_their_files_unchanged(store, tmp_path):
 
     # A written file is what their `loads` reads: a NeuronRecord with our records in rank order.
     theirs = their_loads((tmp_path / "out" / "collated-activations" / "1" / "7.json").read_text())
-    assert isinstance(theirs, NeuronRecord) and theirs.neuron_id == NeuronId(1, 7)
+    assert theirs.dataclass_name == "NeuronRecord"
+    assert (theirs.neuron_id.layer_index, theirs.neuron_id.neuron_index) == (1, 7)
     top = store.query("SELECT e.tokens, r.activations FROM activation_records r JOIN excerpts e "
                       "USING (model, revision, excerpt_id) WHERE r.layer = 1 AND r.neuron = 7 AND r.kind = 'top' "
                       "ORDER BY r.rank")
@@ -403,9 +375,10 @@ def test_exported_explanations_have_their_structure_and_come_back(store, tmp_pat
     lines = path.read_text().splitlines()
     assert len(lines) == 1  # their reader takes exactly one line
     results = their_loads(lines[0])
-    assert isinstance(results, NeuronSimulationResults) and results.neuron_id == NeuronId(1, 0)
+    assert results.dataclass_name == "NeuronSimulationResults"
+    assert (results.neuron_id.layer_index, results.neuron_id.neuron_index) == (1, 0)
     [scored] = results.scored_explanations
-    assert isinstance(scored, ScoredExplanation) and scored.explanation == "made-up explanation 0"
+    assert scored.dataclass_name == "ScoredExplanation" and scored.explanation == "made-up explanation 0"
     stored = store.query("SELECT * FROM scores WHERE neuron = 0").iloc[0]
     assert scored.scored_simulation.ev_correlation_score == stored.score_top_and_random
     assert scored.scored_simulation.rsquared_score == stored.rsquared
@@ -417,7 +390,7 @@ def test_exported_explanations_have_their_structure_and_come_back(store, tmp_pat
                           WHERE s.neuron = 0 ORDER BY r.kind DESC, r.rank""")
     assert real.kind.tolist() == ["top", "random"]  # 5 top -> 1 in test, 4 random -> 1 in test
     for seq, row in zip(sequences, real.itertuples()):
-        assert isinstance(seq, ScoredSequenceSimulation)
+        assert seq.dataclass_name == "ScoredSequenceSimulation"
         assert seq.simulation.tokens == list(row.tokens)
         assert seq.true_activations == list(row.activations)
         assert seq.simulation.expected_activations == list(row.simulated)

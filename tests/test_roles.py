@@ -4,7 +4,6 @@ with the scripted stand-in LLM (tests/scripted_llm.py) so each runs in milliseco
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -115,6 +114,17 @@ def _with_simulator(text: str, section: str) -> str:
 
 def test_an_llm_backend_added_outside_the_package_is_named_in_autointerp_plugins(project):
     # tests/scripted_llm.py is such a backend: conftest names it in $AUTOINTERP_PLUGINS.
+    import os
+    import subprocess
+    import sys
+
     config = load_config()
     assert config.explainer.options.llm.kind == "scripted"
-    assert Path(__file__).with_name("scripted_llm.py").exists()
+    probe = ("from autointerp.llm import REGISTRY\ntry:\n    print(REGISTRY.get('scripted').factory.__module__)\n"
+             "except Exception as exc:\n    print(exc)")
+    env = dict(os.environ)
+    named = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert named.stdout.strip() == "tests.scripted_llm"
+    del env["AUTOINTERP_PLUGINS"]
+    unnamed = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert "unknown LLM backend 'scripted'" in unnamed.stdout  # the package alone does not know it

@@ -39,6 +39,7 @@ def test_relative_sources_resolve_next_to_the_config(tiny_gpt2):
     assert source.location == str(tiny_gpt2.resolve())
 
 
+@pytest.mark.slow
 def test_a_gguf_shipped_inside_a_package_loads_and_records():
     source = resolve_source(SMOLLM2)
     assert source.kind == "gguf" and source.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"

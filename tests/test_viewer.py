@@ -173,6 +173,7 @@ def key(row: Node) -> tuple[int, int]:
 # --- the site in a browser ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_index_lists_the_recorded_neurons_sorted_by_score_and_filters_by_layer(recorded, site):
     recorded_neurons = recorded.query("SELECT DISTINCT layer, neuron FROM activation_records WHERE model = ?", [MODEL])
     assert len(recorded_neurons) == 2 * 128
@@ -202,6 +203,7 @@ def test_index_lists_the_recorded_neurons_sorted_by_score_and_filters_by_layer(r
     assert all(key(r)[0] == 1 for r in by_max if "hidden" in r.attrs) and len(by_max) - len(shown) == 128
 
 
+@pytest.mark.slow
 def test_a_neuron_page_shows_its_explanations_scores_and_heat_maps(recorded, site):
     page = dom((site.parent / "neurons" / "1-0.html").as_uri())
     best = recorded.query("SELECT explanation FROM scores WHERE model = ? AND layer = 1 AND neuron = 0 "
@@ -255,6 +257,7 @@ def _png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", header[16:24])
 
 
+@pytest.mark.slow
 def test_screenshots_of_the_index_and_a_neuron_page(site):
     for name, url, size in [("viewer_index.png", site.as_uri(), (1400, 900)),
                             ("viewer_neuron.png", (site.parent / "neurons" / "1-0.html").as_uri(), (1400, 1600))]:
@@ -298,6 +301,7 @@ def _raw_status(base: str, path: str) -> int:
     return status
 
 
+@pytest.mark.slow
 def test_every_recorded_neuron_is_served_from_the_store_and_nothing_else(recorded, served):
     # A neuron recorded but never explained (the static export has no page for it): its statistics and its
     # top excerpt's peak token, as the store holds them.
@@ -321,6 +325,7 @@ def test_every_recorded_neuron_is_served_from_the_store_and_nothing_else(recorde
     assert _raw_status(served, f"/{MODEL}/index.html") == 200
 
 
+@pytest.mark.slow
 def test_the_served_index_searches_explanations_and_filters_by_layer_and_score(recorded, served):
     def visible(query: str) -> list[tuple[int, int]]:
         page = dom(f"{served}/{MODEL}/index.html?{query}")
@@ -335,6 +340,7 @@ def test_the_served_index_searches_explanations_and_filters_by_layer_and_score(r
     screenshot(f"{served}/{MODEL}/index.html?q=cat", ARTIFACTS / "served_index_search.png", size=(1400, 700))
 
 
+@pytest.mark.slow
 def test_a_layer_page_lists_every_neuron_and_plots_its_distributions(recorded, served):
     page = dom(f"{served}/{MODEL}/layers/1.html")
     rows = page.find("table", id="layer-neurons").find("tbody").find_all("tr")

@@ -8,6 +8,7 @@ section's `kind` (or an LLM's `backend`) names one, and its other keys are that 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -161,6 +162,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
         raise ConfigError(f"{where}: must be a number, got {value!r}")
     if hint is float:
+        if not math.isfinite(value):  # .nan passes every `<=` check that follows, and .inf is no setting either
+            raise ConfigError(f"{where}: must be a finite number, got {value!r}")
         return float(value)
     if hint is str and not isinstance(value, str):
         raise ConfigError(f"{where}: must be a string, got {value!r}")

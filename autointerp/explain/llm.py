@@ -18,7 +18,7 @@ from autointerp.explain import REGISTRY, Explainer, ExplainerInput, Explanation
 from autointerp.explain.formats import REGISTRY as FORMATS
 from autointerp.llm import AsksLLM
 from autointerp.store import Store
-from autointerp.store.quality import PROMPT_ECHO
+from autointerp.store.quality import EXPLANATION_CHARS, PROMPT_ECHO
 
 _ECHO = re.compile(PROMPT_ECHO)
 
@@ -47,8 +47,9 @@ class LLMExplainerOptions:
 
 
 def usable(explanation: str) -> bool:
-    """An explanation worth keeping: not empty, and not the model echoing its prompt's syntax."""
-    return len(explanation) >= 2 and not _ECHO.search(explanation)
+    """An explanation worth keeping (the explanations suite's rule): not empty, not a runaway answer, and not the
+    model echoing its prompt's syntax."""
+    return EXPLANATION_CHARS[0] <= len(explanation) <= EXPLANATION_CHARS[1] and not _ECHO.search(explanation)
 
 
 class LLMExplainer(AsksLLM, Explainer):
@@ -80,7 +81,9 @@ class LLMExplainer(AsksLLM, Explainer):
                          "max_tokens": o.max_tokens, "temperature": o.temperature, "top_p": o.top_p,
                          "seed": seed * 1_000_003 + n.layer * 10_007 + n.neuron + 7_919 * attempt + 104_729 * f}
                         for n, f in todo]
-            for (n, f), completions in zip(todo, self.llm.chat(requests)):
+            answers = self.llm.chat(requests, keep=lambda i, completions: all(
+                usable(formats[todo[i][1]].parse(c)) for c in completions))
+            for (n, f), completions in zip(todo, answers):
                 for sample, completion in enumerate(completions):
                     key = (n.layer, n.neuron, f, sample)
                     if key not in best or not usable(best[key].explanation):

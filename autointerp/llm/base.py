@@ -85,8 +85,10 @@ class CachedLLM:
             self._llm = self._load()
         return self._llm
 
-    def chat(self, requests: Sequence[ChatRequest]) -> list[list[Any]]:
-        return self.cache.run(self.backend, self.model, "chat", requests, lambda todo: self.llm.chat(todo))
+    def chat(self, requests: Sequence[ChatRequest],
+             keep: Callable[[int, list[Any]], bool] | None = None) -> list[list[Any]]:
+        """`keep(i, completions)`: whether the answer to requests[i] is usable, so worth caching (see LLMCache)."""
+        return self.cache.run(self.backend, self.model, "chat", requests, lambda todo: self.llm.chat(todo), keep)
 
     def slots(self, requests: Sequence[SlotRequest]) -> list[list[dict[str, float]]]:
         return self.cache.run(self.backend, self.model, "slots", requests, lambda todo: self.llm.slots(todo))

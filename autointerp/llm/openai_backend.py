@@ -23,6 +23,8 @@ from autointerp.llm.cache import CallResult
 
 # Counting 1..16 is predictable enough for any LM: it tells how an endpoint aligns echoed logprobs.
 _ALIGNMENT_PROBE = ", ".join(str(i) for i in range(1, 17))
+# What a completion of max_tokens tokens may hold at most: tokens of real vocabularies are far shorter.
+MAX_CHARS_PER_TOKEN = 32
 T = TypeVar("T")
 
 
@@ -75,11 +77,33 @@ class OpenAILLM(LLM):
         except openai.APIConnectionError as exc:
             raise LLMEndpointError(f"cannot reach the LLM endpoint at {self.where}: {exc}") from exc
         except openai.AuthenticationError as exc:
-            raise LLMEndpointError(f"{self.where} refused the API key (OPENAI_API_KEY): {exc.message}") from exc
+            raise LLMEndpointError(f"{self.where} refused the API key (OPENAI_API_KEY): {_shorten(exc.message)}") from exc
         except openai.NotFoundError as exc:
-            raise LLMEndpointError(f"{self.where} does not serve model '{self.model}': {exc.message}") from exc
+            raise LLMEndpointError(f"{self.where} does not serve model '{self.model}': {_shorten(exc.message)}") from exc
         except openai.APIStatusError as exc:
-            raise LLMEndpointError(f"{self.where} answered HTTP {exc.status_code}: {exc.message}") from exc
+            raise LLMEndpointError(f"{self.where} answered HTTP {exc.status_code}: {_shorten(exc.message)}") from exc
+        except (openai.APIResponseValidationError, ValueError) as exc:  # ValueError: a body that is not JSON
+            raise LLMEndpointError(f"{self.where} answered something that is not an OpenAI API response: "
+                                   f"{_shorten(str(exc))}") from exc
+
+    def _read(self, what: str, read: Callable[[], T]) -> T:
+        """Read a parsed response: a body of the wrong shape (HTML, no choices, bad fields) is the endpoint's
+        fault, said with its address instead of the AttributeError or IndexError it would raise here."""
+        try:
+            return read()
+        except LLMEndpointError:
+            raise
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError, StopIteration) as exc:
+            raise LLMEndpointError(f"{self.where} answered something that is not {what}: "
+                                   f"{type(exc).__name__}: {_shorten(str(exc))}") from exc
+
+    def _tokens(self, value: Any, field: str) -> int:
+        if value is None:
+            return 0
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+            raise LLMEndpointError(f"{self.where} reported usage.{field} = {_shorten(repr(value))}, "
+                                   "which is not a token count")
+        return value
 
     def _map(self, fn: Callable[[Any], CallResult], items: Sequence[Any]) -> list[CallResult]:
         with ThreadPoolExecutor(max_workers=self.options.concurrency) as pool:
@@ -97,18 +121,21 @@ class OpenAILLM(LLM):
             messages = messages[:-1]
         top = request.get("top_logprobs")
         extra = {"logprobs": True, "top_logprobs": min(int(top), 20)} if top else {}
+        max_tokens = int(request.get("max_tokens", 60))
         completions: list[Any] = []
         prompt_tokens = completion_tokens = 0
         for _ in range(request.get("n", 1)):  # one sample per call: not every server honours n > 1
             response = self._call(lambda: self.client.chat.completions.create(
-                model=self.model, messages=messages, max_tokens=request.get("max_tokens", 60),
+                model=self.model, messages=messages, max_tokens=max_tokens,
                 temperature=request.get("temperature", 1.0), top_p=request.get("top_p", 1.0),
                 seed=request.get("seed", 0) + len(completions), **extra))
-            choice = response.choices[0]
-            completions.append(_with_logprobs(choice) if top else choice.message.content or "")
-            if response.usage:
-                prompt_tokens += response.usage.prompt_tokens
-                completion_tokens += response.usage.completion_tokens
+            usage = self._read("an OpenAI chat completion", lambda: response.usage)
+            used = (self._tokens(getattr(usage, "prompt_tokens", None), "prompt_tokens"),
+                    self._tokens(getattr(usage, "completion_tokens", None), "completion_tokens")) if usage else (0, 0)
+            completions.append(self._read("an OpenAI chat completion",
+                                          lambda: _completion(response, max_tokens, used[1], bool(top))))
+            prompt_tokens += used[0]
+            completion_tokens += used[1]
         return CallResult(completions, prompt_tokens, completion_tokens)
 
     # --- judge: the first token's logprobs, else the parsed answer --------------------------------
@@ -170,7 +197,8 @@ class OpenAILLM(LLM):
         llama.cpp's server does the latter when the prompt does not start with the model's BOS token.
         """
         if self._echo_shift is None:
-            logprobs = self._echo(_ALIGNMENT_PROBE).choices[0].logprobs
+            probe = self._echo(_ALIGNMENT_PROBE)
+            logprobs = self._read("an OpenAI completion", lambda: probe.choices[0].logprobs)
             if logprobs is None or not logprobs.top_logprobs:
                 raise Unsupported(f"{self.where} echoes no prompt logprobs; use the chat or parse simulator with it")
             tokens, tops = list(logprobs.tokens), list(logprobs.top_logprobs)
@@ -186,23 +214,54 @@ class OpenAILLM(LLM):
     def _slots_one(self, request: SlotRequest) -> CallResult:
         shift = self._echo_alignment()
         response = self._echo(request["prefix"] + request["body"])
-        logprobs = response.choices[0].logprobs
-        offsets = list(logprobs.text_offset)
-        distributions = []
-        for slot in request["slots"]:
-            at = len(request["prefix"]) + slot
-            # the token that starts at the slot (the placeholder): the distribution over what is written there
-            index = next(i for i, offset in enumerate(offsets) if offset >= at)
-            distributions.append(value_distribution(logprobs.top_logprobs[index - shift] or {}))
-        usage = response.usage
-        return CallResult(distributions, usage.prompt_tokens if usage else 0)
+        distributions = self._read("an OpenAI completion with prompt logprobs",
+                                   lambda: _slot_distributions(request, response.choices[0].logprobs, shift))
+        usage = self._read("an OpenAI completion", lambda: response.usage)
+        return CallResult(distributions, self._tokens(getattr(usage, "prompt_tokens", None), "prompt_tokens"))
 
 
-def _with_logprobs(choice: Any) -> dict[str, Any]:
+def _slot_distributions(request: SlotRequest, logprobs: Any, shift: int) -> list[dict[str, float]]:
+    offsets = list(logprobs.text_offset)
+    distributions = []
+    for slot in request["slots"]:
+        at = len(request["prefix"]) + slot
+        # the token that starts at the slot (the placeholder): the distribution over what is written there
+        index = next(i for i, offset in enumerate(offsets) if offset >= at)
+        distributions.append(value_distribution(logprobs.top_logprobs[index - shift] or {}))
+    return distributions
+
+
+def _shorten(text: str, limit: int = 300) -> str:
+    """An endpoint's own words, bounded: an error must stay one readable line, whatever it answered."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def _completion(response: Any, max_tokens: int, reported_tokens: int, logprobs: bool) -> Any:
+    """The first choice's text (with logprobs when asked), at most `max_tokens` long: a server that ignores
+    max_tokens must not fill the cache, the store and error lines with what we never asked for."""
+    choice = response.choices[0]
+    content = choice.message.content
+    if content is not None and not isinstance(content, str):
+        raise TypeError(f"message.content is {type(content).__name__}, not a string")
+    text = content or ""  # null content: no answer, which the explainer draws again and never caches
+    if logprobs:
+        return _with_logprobs(choice, text, max_tokens)
+    limit = max_tokens * MAX_CHARS_PER_TOKEN
+    if reported_tokens > max_tokens:
+        limit = min(limit, len(text) * max_tokens // reported_tokens)
+    return text[:limit]
+
+
+def _with_logprobs(choice: Any, text: str, max_tokens: int) -> dict[str, Any]:
     content = choice.logprobs.content if choice.logprobs else None
     if not content:
         raise Unsupported("the endpoint returned no chat logprobs; use the parse simulator with it")
-    return {"text": choice.message.content or "", "tokens": [t.token for t in content],
+    tokens = [t.token for t in content]
+    if len(tokens) > max_tokens:
+        content, tokens = content[:max_tokens], tokens[:max_tokens]
+        text = "".join(tokens)
+    return {"text": text, "tokens": tokens,
             "top_logprobs": [{alt.token: alt.logprob for alt in t.top_logprobs} for t in content]}
 
 

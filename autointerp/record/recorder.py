@@ -22,11 +22,9 @@ import torch
 from autointerp.config import RecordSpec
 from autointerp.corpus import EXCERPT_TOKENS
 from autointerp.progress import Progress
+from autointerp.record.columns import KINDS, STAT_COLUMNS  # noqa: F401 (tables.py imports them from here)
 from autointerp.record.streaming import Moments, StreamingTopK, random_priorities
 from autointerp.units import UnitSource
-
-KINDS = ("top", "random", "quantile")
-STAT_COLUMNS = ("count", "mean", "variance", "skewness", "kurtosis", "max", "frac_positive")
 
 
 def expected_counts(spec: RecordSpec, n_excerpts: int) -> dict[str, int]:

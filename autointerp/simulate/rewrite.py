@@ -51,11 +51,17 @@ class Rewrite(AsksLLM, Simulator):
                 request["top_logprobs"] = TOP_LOGPROBS
             requests.append(request)
         results = []
-        for job, completions in zip(jobs, self.llm.chat(requests)):
+        # An empty reply (an endpoint answering null content) is used as zeros but never cached: asked again later.
+        answers = self.llm.chat(requests, keep=lambda i, completions: bool(_text(completions[0]).strip()))
+        for job, completions in zip(jobs, answers):
             reply = completions[0]
             values = _logprob_values(reply) if self.kind == "chat" else _parsed_values(reply)
             results.append(_fit(values, len(job.tokens)))
         return results
+
+
+def _text(reply: Any) -> str:
+    return reply["text"] if isinstance(reply, dict) else reply
 
 
 def _logprob_values(reply: dict[str, Any]) -> list[float]:

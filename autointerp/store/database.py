@@ -8,6 +8,7 @@ fail never land.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -22,9 +23,10 @@ import pandas as pd
 import pyarrow as pa
 
 from autointerp.errors import StoreError
-from autointerp.store.schema import ddl
+from autointerp.store.schema import TABLES, ddl
 
 log = logging.getLogger("autointerp.store")
+_NO_SPACE = "No space left"
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,12 @@ class Store:
         self.path = Path(path)
         self.lock_timeout_s = lock_timeout_s
         self.read_only = read_only
-        self._schema_ready = read_only
+        self._schema_ready = False
 
     @classmethod
-    def from_home(cls, home: str | Path | None = None, lock_timeout_s: float = 120.0) -> "Store":
-        return cls(Path(home or default_home()) / "autointerp.duckdb", lock_timeout_s)
+    def from_home(cls, home: str | Path | None = None, lock_timeout_s: float = 120.0,
+                  read_only: bool = False) -> "Store":
+        return cls(Path(home or default_home()) / "autointerp.duckdb", lock_timeout_s, read_only)
 
     @property
     def home(self) -> Path:
@@ -70,13 +73,23 @@ class Store:
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         if self.read_only and not self.path.exists():
             raise StoreError(f"no store at {self.path}: run `autointerp run` first")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.read_only:  # a reader needs nothing writable: the store may sit on read-only media
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the store's folder {self.path.parent}: {exc.strerror}") from exc
         con = self._open_with_retry()
         try:
             if not self._schema_ready:
-                con.execute(ddl())
+                check_schema(con, self.path, self.read_only)
+                if not self.read_only:
+                    con.execute(ddl())
                 self._schema_ready = True
             yield con
+        except duckdb.Error as exc:
+            if isinstance(exc, (duckdb.IOException, duckdb.FatalException)) or _NO_SPACE in str(exc):
+                raise StoreError(describe_io_error(self.path, exc)) from exc
+            raise
         finally:
             con.close()
 
@@ -132,7 +145,9 @@ class Store:
                     validate(con)
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                # a failed write (a full disk) may have ended the transaction already: the cause is what counts
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
                 raise
 
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pd.DataFrame:
@@ -144,19 +159,56 @@ class Store:
             con.execute(sql, params or [])
 
 
+def check_schema(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> None:
+    """A file whose tables are not this project's is refused before anything touches it (a writer would
+    otherwise add our columns to someone else's table). A writer upgrades a store of an older version (missing
+    columns and tables are added); a reader cannot, so it needs them all."""
+    found: dict[str, set[str]] = {}
+    for name, column in con.execute("SELECT table_name, column_name FROM information_schema.columns "
+                                    "WHERE table_schema = 'main'").fetchall():
+        found.setdefault(name, set()).add(column)
+    for name, schema in TABLES.items():
+        if name not in found:
+            if read_only:
+                raise StoreError(f"{path} is not an autointerp store of this version: it has no table {name} "
+                                 "(a store of an older version is upgraded by any writing command, e.g. `autointerp run`)")
+            continue
+        foreign = sorted(found[name] - set(schema.names))
+        missing = sorted(set(schema.names) - found[name])
+        if foreign:
+            raise StoreError(f"{path}: table {name} is not autointerp's (it has column(s) {', '.join(foreign)}, "
+                             f"which autointerp's {name} lacks); point AUTOINTERP_HOME elsewhere")
+        if missing and read_only:
+            raise StoreError(f"{path}: table {name} lacks column(s) {', '.join(missing)}: a store of an older "
+                             "version, which any writing command (e.g. `autointerp run`) upgrades")
+
+
+def describe_io_error(path: Path, exc: Exception) -> str:
+    """DuckDB's I/O failures in one line naming the file; a full disk said as such (nothing landed: the
+    transaction was rolled back)."""
+    text = str(exc)
+    if _NO_SPACE in text or "disk I/O error" in text or "ENOSPC" in text:
+        return f"the DuckDB store {path} ran out of disk space; nothing of the failed write landed: {text.splitlines()[0]}"
+    return f"the DuckDB store {path}: {text.splitlines()[0] if text else type(exc).__name__}"
+
+
 def lock_holder(message: str) -> str:
     """'PID 1234 (/usr/bin/duckdb)' from DuckDB's lock error, or 'another process'."""
     match = re.search(r"held in (.+?) \(PID (\d+)\)", message)
     return f"PID {match.group(2)} ({match.group(1)})" if match else "another process"
 
 
-def where_clause(where: Mapping[str, Any]) -> tuple[str, list[Any]]:
-    parts, params = [], []
+def where_clause(where: Mapping[str, Any], alias: str = "") -> tuple[str, dict[str, Any]]:
+    """The one WHERE builder (writes, quality suites, reads): column -> value, or a list of values (IN; empty:
+    nothing), with named parameters ($column, $column_0, ...) so a query can add its own; `alias` qualifies."""
+    a = f"{alias}." if alias else ""
+    parts, params = [], {}
     for column, value in where.items():
         if isinstance(value, (list, tuple)):
-            parts.append(f"{column} IN ({', '.join('?' for _ in value)})" if value else "FALSE")
-            params.extend(value)
+            names = [f"{column}_{i}" for i in range(len(value))]
+            parts.append(f"{a}{column} IN ({', '.join('$' + n for n in names)})" if value else "FALSE")
+            params.update(zip(names, value))
         else:
-            parts.append(f"{column} = ?")
-            params.append(value)
+            parts.append(f"{a}{column} = ${column}")
+            params[column] = value
     return " AND ".join(parts) or "TRUE", params

@@ -16,16 +16,17 @@ from typing import Any, Callable, Mapping, Sequence
 import duckdb
 import pandas as pd
 
+from autointerp.corpus.excerpts import EXCERPT_TOKENS
 from autointerp.errors import ValidationError
 from autointerp.names import MODEL_NAME_PATTERN
+from autointerp.record.columns import KINDS, STAT_COLUMNS
+from autointerp.store.database import where_clause
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
-EXCERPT_TOKENS = 64
-KINDS = ("top", "random", "quantile")
-STAT_COLUMNS = ("count", "mean", "variance", "skewness", "kurtosis", "max", "frac_positive")
 # An answer with prompt syntax in it is the explainer echoing its prompt, not an explanation.
 PROMPT_ECHO = r"(<start>|<end>|\t|Explanation of neuron|the main thing this neuron does is find|\bunknown\b)"
+EXPLANATION_CHARS = (2, 400)  # a chosen explanation is one sentence: shorter is no answer, longer a runaway one
 
 
 @dataclass
@@ -69,20 +70,14 @@ class Scope:
 
     def clause(self, alias: str = "") -> tuple[str, dict[str, Any]]:
         """SQL condition and named parameters selecting the scope's rows."""
-        a = f"{alias}." if alias else ""
-        params: dict[str, Any] = {"model": self.model}
-        clause = f"{a}model = $model"
+        where: dict[str, Any] = {"model": self.model}
         if self.revision is not None:
-            clause += f" AND {a}revision = $revision"
-            params["revision"] = self.revision
+            where["revision"] = self.revision
         if self.layers is not None:
-            clause += f" AND list_contains($layers, {a}layer)"
-            params["layers"] = list(self.layers)
-        for column in ("explainer", "simulator", "scorer"):
-            if getattr(self, column) is not None:
-                clause += f" AND {a}{column} = ${column}"
-                params[column] = getattr(self, column)
-        return clause, params
+            where["layer"] = list(self.layers)
+        where.update({column: getattr(self, column) for column in ("explainer", "simulator", "scorer")
+                      if getattr(self, column) is not None})
+        return where_clause(where, alias)
 
 
 @functools.cache
@@ -265,7 +260,8 @@ def check_explanations(con: duckdb.DuckDBPyConnection, scope: Scope) -> QualityR
     if report.passed:
         report = validate("explanations", frame[frame.chosen], [
             e.ExpectColumnValuesToNotBeNull(column="explanation"),
-            e.ExpectColumnValueLengthsToBeBetween(column="explanation", min_value=2, max_value=400),
+            e.ExpectColumnValueLengthsToBeBetween(column="explanation", min_value=EXPLANATION_CHARS[0],
+                                                  max_value=EXPLANATION_CHARS[1]),
             e.ExpectColumnValuesToNotMatchRegex(column="explanation", regex=PROMPT_ECHO),
         ])
     return report

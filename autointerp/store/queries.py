@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 
 from autointerp.errors import StoreError
-from autointerp.store.database import Store
+from autointerp.store.database import Store, where_clause
 
 # --- models and revisions -----------------------------------------------------------------------------
 
@@ -171,14 +171,11 @@ def explanations(store: Store, model: str, revision: str, layer: int, explainer:
 def simulations(store: Store, model: str, revision: str, layer: int, explainer: str | None = None,
                 simulator: str | None = None) -> pd.DataFrame:
     """Simulated test excerpts of a layer with their explanation text, by neuron, explainer, sample, simulator."""
-    roles, params = "", [model, revision, layer]
-    for column, value in (("explainer", explainer), ("simulator", simulator)):
-        if value is not None:
-            roles, params = roles + f" AND s.{column} = ?", params + [value]
+    clause, params = _roles(model, revision, [layer], explainer, simulator, alias="s")
     return store.query(
         f"""SELECT s.neuron, s.explainer, s.simulator, s.sample, s.kind, s.excerpt_id, s.simulated, x.explanation
             FROM simulations s LEFT JOIN explanations x USING (model, revision, layer, neuron, explainer, sample)
-            WHERE s.model = ? AND s.revision = ? AND s.layer = ?{roles}
+            WHERE {clause}
             ORDER BY s.neuron, s.explainer, s.sample, s.simulator, s.kind, s.excerpt_id""", params)
 
 
@@ -253,15 +250,13 @@ def cached_responses(store: Store, keys: Sequence[str]) -> dict[str, Any]:
 
 
 def _roles(model: str, revision: str, layers: Sequence[int] | None, explainer: str | None,
-           simulator: str | None, alias: str = "") -> tuple[str, list[Any]]:
-    a = f"{alias}." if alias else ""
-    clause, params = f"{a}model = ? AND {a}revision = ?", [model, revision]
+           simulator: str | None, alias: str = "") -> tuple[str, dict[str, Any]]:
+    where: dict[str, Any] = {"model": model, "revision": revision}
     if layers is not None:
-        clause += f" AND {a}layer IN {_in(layers)}"
-    for column, value in (("explainer", explainer), ("simulator", simulator)):
-        if value is not None:
-            clause, params = clause + f" AND {a}{column} = ?", params + [value]
-    return clause, params
+        where["layer"] = [int(layer) for layer in layers]
+    where.update({column: value for column, value in (("explainer", explainer), ("simulator", simulator))
+                  if value is not None})
+    return where_clause(where, alias)
 
 
 def chosen_explanations(store: Store, model: str, revision: str, layers: Sequence[int] | None = None,

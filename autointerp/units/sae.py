@@ -71,8 +71,12 @@ class Dictionary:
         import torch
         from safetensors.torch import load_file
 
-        tensors = load_file(str(self.weights_file))
         where = f"SAE file {self.weights_file}"
+        try:
+            tensors = load_file(str(self.weights_file))
+        except Exception as exc:  # safetensors' own error type for truncated or foreign files; OSError
+            raise ModelLoadError(f"{where}: not a readable safetensors file (truncated, or another format?): "
+                                 f"{' '.join(str(exc).split())[:200]}") from None
         try:
             if self.format == "saelens":
                 w_enc = tensors["W_enc"]
@@ -173,7 +177,8 @@ def _saelens(directory: Path, cfg: dict, weights: Path) -> Dictionary:
     encoder = _SAELENS_ARCHITECTURES[architecture]
     k = cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k")
     return Dictionary(directory, int(match.group(1)), _SAELENS_HOOKS[match.group(2)], encoder,  # type: ignore[arg-type]
-                      int(cfg["d_in"]), int(cfg["d_sae"]), _k(k, encoder, where),
+                      _size(cfg["d_in"], "d_in", where), _size(cfg["d_sae"], "d_sae", where),
+                      _k(k, encoder, where, _size(cfg["d_sae"], "d_sae", where)),
                       # a transcoder's b_dec lives in the output space: it is never subtracted from the input
                       bool(cfg.get("apply_b_dec_to_input", True)) and not transcoder, transcoder, weights, "saelens")
 
@@ -195,17 +200,33 @@ def _sparsify(directory: Path, cfg: dict, weights: Path) -> Dictionary:
         raise ModelLoadError(f"SAE config {where}: a transcoder must be trained on an MLP (layers.N.mlp)")
     if cfg.get("activation", "topk") != "topk":
         raise ModelLoadError(f"SAE config {where}: activation '{cfg['activation']}' is not supported; known: topk")
-    d_in = int(cfg["d_in"])
-    d_sae = int(cfg.get("num_latents") or d_in * int(cfg["expansion_factor"]))
-    return Dictionary(directory, int(match.group(1)), site, "topk", d_in, d_sae, _k(cfg.get("k"), "topk", where),
+    d_in = _size(cfg["d_in"], "d_in", where)
+    d_sae = (_size(cfg["num_latents"], "num_latents", where) if cfg.get("num_latents") else
+             _size(d_in * _size(cfg["expansion_factor"], "expansion_factor", where), "d_in x expansion_factor", where))
+    return Dictionary(directory, int(match.group(1)), site, "topk", d_in, d_sae, _k(cfg.get("k"), "topk", where, d_sae),
                       not transcoder, transcoder, weights, "sparsify")
 
 
-def _k(k: Any, encoder: str, where: Path) -> int | None:
+MAX_SIZE = 2**31 - 1  # widths and k are stored and indexed as 32-bit integers
+
+
+def _size(value: Any, key: str, where: Path) -> int:
+    """A width from cfg.json: a positive integer (2048.0 is accepted; 1e400, Infinity, 0.5 and "64" are not)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIZE:
+        raise ModelLoadError(f"SAE config {where}: {key} must be a positive integer up to {MAX_SIZE:,}, "
+                             f"got {value!r}"[:300])
+    return value
+
+
+def _k(k: Any, encoder: str, where: Path, d_sae: int) -> int | None:
     if encoder != "topk":
         return None
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ModelLoadError(f"SAE config {where}: a TopK SAE needs a positive integer k, got {k!r}")
+    if k > d_sae:  # refused here, not after the forward pass that would fail on it
+        raise ModelLoadError(f"SAE config {where}: k {k} is more than the {d_sae} latents (d_sae) it selects from")
     return k
 
 

@@ -25,8 +25,11 @@ from autointerp.viewer.pages import finite, page_name
 from autointerp.viewer.plots import data_uri, histogram_png
 from autointerp.viewer.site import RANK_BY, build_site, environment, layer_pages, site_dir
 
-_NEURON = re.compile(r"^(\d{1,9})-(\d{1,9})\.html$")
-_LAYER = re.compile(r"^(\d{1,9})\.html$")
+# One spelling per page: ASCII digits without leading zeros (`\d` would take full-width digits, and `00` would
+# alias `0`, so one neuron would answer under many addresses).
+_INDEX = r"(0|[1-9][0-9]{0,8})"
+_NEURON = re.compile(rf"^{_INDEX}-{_INDEX}\.html$")
+_LAYER = re.compile(rf"^{_INDEX}\.html$")
 _MODEL = re.compile(MODEL_NAME_PATTERN)
 
 
@@ -125,6 +128,12 @@ def make_server(viewer: Viewer, port: int = 8000) -> http.server.ThreadingHTTPSe
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+            self._answer(send_body=True)
+
+        def do_HEAD(self) -> None:  # noqa: N802: link checkers and `curl -I` ask this way
+            self._answer(send_body=False)
+
+        def _answer(self, send_body: bool) -> None:
             try:
                 status, body = 200, viewer.render(self.path)
             except NotFound:
@@ -136,7 +145,8 @@ def make_server(viewer: Viewer, port: int = 8000) -> http.server.ThreadingHTTPSe
             self.send_header("Content-Type", "text/html; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data)
+            if send_body:
+                self.wfile.write(data)
 
         def log_message(self, format: str, *args: Any) -> None:  # one line per request is noise here
             pass

@@ -50,7 +50,8 @@ def environment() -> jinja2.Environment:
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["visible"] = visible
     env.filters["short_llm"] = short_llm
-    env.filters["num"] = lambda v, digits=3: "–" if v is None else f"{v:.{digits}f}"
+    # NaN too: a stat an import did not carry reads back from a float column as NaN
+    env.filters["num"] = lambda v, digits=3: "–" if v is None or v != v else f"{v:.{digits}f}"
     return env
 
 

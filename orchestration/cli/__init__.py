@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from typing import Sequence
@@ -27,6 +28,16 @@ from orchestration.cli.reports import compare, list_models  # noqa: E402
 from orchestration.cli.run import STAGES, parse_layers, run  # noqa: E402
 
 __all__ = ["main", "parse_layers"]
+
+
+MAX_ERROR_CHARS = 1000
+
+
+def one_line(message: str) -> str:
+    """One readable line, whatever the cause wrote: whitespace collapsed, bounded (an endpoint's answer or a
+    failed row quoted in full can run to megabytes)."""
+    text = " ".join(message.split())
+    return text if len(text) <= MAX_ERROR_CHARS else f"{text[:MAX_ERROR_CHARS]}... ({len(text):,} characters)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -120,7 +131,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             finally:
                 display.close()
     except AutointerpError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever the cause wrote
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the file system refused (read-only, full, no permission): which file, and why
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {one_line(where + (exc.strerror or str(exc)))}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        # Dagster's own storage (SQLite under DAGSTER_HOME) failing, e.g. on a full disk: one line, not its traceback
+        if not type(exc).__module__.startswith(("sqlalchemy", "sqlite3")):
+            raise
+        cause = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        full = " (out of disk space?)" if "disk" in cause.lower() or "full" in cause.lower() else ""
+        print(f"error: the Dagster instance at {os.environ.get('DAGSTER_HOME', '$DAGSTER_HOME')} could not write its "
+              f"records{full}: {one_line(cause)}", file=sys.stderr)
         return 2
     return 0
 

@@ -48,7 +48,7 @@ def _rank_by(args: argparse.Namespace) -> tuple[str, ...]:
 
 def data_command(args: argparse.Namespace) -> None:
     """`export`, `import` and `view` work on the store alone: an imported model has no config entry."""
-    store = Store.from_home()
+    store = Store.from_home(read_only=args.command != "import")  # readers work on read-only media
     if args.command == "view":
         from autointerp.names import check_model_name
         from autointerp.viewer.server import view
@@ -96,8 +96,24 @@ def train_sae(config: Config, command: str) -> None:
     from orchestration.cli.run import _Runner
     from orchestration.definitions import build_definitions, resources
 
+    check_sae_training(config)
     _Runner(build_definitions(resources(str(config.path))), dagster_instance(), command)(["sae_dictionary"])
     spec = config.sae_training
     out = (config.base_dir / spec.out).resolve()
     print(f"SAE for layers {', '.join(map(str, spec.layers))} of {spec.model or config.models[0].name} in {out}\n"
           f"explain its latents with a model whose units are `{{kind: sae, path: {spec.out}}}` (docs/sae.md)")
+
+
+def check_sae_training(config: Config) -> None:
+    """What `sae_training` asks that only the model and the disk can refuse, refused before training starts
+    (the config's own checks cannot load a model)."""
+    spec = config.sae_training
+    name = spec.model or config.models[0].name
+    n_layers = Subject.of(config.model(name), config.base_dir).info.n_layers
+    beyond = [layer for layer in spec.layers if layer >= n_layers]
+    if beyond:
+        raise AutointerpError(f"{config.path}: sae_training.layers {beyond}: model '{name}' has layers "
+                              f"0-{n_layers - 1}")
+    out = (config.base_dir / spec.out).resolve()
+    if out.exists() and not out.is_dir():
+        raise AutointerpError(f"{config.path}: sae_training.out {out} is a file; it must be a directory")

@@ -69,7 +69,7 @@ def print_scores(store: Store, model: str, layers: list[int], rank_by: Sequence[
 
 
 def list_models(config: Config) -> None:
-    store = Store.from_home()
+    store = Store.from_home(read_only=True)  # read commands never write
     registered = {e.get("name") for e in read_registry()}
     for spec in config.models:
         revision = queries.latest_revision(store, spec.name)
@@ -81,7 +81,7 @@ def compare(config: Config, model: str, old: str | None, new: str | None) -> Non
     from autointerp.history import compare_revisions
 
     config.model(model)  # an unknown name gets the list of known ones
-    store = Store.from_home()
+    store = Store.from_home(read_only=True)
     frame = compare_revisions(store, model, old, new)
     known = queries.revisions(store, model)
     old, new = old or known[-2], new or known[-1]

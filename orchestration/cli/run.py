@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,12 +55,15 @@ def dagster_instance() -> Any:
     if not os.environ.get("DAGSTER_HOME"):
         os.environ["DAGSTER_HOME"] = str((default_home() / "dagster").resolve())
     home = Path(os.environ["DAGSTER_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
     settings = home / "dagster.yaml"
-    if not settings.exists():  # these machines are offline: no telemetry, no sign-up dialog in the UI; the daemon
-        # fails runs whose worker died (runs the CLI started are also reaped by `reap_dead_runs`)
-        settings.write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
-                            "run_monitoring:\n  enabled: true\n  start_timeout_seconds: 180\n")
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        if not settings.exists():  # these machines are offline: no telemetry, no sign-up dialog in the UI; the
+            # daemon fails runs whose worker died (runs the CLI started are also reaped by `reap_dead_runs`)
+            settings.write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
+                                "run_monitoring:\n  enabled: true\n  start_timeout_seconds: 180\n")
+    except OSError as exc:
+        raise AutointerpError(f"cannot use the Dagster home {home} (DAGSTER_HOME): {exc.strerror}") from exc
     return dg.DagsterInstance.get()
 
 
@@ -79,20 +83,25 @@ class Plan:
     description: str
     record: list[int]  # layers to record
     explain: list[int]  # layers whose selected neurons the LLM stages explain, simulate and score
+    warning: str = ""  # said before anything runs: e.g. the stored revision is not the model's files any more
 
 
 def plan(config: Config, store: Store, name: str, layer_spec: str | None, stages: list[str]) -> Plan:
     """What to run for one model. From `record` on, the model must be configured; a later start takes any
     model in the store (an imported one needs no config entry). Explicit `--layers` are explained as asked;
     without them, the LLM stages take the layers of `neurons.layers` (every one when it is empty)."""
+    warning = ""
     if stages[0] == "record":
         info = Subject.of(config.model(name), config.base_dir).info
         n_layers, description = info.n_layers, f"{info.architecture}, {info.n_layers} layers x {info.n_neurons} neurons"
+        n_neurons = info.n_neurons
         if len(info.unit_layers) < info.n_layers:  # units in some layers only (an SAE for a few of them)
             description = f"{info.architecture}, layers {ranges_text(info.unit_layers)} x {info.n_neurons} {info.units}"
     else:
         row = queries.current_model(store, name)
         n_layers, description = int(row["n_layers"]), f"{row['architecture']} @ {row['revision']}"
+        n_neurons = int(row["n_neurons"])
+        warning = _stale_warning(config, name, str(row["revision"]))
     layers = parse_layers(layer_spec or "all", n_layers)
     if stages[0] == "record":
         without = [layer for layer in layers if layer not in info.unit_layers]
@@ -104,8 +113,29 @@ def plan(config: Config, store: Store, name: str, layer_spec: str | None, stages
         recorded = set(queries.recorded_layers(store, name, queries.latest_revision(store, name)).layer)
         layers = [layer for layer in layers if layer in recorded]
     explained = layers if layer_spec else explain_layers(config, layers)
+    selection = config.neurons
+    beyond = sorted(i for i in selection.ids if i >= n_neurons) if selection.select == "list" else []
+    if beyond and explained and stages[-1] != "record":
+        raise AutointerpError(f"{config.path}: neurons.ids {beyond} are beyond the {n_neurons} units per layer of "
+                              f"model '{name}' (0-{n_neurons - 1})")
     return Plan(name, n_layers, description, layers if stages[0] == "record" else [],
-                explained if stages[-1] != "record" else [])
+                explained if stages[-1] != "record" else [], warning)
+
+
+def _stale_warning(config: Config, name: str, stored: str) -> str:
+    """A configured model whose files changed since it was recorded: the later stages work on the stored
+    revision, which is no longer the model's; say so (a model that cannot be read now gets no word here)."""
+    spec = next((m for m in config.models if m.name == name), None)
+    if spec is None:
+        return ""
+    try:
+        current = Subject.of(spec, config.base_dir).revision
+    except AutointerpError:
+        return ""
+    if current == stored:
+        return ""
+    return (f"warning: model '{name}' changed since it was recorded ({stored} stored, {current} now): these stages "
+            f"use the stored revision; `autointerp run --model {name}` records the new one")
 
 
 def run(config: Config, models: Sequence[str], layer_spec: str | None, until: str, start: str = "record",
@@ -129,6 +159,8 @@ def run(config: Config, models: Sequence[str], layer_spec: str | None, until: st
     llm_keys = [key for stage in stages if stage != "record" for key in STAGES[stage]]
     for p in plans:
         register_model(instance, p.model, p.n_layers)
+        if p.warning:
+            print(p.warning, file=sys.stderr)
         print(f"{p.model}: {p.description}; stages {', '.join(stages)}"
               + (f"; recording layers {ranges_text(p.record)}" if p.record else "")
               + (f"; explaining layers {ranges_text(p.explain)}" if llm_keys else ""))

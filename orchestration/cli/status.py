@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from autointerp.config import Config
-from autointerp.errors import AutointerpError
+from autointerp.errors import AutointerpError, StoreError
 from autointerp.store import Store, queries
 from autointerp.subject import Subject
 from orchestration.jobs import JOBS
@@ -34,7 +34,7 @@ def collect(config: Config, store: Store, instance: Any, model: str | None = Non
                           for r in known.itertuples()],
             "layers": [_layer_row(r) for r in mine[mine.revision == latest].itertuples()] if latest else [],
         })
-    return {"store": str(store.path), "models": models, "last_runs": _last_runs(instance)}
+    return {"store": str(store.path), "models": models, "last_runs": _last_runs(instance) if instance else []}
 
 
 def _layer_row(r: Any) -> dict[str, Any]:
@@ -89,7 +89,8 @@ def render(status: dict[str, Any]) -> str:
         if m["layers"]:
             frame = pd.DataFrame(m["layers"])
             lines.append("  " + frame.to_string(index=False, na_rep="-").replace("\n", "\n  "))
-    lines.append("\nlast runs:")
+    lines.append("\nlast runs:" + (f" unknown (the Dagster instance cannot be read: {status['last_runs_problem']})"
+                                    if status.get("last_runs_problem") else ""))
     for r in status["last_runs"]:
         lines.append(f"  {r['job']:13s} {r['status']:10s} {r.get('partition', ''):18s} {r.get('started', '')}  "
                      f"{r.get('command', '')}".rstrip())
@@ -99,6 +100,13 @@ def render(status: dict[str, Any]) -> str:
 def status(config: Config, model: str | None, as_json: bool) -> None:
     from orchestration.cli.run import dagster_instance
 
-    with dagster_instance() as instance:
-        found = collect(config, Store.from_home(), instance, model)
+    store = Store.from_home(read_only=True)  # a read command never writes, and works on read-only media
+    try:
+        with dagster_instance() as instance:
+            found = collect(config, store, instance, model)
+    except StoreError:
+        raise
+    except Exception as exc:  # the runs are an extra: a home without a usable Dagster instance still has a status
+        found = collect(config, store, None, model)
+        found["last_runs_problem"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
     print(json.dumps(found, indent=2) if as_json else render(found))
