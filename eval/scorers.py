@@ -29,7 +29,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -133,13 +133,16 @@ def main() -> None:
     print("\n" + markdown(rows, list(scorers)))
 
 
-def _beats(rows: list[dict[str, Any]], kind: str, other: str) -> str:
-    wins = [r for r in rows if (r[kind]["true"] or 0.0) > (r[kind][other] or 0.0)]
-    return f"{len(wins)}/{len(rows)}"
+def _wins(rows: list[dict[str, Any]], kind: str, others: Sequence[str]) -> str:
+    """How often the true rule scores above every one of `others`, among the concepts where all are defined."""
+    defined = [r for r in rows if all(r[kind][w] is not None for w in ("true", *others))]
+    wins = [r for r in defined if all(r[kind]["true"] > r[kind][w] for w in others)]
+    return f"{len(wins)}/{len(defined)}"
 
 
 def markdown(rows: list[dict[str, Any]], kinds: list[str]) -> str:
-    """Per scorer: mean value of each explanation, and how often the true rule beats each wrong one."""
+    """Per scorer: mean value of each explanation (over the concepts where it is defined), and how often the true
+    rule beats each wrong one."""
     out = []
     for title, subset in (("contextual concepts", [r for r in rows if r["contextual"]]),
                           ("word-list concepts", [r for r in rows if not r["contextual"]])):
@@ -150,12 +153,11 @@ def markdown(rows: list[dict[str, Any]], kinds: list[str]) -> str:
                 "| true > all three | seconds per explanation |",
                 "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for kind in kinds:
-            means = [np.mean([r[kind][w] if r[kind][w] is not None else np.nan for r in subset]) for w in EXPLANATIONS]
-            best = [r for r in subset if all((r[kind]["true"] or 0.0) > (r[kind][w] or 0.0) for w in EXPLANATIONS[1:])]
+            means = [np.nanmean([np.nan if r[kind][w] is None else r[kind][w] for r in subset]) for w in EXPLANATIONS]
             seconds = np.mean([r[f"{kind}_seconds"] for r in subset]) / len(EXPLANATIONS)
             out.append(f"| {kind} | " + " | ".join(f"{m:.3f}" for m in means)
-                       + f" | {_beats(subset, kind, 'near-miss')} | {_beats(subset, kind, 'tokens')} "
-                       f"| {len(best)}/{len(subset)} | {seconds:.1f} |")
+                       + f" | {_wins(subset, kind, ['near-miss'])} | {_wins(subset, kind, ['tokens'])} "
+                       f"| {_wins(subset, kind, EXPLANATIONS[1:])} | {seconds:.1f} |")
         out.append("")
     return "\n".join(out)
 

@@ -25,6 +25,11 @@ def test_status_reports_each_stage_and_staleness(project, tiny_gpt2, capsys):
     assert [(r["layer"], r["recorded"], r["explained"], r["simulated"], r["scored"]) for r in model["layers"]] == [
         (0, 128, 0, 0, 0), (1, 128, 2, 2, 2)]
     assert model["layers"][1]["mean_score"] == round(float(mean), 4) and model["layers"][0]["mean_score"] is None
+    judged = Store.from_home().query("SELECT split_part(scorer, ':', 1) AS kind, avg(auroc) AS m FROM judge_scores "
+                                     "GROUP BY ALL")
+    for row in judged.itertuples():  # the judges' mean AUROC of the layer, beside the simulation score
+        assert model["layers"][1][f"mean_{row.kind}"] == round(float(row.m), 4)
+    assert set(judged.kind) == {"detection", "fuzzing"} and model["layers"][0]["mean_detection"] is None
     assert not model["stale"] and model["stale_layers"] == []
     runs = {r["job"]: r for r in found["last_runs"]}
     assert runs["record_job"]["status"] == "SUCCESS" and runs["explain_job"]["status"] == "SUCCESS"

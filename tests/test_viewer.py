@@ -16,6 +16,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import dagster as dg
+import markupsafe
 import numpy as np
 import pandas as pd
 import pytest
@@ -452,3 +453,37 @@ def test_a_failed_rebuild_leaves_the_previous_site_whole(recorded, tmp_path):
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before and index.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".site")]  # no staging left behind
+
+
+def test_judge_scores_rank_explanations_and_show_on_every_page(recorded, tmp_path):
+    """With detection and fuzzing AUROCs stored, the neuron page shows them beside the simulation scores, the best
+    explanation is the best-ranked by scoring.rank_by (not by simulation), and the layer page has their
+    histograms; the index lists them and sorts by the ranking score."""
+    copy = Store(tmp_path / "copy.duckdb")
+    shutil.copy(recorded.path, copy.path)
+    revision = queries.latest_revision(copy, MODEL)
+    # Neuron 0: sample 0 simulates worse (0.25 vs 0.75) but the judges prefer it.
+    rows = [{"model": MODEL, "revision": revision, "layer": 1, "neuron": 0, "explainer": EXPLAINER,
+             "scorer": f"{kind}:test", "sample": sample, "explanation": text, "auroc": auroc,
+             "balanced_accuracy": 0.5, "n_positive": 1, "n_negative": 1, "excerpt_ids": [1, 2],
+             "labels": [True, False], "log_odds": [1.0, 0.0], "reason": None}
+            for kind, sample, text, auroc in (("detection", 0, EXPLAINED[0][2], 0.875), ("fuzzing", 0, EXPLAINED[0][2], 0.625),
+                                              ("detection", 1, EXPLAINED[1][2], 0.5), ("fuzzing", 1, EXPLAINED[1][2], 0.25))]
+    from autointerp.store.schema import table
+
+    copy.replace([Replacement("judge_scores", {"model": MODEL, "revision": revision}, table("judge_scores", rows=rows))])
+    viewer = Viewer(copy, rank_by=("detection", "fuzzing"))
+    page = viewer.render(f"/{MODEL}/neurons/1-0.html")
+    best = re.search(r'id="best-explanation".*?<span class="explanation">(.*?)</span>', page, re.S).group(1)
+    assert best == EXPLAINED[0][2]  # judged best: mean AUROC 0.75 against 0.375
+    assert "0.875" in page and "0.625" in page and "0.250" in page
+    layer = viewer.render(f"/{MODEL}/layers/1.html")
+    assert 'id="detection-histogram"' in layer and 'id="fuzzing-histogram"' in layer
+    index = viewer.render(f"/{MODEL}/index.html")
+    row = re.search(r'<tr data-layer="1" data-neuron="0".*?>', index, re.S).group(0)
+    # the index lists the chosen explanation (sample 1) with its ranking score, the mean of its two AUROCs
+    assert 'data-score="0.375"' in row and 'data-detection="0.5"' in row and 'data-simulation="0.75"' in row
+    # ranked by simulation (rank_by: [simulation]) the other explanation is the best again
+    by_simulation = Viewer(copy, rank_by=("simulation",)).render(f"/{MODEL}/neurons/1-0.html")
+    assert re.search(r'<span class="explanation">(.*?)</span>', by_simulation.split('id="best-explanation"')[1],
+                     re.S).group(1) == str(markupsafe.escape(EXPLAINED[1][2]))

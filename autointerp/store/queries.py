@@ -192,7 +192,8 @@ def explanation_scores(store: Store, model: str, revision: str, layer: int,
         FROM explanations x FULL OUTER JOIN scores s USING (model, revision, layer, neuron, explainer, sample)
              LEFT JOIN judged j USING (layer, neuron, explainer, sample)
         WHERE model = $model AND revision = $revision AND layer = $layer
-        ORDER BY neuron, {rank} DESC NULLS LAST, explainer, sample, s.simulator""",
+        ORDER BY neuron, {rank} DESC NULLS LAST, s.score_top_and_random DESC NULLS LAST, explainer, sample,
+                 s.simulator""",
         {"model": model, "revision": revision, "layer": layer})
 
 
@@ -372,18 +373,19 @@ _SCORE_COLUMNS = {"simulation": "s.score_top_and_random", "detection": "j.detect
 
 
 def rank_expression(rank_by: Sequence[str]) -> str:
-    """SQL: the mean of the `rank_by` scores that are defined (NULL if none is), over scores s and judged j."""
-    return f"list_avg([{', '.join(_SCORE_COLUMNS[k] for k in rank_by)}])"
+    """SQL: the mean of the `rank_by` scores that are defined, over scores s and judged j; where none is (not
+    judged: imported, or judged before), the simulation score, so such explanations still rank."""
+    return f"coalesce(list_avg([{', '.join(_SCORE_COLUMNS[k] for k in rank_by)}]), s.score_top_and_random)"
 
 
-_BEST = """best AS (  -- each neuron's best-ranked explanation (explained but not scored yet: its chosen one)
+_BEST = """best AS (  -- each neuron's best-ranked explanation; unjudged: by simulation; unscored: its chosen one
     SELECT x.layer, x.neuron, x.explanation, {rank} AS score, s.score_top_and_random AS simulation,
            s.score_random_only AS random_only, j.detection, j.fuzzing, s.reason
     FROM explanations x LEFT JOIN scores s USING (model, revision, layer, neuron, explainer, sample)
          LEFT JOIN judged j USING (layer, neuron, explainer, sample)
     WHERE x.model = $model AND x.revision = $revision AND coalesce(x.chosen, TRUE) {layer}
     QUALIFY row_number() OVER (PARTITION BY x.layer, x.neuron ORDER BY {rank} DESC NULLS LAST,
-                                                                     x.explainer, x.sample) = 1)"""
+                               s.score_top_and_random DESC NULLS LAST, x.explainer, x.sample) = 1)"""
 
 
 def index_rows(store: Store, model: str, revision: str, rank_by: Sequence[str] = ("simulation",)) -> pd.DataFrame:

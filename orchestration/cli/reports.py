@@ -27,7 +27,8 @@ def print_summary(store: Store, model: str, layers: list[int], rows: int = 8) ->
 
 def explanation_table(store: Store, model: str, layers: list[int], rank_by: Sequence[str]) -> pd.DataFrame:
     """One row per scored explanation: the simulation score, the judges' AUROCs (columns named by scorer kind) and
-    `rank`, the mean of the `rank_by` scorers' values (what best-of-n chose by)."""
+    `rank`, the mean of the `rank_by` scorers' values (what best-of-n chose by; the simulation score where none
+    is defined)."""
     revision = queries.current_model(store, model)["revision"]
     frame = queries.scores(store, model, revision, layers).rename(columns={"score_top_and_random": "simulation"})
     judged = queries.judge_scores(store, model, revision, layers)
@@ -38,7 +39,8 @@ def explanation_table(store: Store, model: str, layers: list[int], rank_by: Sequ
     for kind in rank_by:
         if kind not in frame:
             frame[kind] = float("nan")
-    frame["rank"] = frame[list(rank_by)].mean(axis=1, skipna=True)
+    # where no rank_by scorer is defined (not judged), the simulation score ranks it, as in the viewer
+    frame["rank"] = frame[list(rank_by)].mean(axis=1, skipna=True).fillna(frame["simulation"])
     return frame
 
 
@@ -59,7 +61,7 @@ def print_scores(store: Store, model: str, layers: list[int], rank_by: Sequence[
     print(by_layer.round(3).to_string())
     print(f"all: {len(frame)} explanations; " + ", ".join(
         f"{c} mean {frame[c].mean():.3f} (undefined {int(frame[c].isna().sum())})" for c in columns))
-    ranked = frame.dropna(subset=["rank"]).sort_values("rank", ascending=False)
+    ranked = frame.dropna(subset=["rank"]).sort_values(["rank", "simulation"], ascending=False)
     shown_columns = ["layer", "neuron", *columns, "explanation"]
     with pd.option_context("display.max_colwidth", 90, "display.width", 200):
         for title, rows in (("best", ranked.head(shown)), ("worst", ranked.tail(shown).iloc[::-1])):
