@@ -1,5 +1,9 @@
 """Streaming statistics whose memory does not grow with the corpus: top-k with payloads, moments, and
-counter-based random keys (so a uniform sample is the top-k of random keys)."""
+counter-based random keys (so a uniform sample is the top-k of random keys).
+
+Every state tensor lives on the device the activations come from (`device`), and every update is a torch op
+there: on a GPU nothing crosses to the host until the recorder's final records (docs/method.md s.1-2).
+"""
 
 from __future__ import annotations
 
@@ -16,11 +20,12 @@ class StreamingTopK:
     which makes the result independent of how the corpus is batched.
     """
 
-    def __init__(self, n_neurons: int, k: int, seq_len: int, key_dtype: torch.dtype = torch.float32):
+    def __init__(self, n_neurons: int, k: int, seq_len: int, key_dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu"):
         self.k = k
-        self.keys = torch.full((n_neurons, k), -torch.inf, dtype=key_dtype)
-        self.ids = torch.full((n_neurons, k), -1, dtype=torch.int64)
-        self.acts = torch.zeros((n_neurons, k, seq_len), dtype=torch.float32)
+        self.keys = torch.full((n_neurons, k), -torch.inf, dtype=key_dtype, device=device)
+        self.ids = torch.full((n_neurons, k), -1, dtype=torch.int64, device=device)
+        self.acts = torch.zeros((n_neurons, k, seq_len), dtype=torch.float32, device=device)
 
     def offer(self, keys: torch.Tensor, ids: torch.Tensor, acts: torch.Tensor) -> None:
         """keys: (B, N); ids: (B,) increasing and above every id offered before; acts: (B, T, N)."""
@@ -63,13 +68,13 @@ class Moments:
     Batch moments are computed in float32 around the batch mean (no cancellation), merged in float64.
     """
 
-    def __init__(self, n_neurons: int):
+    def __init__(self, n_neurons: int, device: torch.device | str = "cpu"):
         self.n = 0
-        self.mean = torch.zeros(n_neurons, dtype=torch.float64)
+        self.mean = torch.zeros(n_neurons, dtype=torch.float64, device=device)
         self.m2 = torch.zeros_like(self.mean)
         self.m3 = torch.zeros_like(self.mean)
         self.m4 = torch.zeros_like(self.mean)
-        self.positive = torch.zeros(n_neurons, dtype=torch.int64)
+        self.positive = torch.zeros(n_neurons, dtype=torch.int64, device=device)
 
     def update(self, x: torch.Tensor) -> None:
         """x: (M, N) activations of M tokens."""
@@ -98,24 +103,42 @@ class Moments:
         kurt = torch.where(self.m2 > 0, n * self.m4 / safe**2 - 3.0, torch.zeros_like(safe))
         return {
             "count": np.full(self.mean.shape, self.n, dtype=np.int64),
-            "mean": self.mean.numpy(),
-            "variance": variance.numpy(),
-            "skewness": skew.numpy(),
-            "kurtosis": kurt.numpy(),
-            "frac_positive": (self.positive.double() / n).numpy(),
+            "mean": self.mean.cpu().numpy(),
+            "variance": variance.cpu().numpy(),
+            "skewness": skew.cpu().numpy(),
+            "kurtosis": kurt.cpu().numpy(),
+            "frac_positive": (self.positive.double() / n).cpu().numpy(),
         }
 
 
-def random_priorities(seed: int, layer: int, excerpt_ids: np.ndarray, n_neurons: int) -> torch.Tensor:
-    """A uniform [0, 1) key per (excerpt, neuron), a pure function of (seed, layer, excerpt, neuron).
+def _signed(value: int) -> int:
+    """A 64-bit pattern as the int64 that holds it (torch has no uint64 arithmetic)."""
+    value %= 2**64
+    return value - 2**64 if value >= 2**63 else value
+
+
+def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 bit patterns (`>>` on int64 is arithmetic: it copies the sign bit)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+_MIX1, _MIX2 = _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
+
+
+def random_priorities(seed: int, layer: int, excerpt_ids: np.ndarray | torch.Tensor, n_neurons: int,
+                      device: torch.device | str | None = None) -> torch.Tensor:
+    """A uniform [0, 1) float64 key per (excerpt, neuron), a pure function of (seed, layer, excerpt, neuron).
 
     Keeping the k largest keys gives a uniform sample without replacement; a counter-based hash
-    (splitmix64) makes it independent of batch size and batch order.
+    (splitmix64) makes it independent of batch size and batch order. Computed with int64 torch ops on
+    `device` (default: where `excerpt_ids` are): multiplication wraps modulo 2**64 as uint64's does, and
+    right shifts are made logical, so the keys are bit for bit those of the uint64 formula, on any device.
     """
-    with np.errstate(over="ignore"):
-        x = excerpt_ids.astype(np.uint64)[:, None] * np.uint64(n_neurons) + np.arange(n_neurons, dtype=np.uint64)
-        x = x + np.uint64((seed * 0x9E3779B97F4A7C15 + (layer + 1) * 0xD1B54A32D192ED03) % 2**64)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
-    return torch.from_numpy((x >> np.uint64(11)).astype(np.float64) / float(2**53))
+    ids = excerpt_ids if isinstance(excerpt_ids, torch.Tensor) else torch.from_numpy(np.asarray(excerpt_ids, np.int64))
+    ids = ids.to(device=device if device is not None else ids.device, dtype=torch.int64)
+    x = ids[:, None] * n_neurons + torch.arange(n_neurons, dtype=torch.int64, device=ids.device)
+    x = x + _signed(seed * 0x9E3779B97F4A7C15 + (layer + 1) * 0xD1B54A32D192ED03)
+    x = (x ^ _shift_right(x, 30)) * _MIX1
+    x = (x ^ _shift_right(x, 27)) * _MIX2
+    x = x ^ _shift_right(x, 31)
+    return _shift_right(x, 11).to(torch.float64) / float(2**53)
