@@ -11,11 +11,10 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from autointerp.store import Store
-from autointerp.store.queries import cached_responses
-from autointerp.store.schema import table
+if TYPE_CHECKING:  # the store (DuckDB) is imported when a cache is used, not to name CallResult (bench/gpu.py)
+    from autointerp.store import Store
 
 
 def call_key(backend: str, model: str, kind: str, request: Any) -> str:
@@ -48,6 +47,9 @@ class LLMCache:
             call: Callable[[list[Any]], list[CallResult]]) -> list[Any]:
         """Answer `requests`, calling `call` only with those not answered before (in one batch)."""
         keys = [call_key(backend, model, kind, r) for r in requests]
+        from autointerp.store.queries import cached_responses
+        from autointerp.store.schema import table
+
         known = cached_responses(self.store, keys)
         missing = [i for i, key in enumerate(keys) if key not in known]
         self.stats.hits += len(requests) - len(missing)

@@ -127,22 +127,37 @@ class LocalLLM(LLM):
 
     def __init__(self, options: LocalOptions, base_dir: Path | None = None, reuse_prefix: bool = True):
         resolved: ModelSource = resolve_source(options.model, base_dir)
-        self.model = self._model_label(options.model, resolved)
+        self._setup(options, self._model_label(options.model, resolved), load_tokenizer(resolved), None, resolved,
+                    reuse_prefix)
+
+    @classmethod
+    def in_memory(cls, lm: Any, tokenizer: Any, options: LocalOptions | None = None, label: str = "in-memory",
+                  reuse_prefix: bool = True) -> "LocalLLM":
+        """A LocalLLM over a model already built (bench/gpu.py builds models from configs with random weights, since
+        no weights can travel to the GPU machine); moved to `options.device` in `options.dtype`."""
+        options = options or LocalOptions(engine="transformers")
+        llm = cls.__new__(cls)
+        llm._setup(options, label, tokenizer, lm, None, reuse_prefix)
+        return llm
+
+    def _setup(self, options: LocalOptions, label: str, tokenizer: Any, lm: Any, source: ModelSource | None,
+               reuse_prefix: bool) -> None:
+        self.model = label
         self.device: Any = options.resolved_device()
         self.on_cuda = self.device.type == "cuda"
         self.dtype: Any = pick_dtype(options.dtype, self.device) if self.on_cuda else fast_dtype(options.dtype)
         self.batch_size = options.batch_size
         self.device_batch = options.device_batch
         self.reuse_prefix = reuse_prefix  # False only to measure what the prefix cache saves (bench/)
-        self.tokenizer = load_tokenizer(resolved)
-        self.engine = chat_engine(options, resolved)
-        self._source = resolved
-        self._lm: Any = None
+        self.tokenizer = tokenizer
+        self.engine = chat_engine(options, source) if source is not None else "transformers"
+        self._source = source
+        self._lm: Any = None if lm is None else lm.to(device=self.device, dtype=self.dtype).eval()
         self._prefix: tuple[str, list[int], Any] | None = None  # (text, ids, KV cache) of the last prefix
         self.chat_batch = options.chat_batch
         self.generator: BatchedGenerator | LlamaCppGenerator
-        if self.engine == "llama.cpp":
-            self.generator = LlamaCppGenerator(Path(resolved.location) / str(resolved.gguf_file), self.tokenizer)
+        if self.engine == "llama.cpp" and source is not None:
+            self.generator = LlamaCppGenerator(Path(source.location) / str(source.gguf_file), self.tokenizer)
         else:
             self.generator = BatchedGenerator(self.lm, self.tokenizer, reuse_prefix, self.device)
         self._digits = [self._single_token(v) for v in VALUE_STRINGS[:10]]
