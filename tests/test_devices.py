@@ -302,3 +302,23 @@ def test_cpu_only_modules_import_without_dagster_duckdb_or_great_expectations():
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300,
                           env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "HOME": str(root)})
     assert done.returncode == 0 and "imported" in done.stdout, done.stderr[-3000:]
+
+
+def test_moments_of_a_corpus_beyond_int64_cubed_counts():
+    """Over ~2.6M tokens n**3 exceeds the largest Python int torch takes (uint64; a GPU records that many tokens in
+    seconds): the merge must not overflow, and equals numpy's float64 statistics of all the values."""
+    from autointerp.record.streaming import Moments
+
+    rng = np.random.default_rng(0)
+    parts = [rng.gamma(2.0, 1.5, size=(1_400_000, 2)).astype(np.float32) - 1 for _ in range(2)]
+    moments = Moments(2)
+    for part in parts:
+        moments.update(torch.from_numpy(part))
+    stats = moments.finish()
+    flat = np.concatenate(parts).astype(np.float64)
+    d = flat - flat.mean(0)
+    assert moments.n == 2_800_000 and (stats["count"] == 2_800_000).all()
+    np.testing.assert_allclose(stats["mean"], flat.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(stats["variance"], flat.var(0), rtol=1e-5)
+    np.testing.assert_allclose(stats["skewness"], (d**3).mean(0) / flat.var(0)**1.5, rtol=1e-4)
+    np.testing.assert_allclose(stats["kurtosis"], (d**4).mean(0) / flat.var(0)**2 - 3, rtol=1e-4)

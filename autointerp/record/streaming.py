@@ -84,7 +84,10 @@ class Moments:
         d2 = d * d
         m2b, m3b, m4b = d2.sum(0).double(), (d2 * d).sum(0).double(), (d2 * d2).sum(0).double()
         self.positive += (x > 0).sum(0)
-        na, n = self.n, self.n + nb
+        # Counts as floats: n**3 of a corpus over ~2.6M tokens exceeds uint64, and torch refuses such a Python int
+        # (a GPU records that many in seconds).
+        na, n = float(self.n), float(self.n + nb)
+        nb = float(nb)
         delta = mean_b.double() - self.mean
         m2a, m3a = self.m2, self.m3
         self.m4 = (self.m4 + m4b + delta**4 * na * nb * (na * na - na * nb + nb * nb) / n**3
@@ -92,7 +95,7 @@ class Moments:
         self.m3 = m3a + m3b + delta**3 * na * nb * (na - nb) / n**2 + 3 * delta * (na * m2b - nb * m2a) / n
         self.m2 = m2a + m2b + delta**2 * na * nb / n
         self.mean = self.mean + delta * nb / n
-        self.n = n
+        self.n = int(n)
 
     def finish(self) -> dict[str, np.ndarray]:
         n = max(self.n, 1)
