@@ -411,6 +411,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "check": "bench/gpu.py (issue 19)", "device": describe_device(device), "sizes": args.sizes,
         "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
         "cpu_cores": os.cpu_count(), "run_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        # other work on the machine skews CPU timings (the shared 2-core machines here): said next to them
+        "load_average_1min_at_start": round(os.getloadavg()[0], 2),
         "free_gpu_memory_gib": None if free_memory(device) is None else round(free_memory(device) / 2**30, 1),
     }
 
