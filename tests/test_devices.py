@@ -322,3 +322,50 @@ def test_moments_of_a_corpus_beyond_int64_cubed_counts():
     np.testing.assert_allclose(stats["variance"], flat.var(0), rtol=1e-5)
     np.testing.assert_allclose(stats["skewness"], (d**3).mean(0) / flat.var(0)**1.5, rtol=1e-4)
     np.testing.assert_allclose(stats["kurtosis"], (d**4).mean(0) / flat.var(0)**2 - 3, rtol=1e-4)
+
+
+@pytest.mark.parametrize("k, batch", [(7, 13), (20, 5), (3, 3), (40, 64)])
+def test_the_sync_free_top_k_used_on_cuda_equals_brute_force_and_the_cpu_path(k, batch):
+    """`offer_without_sync` (CUDA's) against a brute-force top-k over everything offered, and against `offer` (the
+    CPU's) entry for entry; ties in the keys (rounded) go to the earlier excerpt in both."""
+    from autointerp.record.streaming import StreamingTopK
+
+    generator = torch.Generator().manual_seed(k * 100 + batch)
+    n, t = 37, 5
+    dense, sparse = StreamingTopK(n, k, t, sync_free=True), StreamingTopK(n, k, t, sync_free=False)
+    chunks = []
+    for start in range(0, 150, batch):
+        acts = (torch.randn(batch, t, n, generator=generator) * 4).round() / 4  # many ties
+        for buffer in (dense, sparse):
+            buffer.offer(acts.amax(dim=1), torch.arange(start, start + batch), acts)
+        chunks.append(acts)
+    everything = torch.cat(chunks)  # (E, T, N)
+    excerpt_max = everything.amax(dim=1).T  # (N, E)
+    # brute force: order by (key desc, excerpt asc) via a stable sort of the keys
+    order = excerpt_max.argsort(dim=1, descending=True, stable=True)[:, :k]
+    keys, ids, acts = dense.sorted()
+    assert torch.equal(ids, order)
+    assert torch.equal(keys, excerpt_max.gather(1, order))
+    assert torch.equal(acts, everything.permute(2, 0, 1).gather(1, order[..., None].expand(-1, -1, t)))
+    for a, b in zip(dense.sorted(), sparse.sorted()):
+        assert torch.equal(a, b)
+
+
+def test_a_recording_through_the_cuda_code_paths_on_the_cpu_equals_the_cpu_paths(tiny_gpt2, tmp_path, monkeypatch):
+    """The recorder as it runs on CUDA (sync-free top-k, keys hashed from device ids), here on the CPU, gives the
+    records and statistics of the CPU paths, which tests/test_recording.py checks against brute force."""
+    from autointerp.record.streaming import StreamingTopK
+    from tests.test_recording import load_excerpts, run_recording
+
+    source, ids, tokens = load_excerpts(tiny_gpt2, tmp_path)
+    model = load_model(source)
+    cpu = run_recording(model, ids, tokens, [0, 2], batch_size=8, seed=5)
+    monkeypatch.setattr(StreamingTopK, "offer", StreamingTopK.offer_without_sync)
+    as_cuda = run_recording(model, ids, tokens, [0, 2], batch_size=8, seed=5)
+    for layer in (0, 2):
+        a, b = as_cuda[layer], cpu[layer]
+        for name in ("top_ids", "top_acts", "random_ids", "random_acts", "quantile_ids", "quantile_acts",
+                     "quantile_boundaries"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+        for stat in a.stats:
+            np.testing.assert_array_equal(a.stats[stat], b.stats[stat], err_msg=stat)

@@ -21,14 +21,20 @@ class StreamingTopK:
     """
 
     def __init__(self, n_neurons: int, k: int, seq_len: int, key_dtype: torch.dtype = torch.float32,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", sync_free: bool | None = None):
         self.k = k
+        # On CUDA every `nonzero` of `offer` waits for the GPU (3 per offer, 2 offers per layer and batch), so the host
+        # cannot queue work ahead; `offer_without_sync` does the same update in fixed shapes instead.
+        self.sync_free = torch.device(device).type == "cuda" if sync_free is None else sync_free
         self.keys = torch.full((n_neurons, k), -torch.inf, dtype=key_dtype, device=device)
         self.ids = torch.full((n_neurons, k), -1, dtype=torch.int64, device=device)
         self.acts = torch.zeros((n_neurons, k, seq_len), dtype=torch.float32, device=device)
 
     def offer(self, keys: torch.Tensor, ids: torch.Tensor, acts: torch.Tensor) -> None:
         """keys: (B, N); ids: (B,) increasing and above every id offered before; acts: (B, T, N)."""
+        if self.sync_free:
+            self.offer_without_sync(keys, ids, acts)
+            return
         keys_t = keys.T
         rows = (keys_t > self.keys.amin(dim=1, keepdim=True)).any(dim=1).nonzero().squeeze(1)
         if rows.numel() == 0:
@@ -49,6 +55,33 @@ class StreamingTopK:
         self.keys[row, slot] = keys_t[row, newcomer]
         self.ids[row, slot] = ids[newcomer]
         self.acts[row, slot] = acts[newcomer, :, row]
+
+    def offer_without_sync(self, keys: torch.Tensor, ids: torch.Tensor, acts: torch.Tensor) -> None:
+        """`offer` with no host synchronisation (for CUDA): every neuron's row is merged, and the evicted slots take
+        the arriving entries through fixed-shape gathers and scatters of min(k, B) slots per neuron, where a slot
+        with nothing arriving is written with its own value. Same admission and order as `offer`."""
+        keys_t = keys.T
+        n, b = keys_t.shape
+        k = self.k
+        merged_keys = torch.cat([self.keys, keys_t.to(self.keys.dtype)], dim=1)  # (N, k + B)
+        merged_ids = torch.cat([self.ids, ids.expand(n, -1)], dim=1)
+        by_id = merged_ids.argsort(dim=1, stable=True)  # rank by (key desc, id asc), as in `offer`
+        by_key = merged_keys.gather(1, by_id).argsort(dim=1, descending=True, stable=True)
+        kept = torch.zeros_like(merged_keys, dtype=torch.bool).scatter_(1, by_id.gather(1, by_key)[:, :k], True)
+        m = min(k, b)  # at most this many slots change: arrivals <= B, and each evicts one of the k
+        # Per neuron: its evicted slots first (in slot order), its arriving entries first (in batch order).
+        slots = kept[:, :k].to(torch.int8).argsort(dim=1, stable=True)[:, :m]
+        arriving = (~kept[:, k:]).to(torch.int8).argsort(dim=1, stable=True)[:, :m]
+        changes = (~kept[:, :k]).sum(dim=1, keepdim=True)  # evicted = arrived, per neuron
+        valid = torch.arange(m, device=keys_t.device) < changes  # (N, m)
+        rows = torch.arange(n, device=keys_t.device)[:, None].expand(n, m)
+        self.keys.scatter_(1, slots, torch.where(valid, keys_t.gather(1, arriving).to(self.keys.dtype),
+                                                 self.keys.gather(1, slots)))
+        self.ids.scatter_(1, slots, torch.where(valid, ids[arriving], self.ids.gather(1, slots)))
+        seq = self.acts.shape[-1]
+        at = slots[..., None].expand(-1, -1, seq)
+        arrived = acts[arriving, :, rows]  # (N, m, T): advanced indices around a slice go first
+        self.acts.scatter_(1, at, torch.where(valid[..., None], arrived, self.acts.gather(1, at)))
 
     def filled(self) -> int:
         return int((self.ids[0] >= 0).sum()) if self.ids.shape[0] else 0
