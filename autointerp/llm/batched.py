@@ -176,8 +176,8 @@ class BatchedGenerator:
             index = torch.tensor(sampled, device=device)
             temperature = torch.tensor([rows[b].temperature for b in sampled], device=device, dtype=logits.dtype)
             probs = torch.softmax(logits[index] / temperature[:, None], dim=-1)
-            top_p = torch.tensor([rows[b].top_p for b in sampled], device=device, dtype=probs.dtype)
-            if bool((top_p < 1).any()):
+            if any(rows[b].top_p < 1 for b in sampled):  # decided on the host: a device test would sync every step
+                top_p = torch.tensor([rows[b].top_p for b in sampled], device=device, dtype=probs.dtype)
                 ordered, order = probs.sort(dim=-1, descending=True)
                 # the smallest set whose mass reaches top_p (rows at top_p >= 1 keep everything)
                 keep = (ordered.cumsum(-1) - ordered < top_p[:, None]) | (top_p[:, None] >= 1)
