@@ -369,3 +369,15 @@ def test_a_recording_through_the_cuda_code_paths_on_the_cpu_equals_the_cpu_paths
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
         for stat in a.stats:
             np.testing.assert_array_equal(a.stats[stat], b.stats[stat], err_msg=stat)
+
+
+def test_train_sae_and_the_sentence_encoder_on_a_missing_gpu_fail_naming_their_key(tmp_path, monkeypatch):
+    from autointerp.simulate.embedding import Embedding, EmbeddingOptions
+    from autointerp.units.train import train_dictionaries
+
+    monkeypatch.setattr("autointerp.devices.cuda_device_count", lambda: 0)
+    config = load_config(write(tmp_path, GOOD + "sae_training: {device: cuda}\n"))
+    with pytest.raises(ConfigError, match="sae_training.device is 'cuda', but torch sees no CUDA device"):
+        train_dictionaries(config, log=lambda _: None)
+    with pytest.raises(ConfigError, match=r"simulator.device is 'cuda:1', but torch sees no CUDA device"):
+        Embedding(EmbeddingOptions(device="cuda:1"), tmp_path).encoder

@@ -161,7 +161,10 @@ def train_dictionaries(config: Any, log: Callable[[str], None] = print) -> list[
     from autointerp.corpus.excerpts import StreamingTokenizer, iter_excerpts
     from autointerp.subject import load_model, load_tokenizer, resolve_source
 
+    from autointerp.devices import describe_device, resolve_device
+
     spec = config.sae_training
+    device = resolve_device(spec.device, "sae_training.device")  # before any work: a missing GPU fails at once
     model_spec = config.model(spec.model or config.models[0].name)
     source = resolve_source(model_spec.source, config.base_dir)
     paths = resolve_corpus_paths(config.corpus.paths, config.base_dir)
@@ -169,9 +172,6 @@ def train_dictionaries(config: Any, log: Callable[[str], None] = print) -> list[
                              StreamingTokenizer(load_tokenizer(source)), 64, spec.tokens)
     ids = np.array([e.token_ids for e in excerpts], dtype=np.int64)
     started = time.monotonic()
-    from autointerp.devices import describe_device, resolve_device
-
-    device = resolve_device(spec.device, "sae_training.device")
     model = load_model(source, model_spec.dtype, device)
     layers = sorted(set(spec.layers))
     log(f"training on {describe_device(device)}")
