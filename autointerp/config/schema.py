@@ -52,7 +52,7 @@ class RecordSpec:
     random_pool: int = 100  # uniform random pool the quantile sample is stratified from
     quantile_bands: int = 5  # equal-count bands of the pool by max activation
     per_band: int = 4  # excerpts drawn at random from each band
-    batch_size: int = 32  # excerpts per forward pass
+    batch_size: int = 32  # excerpts per forward pass on the CPU (on CUDA: as many as free memory holds, up to 512)
 
 
 @dataclass(frozen=True)

@@ -274,7 +274,7 @@ class LocalLLM(LLM):
         with torch.inference_mode():
             hidden = self.lm.get_decoder()(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                                           past_key_values=cache, use_cache=True).last_hidden_state
-            results = []
+            dists = []  # per row: (slots, 11) probabilities of 0..10
             for b, (ids, slots) in enumerate(rows):
                 at = torch.tensor(slots, device=device)
                 probs = torch.softmax(self.lm.get_output_embeddings()(hidden[b, at]).float(), dim=-1)
@@ -289,10 +289,15 @@ class LocalLLM(LLM):
                     digits[:, 1] = digits[:, 1] * (1 - zero_after_one)
                 else:
                     ten = probs[:, self._ten]
-                dist = torch.cat([digits, ten[:, None]], dim=1)
-                results.append(CallResult([dict(zip(VALUE_STRINGS, row)) for row in dist.tolist()],
-                                          prompt_tokens=len(ids) + n_prefix))
-        return results
+                dists.append(torch.cat([digits, ten[:, None]], dim=1))
+            # One device-to-host copy for the batch (a copy per row would wait on the GPU once per excerpt).
+            values = torch.cat(dists).tolist() if dists else []
+        answers, start = [], 0
+        for ids, slots in rows:
+            answers.append(CallResult([dict(zip(VALUE_STRINGS, row)) for row in values[start:start + len(slots)]],
+                                      prompt_tokens=len(ids) + n_prefix))
+            start += len(slots)
+        return answers
 
     def _prefix_cache(self, prefix: str) -> tuple[list[int], Any]:
         import torch
