@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from autointerp.config import RecordSpec, load_config
-from autointerp.devices import batch_size_for, check_device_spec, describe_device, pick_dtype, resolve_device
+from autointerp.devices import batch_size_for, describe_device, pick_dtype, resolve_device
 from autointerp.errors import ConfigError
 from autointerp.llm.batched import BatchedGenerator, Row
 from autointerp.llm.local import LocalOptions, row_bytes

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from autointerp.config import DEFAULT_LLM
-from autointerp.devices import (batch_size_for, check_device_spec, describe_device, free_memory, native_bf16_flags,  # noqa: F401
+from autointerp.devices import (batch_size_for, check_device_spec, free_memory, native_bf16_flags,  # noqa: F401
                                 pick_dtype, resolve_device)  # native_bf16_flags: bench/explain.py reads it from here
 from autointerp.errors import ConfigError
 from autointerp.llm import REGISTRY
