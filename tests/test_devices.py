@@ -381,3 +381,23 @@ def test_train_sae_and_the_sentence_encoder_on_a_missing_gpu_fail_naming_their_k
         train_dictionaries(config, log=lambda _: None)
     with pytest.raises(ConfigError, match=r"simulator.device is 'cuda:1', but torch sees no CUDA device"):
         Embedding(EmbeddingOptions(device="cuda:1"), tmp_path).encoder
+
+
+def test_the_device_check_runs_end_to_end_at_tiny_sizes_on_the_cpu(tmp_path):
+    """bench/gpu.py is run on a GPU only when a session is lent one: a broken check would waste that time, so its
+    tiny CPU form runs here (the 8B stand-in left out: it repeats the 1.5B one's code)."""
+    import json
+
+    from bench.gpu import main
+
+    out = tmp_path / "gpu.json"
+    report = main(["--device", "cpu", "--sizes", "tiny", "--skip", "8b", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    assert report["device"] == "cpu" and report["recording_equivalence"]["passed"] is True
+    assert report["recording_equivalence"]["top_ids_agreement"] == 1.0
+    assert report["recording_throughput"]["recorder_tokens_per_s"] > 0 and report["recording_throughput"]["passed"] is None
+    [explained] = report["explain"]
+    assert explained["neurons"] == 8 and 0 < explained["generated_tokens"] <= 8 * 40
+    assert explained["parsed_usable"] == 8 and explained["passed"] is None
+    [judged] = report["judging"]
+    assert judged["log_odds_finite"] and judged["suffixes_per_neuron"] == 40 and "not the judging scorer" in judged["what"]
