@@ -47,7 +47,7 @@ def record(context: dg.AssetExecutionContext, settings: AutointerpSettings, stor
         recording = pipeline.record(model, layers)
         done[model] = recording
         context.log.info(f"{model}: recorded layers {layers} in {recording.seconds:.1f}s "
-                         f"({recording.n_tokens / recording.seconds:,.0f} tokens/s)")
+                         f"({recording.n_tokens / recording.seconds:,.0f} tokens/s) on {recording.device}")
     seconds = max(sum(r.seconds for r in done.values()), 1e-9)
     metadata = {
         "models": ", ".join(f"{m} @ {r.revision}" for m, r in done.items()),
@@ -55,6 +55,8 @@ def record(context: dg.AssetExecutionContext, settings: AutointerpSettings, stor
         "tokens": sum(r.n_tokens for r in done.values()),
         "tokens_per_second": round(sum(r.n_tokens for r in done.values()) / seconds, 1),
         "shortfall": "; ".join(line for r in done.values() for line in r.shortfall) or "none",
+        "device": ", ".join(sorted({r.device for r in done.values()})),
+        "batch_size": dg.MetadataValue.json({m: r.batch_size for m, r in done.items()}),
     }
     yield dg.MaterializeResult(asset_key="activation_records",
                                metadata={**metadata, "rows": sum(r.rows for r in done.values())})

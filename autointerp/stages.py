@@ -29,7 +29,8 @@ from autointerp.explain.best_of_n import choose
 from autointerp.neurons import select_neurons
 from autointerp.progress import Progress
 from autointerp.record.records import NeuronRecord, load_neuron_records
-from autointerp.record.recorder import expected_counts, record_activations
+from autointerp.devices import describe_device
+from autointerp.record.recorder import expected_counts, record_activations, recording_batch_size
 from autointerp.record.tables import records_table, stats_table
 from autointerp.score import Scorer, ScoringItem, build_rankers, build_scorer, item_of, score_items
 from autointerp.score.scoring import score_simulations
@@ -64,6 +65,8 @@ class Recording:
     seconds: float
     stats: pa.Table  # the layers' neuron_stats rows, for metadata
     shortfall: list[str] = field(default_factory=list)  # records the corpus is too small to give, said out loud
+    device: str = "cpu"  # what ran the forward passes and reductions: 'cpu' or 'cuda:0 (card name)'
+    batch_size: int = 0  # excerpts per forward pass (on CUDA sized from free memory)
 
 
 @dataclass
@@ -160,12 +163,16 @@ class Stages:
         shortfall = record_shortfall(self.config.records, n_excerpts)
         for line in shortfall:
             self.log(f"warning: {line}")
+        device = subject.device()  # a missing CUDA device is a ConfigError here, before the model loads
         self.log(f"loading {model} ({subject.source.kind}, revision {revision}, {info.n_layers} layers x "
-                 f"{info.n_neurons} {info.units} units)")
+                 f"{info.n_neurons} {info.units} units) on {describe_device(device)}")
         started = time.monotonic()
+        loaded = subject.load()
+        batch_size = recording_batch_size(loaded, info.n_neurons, len(set(layers)), self.config.records)
+        self.log(f"recording on {describe_device(device)}, {batch_size} excerpts per forward pass")
         results = record_activations(
-            subject.load(), subject.units, layers,
-            queries.iter_excerpt_batches(self.store, model, revision, self.config.records.batch_size),
+            loaded, subject.units, layers,
+            queries.iter_excerpt_batches(self.store, model, revision, batch_size),
             self.config.records, self.config.seed, info.n_neurons, n_excerpts, self.log)
         seconds = time.monotonic() - started
         ordered = [results[layer] for layer in sorted(results)]
@@ -180,7 +187,7 @@ class Stages:
                         expect={"counts": expected_counts(self.config.records, n_excerpts)}),
             Replacement("neuron_stats", where, stats, expect={"complete": True})])
         return Recording(model, revision, sorted(results), records.num_rows, n_excerpts * EXCERPT_TOKENS, seconds,
-                         stats, shortfall)
+                         stats, shortfall, describe_device(device), batch_size)
 
     def _require_recordable_excerpts(self, model: str, revision: str) -> None:
         """Bad data must not flow downstream, even in a run that did not evaluate the excerpts check."""

@@ -208,7 +208,10 @@ def _check_values(config: Config) -> None:
     if min(sae.latents, sae.k, sae.tokens, sae.epochs, sae.batch_size) < 1 or sae.k > sae.latents or sae.lr <= 0:
         raise ConfigError(f"{where}: sae_training: latents, k, tokens, epochs, batch_size and lr must be positive, "
                           "and k at most latents")
+    from autointerp.devices import check_device_spec
     from autointerp.units.sae import SITES
+
+    check_device_spec(sae.device, f"{where}: sae_training.device")
 
     if sae.site not in SITES or any(layer < 0 for layer in sae.layers) or not sae.layers:
         raise ConfigError(f"{where}: sae_training.site must be one of {', '.join(SITES)}, and layers non-empty, "
@@ -219,6 +222,7 @@ def _check_values(config: Config) -> None:
             raise ConfigError(f"{where}: model '{m.name}': dtype must be float32, bfloat16 or float16")
         if not m.source.strip():
             raise ConfigError(f"{where}: model '{m.name}': source is empty")
+        check_device_spec(m.device, f"{where}: model '{m.name}': device")
 
 
 def _scoring(raw: Any, where: str) -> ScoringSpec:

@@ -33,7 +33,8 @@ class UnitsChoice(Choice):
 class ModelSpec:
     name: str
     source: str  # Hub id[@revision], local directory, .gguf file, or package:PKG/FILE.gguf
-    dtype: str = "float32"  # subject activations are recorded in this precision
+    dtype: str = "float32"  # subject activations are recorded in this precision (statistics always in fp32/fp64)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N: where recording (and SAE encoding) runs; auto = CUDA if seen
     units: UnitsChoice = None  # type: ignore[assignment]  # filled in by the parser: {kind: mlp}
 
 
@@ -51,7 +52,7 @@ class RecordSpec:
     random_pool: int = 100  # uniform random pool the quantile sample is stratified from
     quantile_bands: int = 5  # equal-count bands of the pool by max activation
     per_band: int = 4  # excerpts drawn at random from each band
-    batch_size: int = 32  # excerpts per forward pass
+    batch_size: int = 32  # excerpts per forward pass on the CPU (on CUDA: as many as free memory holds, up to 512)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class SAETrainSpec:
     lr: float = 1e-3
     seed: int = 0
     out: str = "data/sae"  # relative to the config file: one directory per layer
+    device: str = "auto"  # auto | cpu | cuda | cuda:N: where the subject runs and the SAE trains
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from autointerp.config import LLMChoice
 from autointerp.errors import ConfigError
 from autointerp.explain import REGISTRY, Explainer, ExplainerInput, Explanation
 from autointerp.explain.formats import REGISTRY as FORMATS
 from autointerp.llm import AsksLLM
-from autointerp.store import Store
 from autointerp.store.quality import EXPLANATION_CHARS, PROMPT_ECHO
+
+if TYPE_CHECKING:  # annotations only: the store (DuckDB) is not needed to explain or simulate
+    from autointerp.store import Store
 
 _ECHO = re.compile(PROMPT_ECHO)
 

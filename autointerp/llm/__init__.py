@@ -48,8 +48,11 @@ class AsksLLM:
     def __init__(self, kind: str, choice: Any, base_dir: Path | None, store: Any):
         self._name = f"{kind}:{llm_name(choice, base_dir)}"
         self.llm = cached_llm(choice, base_dir, store)
-        # An endpoint answers `concurrency` requests at once; a local model samples `chat_batch` together.
-        self._batch = int(getattr(choice.options, "concurrency", getattr(choice.options, "chat_batch", 1)))
+        # An endpoint answers `concurrency` requests at once; a local model samples `chat_batch` together on the
+        # CPU, `device_batch` on CUDA (its `rows_per_call`).
+        per_call = getattr(choice.options, "rows_per_call", None)
+        self._batch = int(per_call() if per_call is not None else
+                          getattr(choice.options, "concurrency", getattr(choice.options, "chat_batch", 1)))
 
     @property
     def name(self) -> str:

@@ -8,6 +8,11 @@ samples with its own seeded generator, so a completion depends on its request, n
 with (up to float rounding). Only the last position's logits are computed (`logits_to_keep=1`): the
 vocabulary projection of every prompt position would otherwise cost as much as several layers. A row stops at the end-of-turn token or at a line break (an explanation is one
 line), and the batch stops when every row has.
+
+On CUDA (`device`), batches are larger (64-256 rows, LocalLLM sizes them from free memory) and every tensor lives
+on the device: each row's seeded generator is a device generator, and a step samples every row with batched
+tensor ops (temperature, top-p over the sorted vocabulary) and one host copy of the chosen tokens, so the GPU
+does not wait on a Python loop of per-row syncs. Prompts are left padded (after the shared prefix).
 """
 
 from __future__ import annotations
@@ -66,8 +71,11 @@ def stop_tokens(tokenizer: Any) -> tuple[set[int], set[int]]:
 
 
 class BatchedGenerator:
-    def __init__(self, lm: Any, tokenizer: Any, reuse_prefix: bool = True):
+    def __init__(self, lm: Any, tokenizer: Any, reuse_prefix: bool = True, device: Any = "cpu"):
+        import torch
+
         self.lm, self.tokenizer, self.reuse_prefix = lm, tokenizer, reuse_prefix
+        self.device = torch.device(device)
         self._prefix: tuple[tuple[int, ...], Any] | None = None  # (ids, KV cache) of the last common prefix
         self.stop_ids, self.newline_ids = stop_tokens(tokenizer)
         self.timings = Timings()
@@ -90,7 +98,8 @@ class BatchedGenerator:
         started = time.monotonic()
         if ids:
             with torch.inference_mode():
-                self.lm(input_ids=torch.tensor([list(ids)]), past_key_values=cache, use_cache=True, logits_to_keep=1)
+                self.lm(input_ids=torch.tensor([list(ids)], device=self.device), past_key_values=cache, use_cache=True,
+                        logits_to_keep=1)
         self.timings.prefix_s += time.monotonic() - started
         self._prefix = (tuple(ids), cache)
         return len(ids), copy.deepcopy(cache)
@@ -107,10 +116,12 @@ class BatchedGenerator:
         cache.batch_repeat_interleave(len(tails))
         width = max(len(t) for t in tails)
         pad = next(iter(self.stop_ids), 0)
-        input_ids = torch.tensor([[pad] * (width - len(t)) + t for t in tails])
-        mask = torch.tensor([[1] * shared + [0] * (width - len(t)) + [1] * len(t) for t in tails])
-        positions = torch.tensor([[shared] * (width - len(t)) + list(range(shared, shared + len(t))) for t in tails])
-        generators = [torch.Generator().manual_seed(int(r.seed) % 2**63) for r in rows]
+        device = self.device
+        input_ids = torch.tensor([[pad] * (width - len(t)) + t for t in tails], device=device)
+        mask = torch.tensor([[1] * shared + [0] * (width - len(t)) + [1] * len(t) for t in tails], device=device)
+        positions = torch.tensor([[shared] * (width - len(t)) + list(range(shared, shared + len(t))) for t in tails],
+                                 device=device)
+        generators = [torch.Generator(device=device).manual_seed(int(r.seed) % 2**63) for r in rows]
         out: list[list[int]] = [[] for _ in rows]
         done = [False] * len(rows)
         started = time.monotonic()
@@ -121,22 +132,21 @@ class BatchedGenerator:
             self.timings.prompt_tokens += sum(len(t) for t in tails)
             started = time.monotonic()
             if len(tails) < len(rows):
-                index = torch.tensor(owner)
+                index = torch.tensor(owner, device=device)
                 cache.reorder_cache(index)
                 logits, mask, positions = logits[index], mask[index], positions[index]
             for _ in range(max(r.max_tokens for r in rows)):
-                chosen = []
+                chosen = self._sample_rows(logits, rows, generators, done, pad)
                 for b, row in enumerate(rows):
-                    token = pad if done[b] else self._sample(logits[b], row, generators[b])
                     if not done[b]:
+                        token = chosen[b]
                         out[b].append(token)
                         done[b] = token in self.stop_ids or token in self.newline_ids or len(out[b]) >= row.max_tokens
-                    chosen.append(token)
                 if all(done):
                     break
-                mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype)], dim=1)
+                mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype, device=device)], dim=1)
                 positions = positions[:, -1:] + 1
-                logits = self.lm(input_ids=torch.tensor(chosen).unsqueeze(1), attention_mask=mask,
+                logits = self.lm(input_ids=torch.tensor(chosen, device=device).unsqueeze(1), attention_mask=mask,
                                  position_ids=positions, past_key_values=cache, use_cache=True,
                                  logits_to_keep=1).logits[:, -1].float()
         self.timings.decode_s += time.monotonic() - started
@@ -155,7 +165,7 @@ class BatchedGenerator:
         started = time.monotonic()
         if shared < common:  # the kept prefix is shorter than what these rows share (e.g. the explanation
             with torch.inference_mode():  # they all judge): compute the rest once for this batch, not per row
-                self.lm(input_ids=torch.tensor([list(rows[0][shared:common])]), past_key_values=cache,
+                self.lm(input_ids=torch.tensor([list(rows[0][shared:common])], device=self.device), past_key_values=cache,
                         use_cache=True, logits_to_keep=1)
             self.timings.prompt_tokens += common - shared
             shared = common
@@ -163,27 +173,50 @@ class BatchedGenerator:
         cache.batch_repeat_interleave(len(tails))
         width = max(len(t) for t in tails)
         pad = next(iter(self.stop_ids), 0)
-        input_ids = torch.tensor([t + [pad] * (width - len(t)) for t in tails])
-        positions = torch.arange(shared, shared + width).unsqueeze(0).expand(len(tails), -1)
+        input_ids = torch.tensor([t + [pad] * (width - len(t)) for t in tails], device=self.device)
+        positions = torch.arange(shared, shared + width, device=self.device).unsqueeze(0).expand(len(tails), -1)
         with torch.inference_mode():
             hidden = self.lm.get_decoder()(input_ids=input_ids, position_ids=positions, past_key_values=cache,
                                            use_cache=True).last_hidden_state
-            last = hidden[torch.arange(len(tails)), torch.tensor([len(t) - 1 for t in tails])]
+            last = hidden[torch.arange(len(tails), device=self.device),
+                          torch.tensor([len(t) - 1 for t in tails], device=self.device)]
             logits = self.lm.get_output_embeddings()(last).float()
         self.timings.prefill_s += time.monotonic() - started
         self.timings.prompt_tokens += sum(len(t) for t in tails)
         self.timings.batches += 1
-        return torch.log_softmax(logits, dim=-1)
+        return torch.log_softmax(logits, dim=-1).cpu()  # one copy to the host for the whole batch
 
     @staticmethod
-    def _sample(logits: Any, row: Row, generator: Any) -> int:
+    def _sample_rows(logits: Any, rows: Sequence[Row], generators: Sequence[Any], done: Sequence[bool],
+                     pad: int) -> list[int]:
+        """One token per row: `pad` for a finished row (its generator is not advanced), the argmax for a row at
+        temperature 0, else a draw from softmax(logits / temperature) cut to the top-p nucleus, with the row's own
+        generator. Batched over rows; the tokens cross to the host once."""
         import torch
 
-        if row.temperature <= 0:
-            return int(logits.argmax())
-        probs = torch.softmax(logits / row.temperature, dim=-1)
-        if row.top_p < 1:
-            ordered, order = probs.sort(descending=True)
-            keep = ordered.cumsum(0) - ordered < row.top_p  # the smallest set whose mass reaches top_p
-            probs = torch.zeros_like(probs).scatter(0, order[keep], ordered[keep])
-        return int(torch.multinomial(probs, 1, generator=generator))
+        live = [b for b in range(len(rows)) if not done[b]]
+        chosen = [pad] * len(rows)
+        if not live:
+            return chosen
+        device = logits.device
+        sampled = [b for b in live if rows[b].temperature > 0]
+        picks: dict[int, Any] = {}
+        greedy = [b for b in live if rows[b].temperature <= 0]
+        if greedy:
+            picks.update(zip(greedy, logits[greedy].argmax(dim=-1)))
+        if sampled:
+            index = torch.tensor(sampled, device=device)
+            temperature = torch.tensor([rows[b].temperature for b in sampled], device=device, dtype=logits.dtype)
+            probs = torch.softmax(logits[index] / temperature[:, None], dim=-1)
+            if any(rows[b].top_p < 1 for b in sampled):  # decided on the host: a device test would sync every step
+                top_p = torch.tensor([rows[b].top_p for b in sampled], device=device, dtype=probs.dtype)
+                ordered, order = probs.sort(dim=-1, descending=True)
+                # the smallest set whose mass reaches top_p (rows at top_p >= 1 keep everything)
+                keep = (ordered.cumsum(-1) - ordered < top_p[:, None]) | (top_p[:, None] >= 1)
+                probs = torch.zeros_like(probs).scatter(-1, order, ordered * keep)
+            for i, b in enumerate(sampled):
+                picks[b] = torch.multinomial(probs[i], 1, generator=generators[b])[0]
+        tokens = torch.stack([picks[b] for b in live]).tolist()  # one device-to-host copy per step
+        for b, token in zip(live, tokens):
+            chosen[b] = int(token)
+        return chosen

@@ -15,11 +15,10 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from autointerp.store import Store
-from autointerp.store.queries import cached_responses
-from autointerp.store.schema import table
+if TYPE_CHECKING:  # the store (DuckDB) is imported when a cache is used, not to name CallResult (bench/gpu.py)
+    from autointerp.store import Store
 
 log = logging.getLogger("autointerp.llm")
 
@@ -73,6 +72,8 @@ class LLMCache:
         return [known[key] for key in keys]
 
     def _known(self, keys: list[str], keep: Callable[[int, Any], bool] | None) -> dict[str, Any]:
+        from autointerp.store.queries import cached_responses  # here: CallResult is named without DuckDB
+
         known = cached_responses(self.store, keys)
         if keep is not None:
             stale = {key for i, key in enumerate(keys) if key in known and not keep(i, known[key])}
@@ -117,6 +118,8 @@ class LLMCache:
         answers = {i: json.loads(json.dumps(result.response)) for i, result in zip(missing, results)}
         kept = [(i, result) for i, result in zip(missing, results) if keep is None or keep(i, answers[i])]
         if kept:
+            from autointerp.store.schema import table
+
             rows = table("llm_calls", rows=[{
                 "key": keys[i], "backend": backend, "model": model, "kind": kind,
                 "request": json.dumps(requests[i], ensure_ascii=False), "response": json.dumps(result.response),

@@ -9,6 +9,11 @@ For every requested layer and every unit we keep, in memory that does not grow w
 One forward pass per batch feeds every requested layer through hooks at the unit source's hook points,
 and the pass is cut short after the deepest requested layer: layers above it and the LM head are never
 computed.
+
+Device: the recorder runs where the model is (the model's `device` key, autointerp/devices.py). Every
+reduction (top-k by max, the random pool and its quantile sample, moments, max) is a torch op on that device,
+statistics in float32/float64 whatever the model's dtype; only the final records cross to the host, in
+`finish`. On CUDA the batch size follows free memory (`recording_batch_size`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import torch
 
 from autointerp.config import RecordSpec
 from autointerp.corpus import EXCERPT_TOKENS
+from autointerp.devices import batch_size_for, free_memory
 from autointerp.progress import Progress
 from autointerp.record.columns import KINDS, STAT_COLUMNS  # noqa: F401 (tables.py imports them from here)
 from autointerp.record.streaming import Moments, StreamingTopK, random_priorities
@@ -60,21 +66,28 @@ class LayerRecords:
 class LayerRecorder:
     """All streaming state of one layer."""
 
-    def __init__(self, layer: int, n_neurons: int, spec: RecordSpec, seed: int):
+    def __init__(self, layer: int, n_neurons: int, spec: RecordSpec, seed: int, device: torch.device | str = "cpu"):
         self.layer, self.spec, self.seed = layer, spec, seed
-        self.top = StreamingTopK(n_neurons, spec.top, EXCERPT_TOKENS)
-        self.pool = StreamingTopK(n_neurons, spec.random_pool, EXCERPT_TOKENS, key_dtype=torch.float64)
-        self.moments = Moments(n_neurons)
-        self.max = torch.full((n_neurons,), -torch.inf)
+        self.device = torch.device(device)
+        self.top = StreamingTopK(n_neurons, spec.top, EXCERPT_TOKENS, device=self.device)
+        self.pool = StreamingTopK(n_neurons, spec.random_pool, EXCERPT_TOKENS, key_dtype=torch.float64,
+                                  device=self.device)
+        self.moments = Moments(n_neurons, device=self.device)
+        self.max = torch.full((n_neurons,), -torch.inf, device=self.device)
 
-    def update(self, acts: torch.Tensor, excerpt_ids: np.ndarray) -> None:
-        """acts: (B, T, N) float32 activations of a batch of excerpts."""
+    def update(self, acts: torch.Tensor, excerpt_ids: np.ndarray | torch.Tensor) -> None:
+        """acts: (B, T, N) activations of a batch of excerpts, on this recorder's device; a half-precision model's
+        are widened to float32 here, so every statistic accumulates in float32 (moments merged in float64)."""
+        acts = acts.to(device=self.device, dtype=torch.float32)
         batch, seq, n = acts.shape
-        ids = torch.from_numpy(excerpt_ids.astype(np.int64))  # the store holds INTEGER (int32) ids
+        if isinstance(excerpt_ids, torch.Tensor):
+            ids = excerpt_ids.to(self.device, torch.int64)
+        else:  # the store holds INTEGER (int32) ids
+            ids = torch.from_numpy(np.asarray(excerpt_ids).astype(np.int64)).to(self.device)
         excerpt_max = acts.amax(dim=1)  # (B, N)
         self.max = torch.maximum(self.max, excerpt_max.amax(dim=0))
         self.top.offer(excerpt_max, ids, acts)
-        self.pool.offer(random_priorities(self.seed, self.layer, excerpt_ids, n), ids, acts)
+        self.pool.offer(random_priorities(self.seed, self.layer, ids, n), ids, acts)
         self.moments.update(acts.reshape(batch * seq, n))
 
     def finish(self) -> LayerRecords:
@@ -86,13 +99,14 @@ class LayerRecorder:
         quantile_ids, quantile_acts, boundaries = self._quantile_sample(pool_ids, pool_acts, n_pool)
         n_random = min(spec.random, n_pool)
         stats = self.moments.finish()
-        stats["max"] = self.max.double().numpy()
+        stats["max"] = self.max.double().cpu().numpy()
+        # The only device-to-host copies of a recording: each kind's final records, once.
         return LayerRecords(
             layer=self.layer,
-            top_ids=top_ids[:, :n_top].numpy(),
-            top_acts=top_acts[:, :n_top].numpy(),
-            random_ids=pool_ids[:, :n_random].numpy(),
-            random_acts=pool_acts[:, :n_random].numpy(),
+            top_ids=top_ids[:, :n_top].cpu().numpy(),
+            top_acts=top_acts[:, :n_top].cpu().numpy(),
+            random_ids=pool_ids[:, :n_random].cpu().numpy(),
+            random_acts=pool_acts[:, :n_random].cpu().numpy(),
             quantile_ids=quantile_ids,
             quantile_acts=quantile_acts,
             quantile_boundaries=boundaries,
@@ -109,6 +123,7 @@ class LayerRecorder:
         if per_band == 0:
             return (np.zeros((n_neurons, bands, 0), np.int64), np.zeros((n_neurons, bands, 0, EXCERPT_TOKENS), np.float32),
                     np.zeros((n_neurons, 0), np.float32))
+        device = pool_ids.device
         pool_max = pool_acts[:, :n_pool].amax(dim=-1)  # (N, P)
         sorted_max, order = pool_max.sort(dim=1)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.layer)
@@ -116,7 +131,9 @@ class LayerRecorder:
         for band in range(bands):
             end = (band + 1) * band_size if band < bands - 1 else n_pool  # the remainder joins the top band
             members = order[:, band * band_size:end]
-            chosen = members.gather(1, torch.rand(members.shape, generator=generator).argsort(dim=1)[:, :per_band])
+            # Drawn by the CPU generator and moved: the same sample whatever device records.
+            draw = torch.rand(members.shape, generator=generator).to(device)
+            chosen = members.gather(1, draw.argsort(dim=1)[:, :per_band])
             # Within a band, rank 0 is the highest activation, as for `top`.
             chosen_max = pool_max.gather(1, chosen)
             picks.append(chosen.gather(1, chosen_max.argsort(dim=1, descending=True)))
@@ -125,7 +142,8 @@ class LayerRecorder:
         ids = pool_ids.gather(1, flat).reshape(slots.shape)
         acts = pool_acts.gather(1, flat.unsqueeze(-1).expand(-1, -1, EXCERPT_TOKENS))
         edges = [band * band_size for band in range(bands)] + [n_pool - 1]
-        return ids.numpy(), acts.reshape(*slots.shape, EXCERPT_TOKENS).numpy(), sorted_max[:, edges].numpy()
+        return (ids.cpu().numpy(), acts.reshape(*slots.shape, EXCERPT_TOKENS).cpu().numpy(),
+                sorted_max[:, edges].cpu().numpy())
 
 
 def record_activations(
@@ -141,10 +159,11 @@ def record_activations(
 ) -> dict[int, LayerRecords]:
     """Run the corpus through `model` once and record `layers`' units.
 
-    `batches` yields (excerpt_ids (B,), token_ids (B, T)).
+    `batches` yields (excerpt_ids (B,), token_ids (B, T)). Recording runs on the device that holds `model`.
     """
     layers = sorted(set(layers))
-    recorders = {layer: LayerRecorder(layer, n_neurons, spec, seed) for layer in layers}
+    device = model_device(model)
+    recorders = {layer: LayerRecorder(layer, n_neurons, spec, seed, device) for layer in layers}
     deepest = layers[-1]
     current_ids: list[np.ndarray] = []
 
@@ -168,9 +187,9 @@ def record_activations(
     try:
         with torch.inference_mode():
             for excerpt_ids, token_ids in batches:
-                current_ids[:] = [excerpt_ids]
+                current_ids[:] = [torch.from_numpy(np.asarray(excerpt_ids).astype(np.int64)).to(device)]
                 try:
-                    model(input_ids=torch.from_numpy(token_ids.astype(np.int64)), use_cache=False)
+                    model(input_ids=torch.from_numpy(token_ids.astype(np.int64)).to(device), use_cache=False)
                 except _StopForward:
                     pass
                 progress.advance(token_ids.size)
@@ -178,6 +197,54 @@ def record_activations(
         for handle in handles:
             handle.remove()
     return {layer: recorder.finish() for layer, recorder in recorders.items()}
+
+
+def model_device(model: Any) -> torch.device:
+    """Where a torch model's weights are (the CPU for a model without parameters)."""
+    first = next(iter(model.parameters()), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+# Excerpts per forward pass on CUDA at most: the anchor measured 596k tokens/s at 512 on one H100 (README, "On a
+# GPU"); larger batches add memory for the top-k merges without using the card better.
+RECORD_BATCH_CAP = 512
+
+
+def recorder_state_bytes(n_neurons: int, spec: RecordSpec, seq_len: int = EXCERPT_TOKENS) -> int:
+    """Device memory one layer's recorder holds for the whole run: the top and pool slots (activations float32,
+    keys, ids) and the moments."""
+    slots = spec.top + spec.random_pool
+    return n_neurons * (slots * (seq_len * 4 + 8 + 8) + 6 * 8)
+
+
+def excerpt_bytes(hidden: int, intermediate: int, n_neurons: int, model_dtype_bytes: int,
+                  seq_len: int = EXCERPT_TOKENS, max_k: int = 100) -> int:
+    """Peak device memory one excerpt adds to a recording batch (an estimate that errs high).
+
+    The forward keeps about 8 hidden-state-sized tensors alive (residual, norms, q/k/v/o, attention output) and
+    3 MLP-sized ones (gate, up, their product) in the model's dtype; the hooked layer's units then take about
+    6 float32 copies (the widened activations, the moments' deviations and their powers), plus the batch's keys,
+    priorities and the top-k merge buffers (float64, per neuron and excerpt, rows of up to k + B).
+    """
+    forward = seq_len * (8 * hidden + 3 * intermediate) * model_dtype_bytes
+    reductions = seq_len * n_neurons * 4 * 6 + n_neurons * (8 * 4) + n_neurons * 8 * 4 * (1 + max_k // 64)
+    return forward + reductions
+
+
+def recording_batch_size(model: Any, n_neurons: int, n_layers: int, spec: RecordSpec) -> int:
+    """Excerpts per forward pass: `records.batch_size` on the CPU; on CUDA as many as free memory holds (after
+    the model and the recorders' state), up to RECORD_BATCH_CAP, a multiple of 8."""
+    device = model_device(model)
+    free = free_memory(device)
+    if free is None:
+        return spec.batch_size
+    config = model.config
+    hidden = int(getattr(config, "hidden_size", None) or getattr(config, "n_embd"))
+    intermediate = int(getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * hidden)
+    dtype_bytes = next(iter(model.parameters())).element_size()
+    per = excerpt_bytes(hidden, intermediate, n_neurons, dtype_bytes, max_k=max(spec.top, spec.random_pool))
+    state = n_layers * recorder_state_bytes(n_neurons, spec)
+    return batch_size_for(free, per, fixed_bytes=state, low=1, high=RECORD_BATCH_CAP, multiple=8)
 
 
 def _layer_label(layers: Sequence[int]) -> str:

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence, TypeVar
 
 from autointerp.errors import StoreError
-from autointerp.store.queries import record_rows
 
 TOP_SPLITS = ("train", "calibration", "valid", "test")
 RANDOM_SPLITS = ("calibration", "valid", "test")
@@ -116,6 +115,8 @@ def load_neuron_records(con: Any, model: str, revision: str, layer: int,
     """
     if neurons is not None and len(neurons) == 0:
         return []
+    from autointerp.store.queries import record_rows  # here, not at the top: records load without DuckDB
+
     return _group_rows(record_rows(con, model, revision, layer, neurons, kinds=("top", "random", "quantile")),
                        model, revision, layer)
 

@@ -1,5 +1,9 @@
 """Streaming statistics whose memory does not grow with the corpus: top-k with payloads, moments, and
-counter-based random keys (so a uniform sample is the top-k of random keys)."""
+counter-based random keys (so a uniform sample is the top-k of random keys).
+
+Every state tensor lives on the device the activations come from (`device`), and every update is a torch op
+there: on a GPU nothing crosses to the host until the recorder's final records (docs/method.md s.1-2).
+"""
 
 from __future__ import annotations
 
@@ -16,14 +20,21 @@ class StreamingTopK:
     which makes the result independent of how the corpus is batched.
     """
 
-    def __init__(self, n_neurons: int, k: int, seq_len: int, key_dtype: torch.dtype = torch.float32):
+    def __init__(self, n_neurons: int, k: int, seq_len: int, key_dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu", sync_free: bool | None = None):
         self.k = k
-        self.keys = torch.full((n_neurons, k), -torch.inf, dtype=key_dtype)
-        self.ids = torch.full((n_neurons, k), -1, dtype=torch.int64)
-        self.acts = torch.zeros((n_neurons, k, seq_len), dtype=torch.float32)
+        # On CUDA every `nonzero` of `offer` waits for the GPU (3 per offer, 2 offers per layer and batch), so the host
+        # cannot queue work ahead; `offer_without_sync` does the same update in fixed shapes instead.
+        self.sync_free = torch.device(device).type == "cuda" if sync_free is None else sync_free
+        self.keys = torch.full((n_neurons, k), -torch.inf, dtype=key_dtype, device=device)
+        self.ids = torch.full((n_neurons, k), -1, dtype=torch.int64, device=device)
+        self.acts = torch.zeros((n_neurons, k, seq_len), dtype=torch.float32, device=device)
 
     def offer(self, keys: torch.Tensor, ids: torch.Tensor, acts: torch.Tensor) -> None:
         """keys: (B, N); ids: (B,) increasing and above every id offered before; acts: (B, T, N)."""
+        if self.sync_free:
+            self.offer_without_sync(keys, ids, acts)
+            return
         keys_t = keys.T
         rows = (keys_t > self.keys.amin(dim=1, keepdim=True)).any(dim=1).nonzero().squeeze(1)
         if rows.numel() == 0:
@@ -45,6 +56,33 @@ class StreamingTopK:
         self.ids[row, slot] = ids[newcomer]
         self.acts[row, slot] = acts[newcomer, :, row]
 
+    def offer_without_sync(self, keys: torch.Tensor, ids: torch.Tensor, acts: torch.Tensor) -> None:
+        """`offer` with no host synchronisation (for CUDA): every neuron's row is merged, and the evicted slots take
+        the arriving entries through fixed-shape gathers and scatters of min(k, B) slots per neuron, where a slot
+        with nothing arriving is written with its own value. Same admission and order as `offer`."""
+        keys_t = keys.T
+        n, b = keys_t.shape
+        k = self.k
+        merged_keys = torch.cat([self.keys, keys_t.to(self.keys.dtype)], dim=1)  # (N, k + B)
+        merged_ids = torch.cat([self.ids, ids.expand(n, -1)], dim=1)
+        by_id = merged_ids.argsort(dim=1, stable=True)  # rank by (key desc, id asc), as in `offer`
+        by_key = merged_keys.gather(1, by_id).argsort(dim=1, descending=True, stable=True)
+        kept = torch.zeros_like(merged_keys, dtype=torch.bool).scatter_(1, by_id.gather(1, by_key)[:, :k], True)
+        m = min(k, b)  # at most this many slots change: arrivals <= B, and each evicts one of the k
+        # Per neuron: its evicted slots first (in slot order), its arriving entries first (in batch order).
+        slots = kept[:, :k].to(torch.int8).argsort(dim=1, stable=True)[:, :m]
+        arriving = (~kept[:, k:]).to(torch.int8).argsort(dim=1, stable=True)[:, :m]
+        changes = (~kept[:, :k]).sum(dim=1, keepdim=True)  # evicted = arrived, per neuron
+        valid = torch.arange(m, device=keys_t.device) < changes  # (N, m)
+        rows = torch.arange(n, device=keys_t.device)[:, None].expand(n, m)
+        self.keys.scatter_(1, slots, torch.where(valid, keys_t.gather(1, arriving).to(self.keys.dtype),
+                                                 self.keys.gather(1, slots)))
+        self.ids.scatter_(1, slots, torch.where(valid, ids[arriving], self.ids.gather(1, slots)))
+        seq = self.acts.shape[-1]
+        at = slots[..., None].expand(-1, -1, seq)
+        arrived = acts[arriving, :, rows]  # (N, m, T): advanced indices around a slice go first
+        self.acts.scatter_(1, at, torch.where(valid[..., None], arrived, self.acts.gather(1, at)))
+
     def filled(self) -> int:
         return int((self.ids[0] >= 0).sum()) if self.ids.shape[0] else 0
 
@@ -63,13 +101,13 @@ class Moments:
     Batch moments are computed in float32 around the batch mean (no cancellation), merged in float64.
     """
 
-    def __init__(self, n_neurons: int):
+    def __init__(self, n_neurons: int, device: torch.device | str = "cpu"):
         self.n = 0
-        self.mean = torch.zeros(n_neurons, dtype=torch.float64)
+        self.mean = torch.zeros(n_neurons, dtype=torch.float64, device=device)
         self.m2 = torch.zeros_like(self.mean)
         self.m3 = torch.zeros_like(self.mean)
         self.m4 = torch.zeros_like(self.mean)
-        self.positive = torch.zeros(n_neurons, dtype=torch.int64)
+        self.positive = torch.zeros(n_neurons, dtype=torch.int64, device=device)
 
     def update(self, x: torch.Tensor) -> None:
         """x: (M, N) activations of M tokens."""
@@ -79,7 +117,10 @@ class Moments:
         d2 = d * d
         m2b, m3b, m4b = d2.sum(0).double(), (d2 * d).sum(0).double(), (d2 * d2).sum(0).double()
         self.positive += (x > 0).sum(0)
-        na, n = self.n, self.n + nb
+        # Counts as floats: n**3 of a corpus over ~2.6M tokens exceeds uint64, and torch refuses such a Python int
+        # (a GPU records that many in seconds).
+        na, n = float(self.n), float(self.n + nb)
+        nb = float(nb)
         delta = mean_b.double() - self.mean
         m2a, m3a = self.m2, self.m3
         self.m4 = (self.m4 + m4b + delta**4 * na * nb * (na * na - na * nb + nb * nb) / n**3
@@ -87,7 +128,7 @@ class Moments:
         self.m3 = m3a + m3b + delta**3 * na * nb * (na - nb) / n**2 + 3 * delta * (na * m2b - nb * m2a) / n
         self.m2 = m2a + m2b + delta**2 * na * nb / n
         self.mean = self.mean + delta * nb / n
-        self.n = n
+        self.n = int(n)
 
     def finish(self) -> dict[str, np.ndarray]:
         n = max(self.n, 1)
@@ -98,24 +139,42 @@ class Moments:
         kurt = torch.where(self.m2 > 0, n * self.m4 / safe**2 - 3.0, torch.zeros_like(safe))
         return {
             "count": np.full(self.mean.shape, self.n, dtype=np.int64),
-            "mean": self.mean.numpy(),
-            "variance": variance.numpy(),
-            "skewness": skew.numpy(),
-            "kurtosis": kurt.numpy(),
-            "frac_positive": (self.positive.double() / n).numpy(),
+            "mean": self.mean.cpu().numpy(),
+            "variance": variance.cpu().numpy(),
+            "skewness": skew.cpu().numpy(),
+            "kurtosis": kurt.cpu().numpy(),
+            "frac_positive": (self.positive.double() / n).cpu().numpy(),
         }
 
 
-def random_priorities(seed: int, layer: int, excerpt_ids: np.ndarray, n_neurons: int) -> torch.Tensor:
-    """A uniform [0, 1) key per (excerpt, neuron), a pure function of (seed, layer, excerpt, neuron).
+def _signed(value: int) -> int:
+    """A 64-bit pattern as the int64 that holds it (torch has no uint64 arithmetic)."""
+    value %= 2**64
+    return value - 2**64 if value >= 2**63 else value
+
+
+def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 bit patterns (`>>` on int64 is arithmetic: it copies the sign bit)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+_MIX1, _MIX2 = _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
+
+
+def random_priorities(seed: int, layer: int, excerpt_ids: np.ndarray | torch.Tensor, n_neurons: int,
+                      device: torch.device | str | None = None) -> torch.Tensor:
+    """A uniform [0, 1) float64 key per (excerpt, neuron), a pure function of (seed, layer, excerpt, neuron).
 
     Keeping the k largest keys gives a uniform sample without replacement; a counter-based hash
-    (splitmix64) makes it independent of batch size and batch order.
+    (splitmix64) makes it independent of batch size and batch order. Computed with int64 torch ops on
+    `device` (default: where `excerpt_ids` are): multiplication wraps modulo 2**64 as uint64's does, and
+    right shifts are made logical, so the keys are bit for bit those of the uint64 formula, on any device.
     """
-    with np.errstate(over="ignore"):
-        x = excerpt_ids.astype(np.uint64)[:, None] * np.uint64(n_neurons) + np.arange(n_neurons, dtype=np.uint64)
-        x = x + np.uint64((seed * 0x9E3779B97F4A7C15 + (layer + 1) * 0xD1B54A32D192ED03) % 2**64)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
-    return torch.from_numpy((x >> np.uint64(11)).astype(np.float64) / float(2**53))
+    ids = excerpt_ids if isinstance(excerpt_ids, torch.Tensor) else torch.from_numpy(np.asarray(excerpt_ids, np.int64))
+    ids = ids.to(device=device if device is not None else ids.device, dtype=torch.int64)
+    x = ids[:, None] * n_neurons + torch.arange(n_neurons, dtype=torch.int64, device=ids.device)
+    x = x + _signed(seed * 0x9E3779B97F4A7C15 + (layer + 1) * 0xD1B54A32D192ED03)
+    x = (x ^ _shift_right(x, 30)) * _MIX1
+    x = (x ^ _shift_right(x, 27)) * _MIX2
+    x = x ^ _shift_right(x, 31)
+    return _shift_right(x, 11).to(torch.float64) / float(2**53)

@@ -10,10 +10,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from autointerp.plugins import Registry
-from autointerp.store import Store
+
+if TYPE_CHECKING:  # annotations only: the store (DuckDB) is not needed to explain or simulate
+    from autointerp.store import Store
 
 
 @dataclass(frozen=True)

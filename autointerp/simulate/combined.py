@@ -29,20 +29,23 @@ class CombinedOptions:
     context: str = "token"
     floor: float = 0.2
     power: float = 2.0
+    device: str = "auto"  # where the sentence encoder runs: auto | cpu | cuda | cuda:N
 
     def check(self, where: str) -> None:
         if not 0 <= self.weight <= 1:
             raise ConfigError(f"{where}.weight must be in [0, 1]")
         TokenMatchOptions(self.decay, self.piece).check(where)
-        EmbeddingOptions(self.model, self.context, self.floor, self.power).check(where)
+        self.embedding_options().check(where)
+
+    def embedding_options(self) -> EmbeddingOptions:
+        return EmbeddingOptions(self.model, self.context, self.floor, self.power, device=self.device)
 
 
 class Combined(Simulator):
     def __init__(self, options: CombinedOptions, base_dir: Path | None):
         self.options = options
         self.match = TokenMatch(TokenMatchOptions(options.decay, options.piece))
-        self.embedding = Embedding(EmbeddingOptions(options.model, options.context, options.floor, options.power),
-                                   base_dir)
+        self.embedding = Embedding(options.embedding_options(), base_dir)
 
     @property
     def name(self) -> str:

@@ -13,13 +13,16 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from autointerp.devices import check_device_spec, resolve_device
 from autointerp.errors import ConfigError, ModelLoadError
 from autointerp.simulate import REGISTRY, SimulationJob, Simulator
-from autointerp.store import Store
+
+if TYPE_CHECKING:  # the store (DuckDB) is not needed to encode: this module loads where only torch is installed
+    from autointerp.store import Store
 
 DEFAULT_ENCODER = "embedded:all-minilm-l6-v2"
 
@@ -31,34 +34,38 @@ class EmbeddingOptions:
     floor: float = 0.2  # cosine at or below which a token gets 0
     power: float = 2.0  # sharpening above the floor
     batch_size: int = 256  # texts per encoder pass
+    device: str = "auto"  # where the encoder runs: auto | cpu | cuda | cuda:N (auto = CUDA where torch sees it)
 
     def check(self, where: str) -> None:
         if self.context not in ("token", "excerpt"):
             raise ConfigError(f"{where}.context must be token or excerpt, got '{self.context}'")
         if not (-1 <= self.floor < 1 and self.power > 0 and self.batch_size >= 1):
             raise ConfigError(f"{where}: floor must be in [-1, 1), power > 0 and batch_size >= 1")
+        check_device_spec(self.device, f"{where}.device")
 
 
 class Encoder:
     """A sentence encoder with mean pooling; loaded once per process per model, embeddings of texts cached."""
 
-    _loaded: dict[str, "Encoder"] = {}
+    _loaded: dict[tuple[str, str], "Encoder"] = {}
     _lock = threading.Lock()
 
     @classmethod
-    def get(cls, model: str, base_dir: Path | None = None) -> "Encoder":
+    def get(cls, model: str, base_dir: Path | None = None, device: Any = "cpu") -> "Encoder":
         with cls._lock:
-            if model not in cls._loaded:
-                cls._loaded[model] = cls(model, base_dir)
-            return cls._loaded[model]
+            key = (model, str(device))
+            if key not in cls._loaded:
+                cls._loaded[key] = cls(model, base_dir, device)
+            return cls._loaded[key]
 
-    def __init__(self, model: str, base_dir: Path | None = None):
+    def __init__(self, model: str, base_dir: Path | None = None, device: Any = "cpu"):
         from transformers import AutoModel, AutoTokenizer
 
         location = _locate(model, base_dir)
+        self.device = device
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(location)
-            self.model = AutoModel.from_pretrained(location).eval()
+            self.model = AutoModel.from_pretrained(location).to(device).eval()
         except Exception as exc:
             raise ModelLoadError(f"cannot load the sentence encoder '{model}': {exc}") from exc
         self._cache: dict[str, np.ndarray] = {}
@@ -70,12 +77,12 @@ class Encoder:
         todo = sorted({t for t in texts if t not in self._cache})
         for lo in range(0, len(todo), batch_size):
             batch = todo[lo:lo + batch_size]
-            encoded = self.tokenizer(batch, padding=True, truncation=True, return_tensors="pt")
+            encoded = self.tokenizer(batch, padding=True, truncation=True, return_tensors="pt").to(self.device)
             with torch.inference_mode():
                 states = self.model(**encoded).last_hidden_state
             mask = encoded["attention_mask"].unsqueeze(-1).float()
             pooled = torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1)
-            self._cache.update(zip(batch, pooled.numpy()))
+            self._cache.update(zip(batch, pooled.float().cpu().numpy()))
         return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, 1))
 
     def embed_in_context(self, tokens: Sequence[str]) -> np.ndarray:
@@ -90,7 +97,8 @@ class Encoder:
         encoded = self.tokenizer(text, return_offsets_mapping=True, truncation=True, return_tensors="pt")
         offsets = encoded.pop("offset_mapping")[0].tolist()
         with torch.inference_mode():
-            states = torch.nn.functional.normalize(self.model(**encoded).last_hidden_state[0], dim=-1).numpy()
+            states = torch.nn.functional.normalize(self.model(**encoded.to(self.device)).last_hidden_state[0], dim=-1)
+            states = states.float().cpu().numpy()
         rows = np.zeros((len(tokens), states.shape[1]), dtype=np.float32)
         piece = 0
         for i, (start, end) in enumerate(spans):
@@ -134,7 +142,7 @@ class Embedding(Simulator):
 
     @property
     def encoder(self) -> Encoder:
-        return Encoder.get(self.options.model, self.base_dir)
+        return Encoder.get(self.options.model, self.base_dir, resolve_device(self.options.device, "simulator.device"))
 
     def cosines(self, jobs: Sequence[SimulationJob]) -> list[np.ndarray]:
         """Per job, the cosine between the explanation and each token."""

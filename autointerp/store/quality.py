@@ -11,9 +11,8 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-import duckdb
 import pandas as pd
 
 from autointerp.corpus.excerpts import EXCERPT_TOKENS
@@ -21,6 +20,9 @@ from autointerp.errors import ValidationError
 from autointerp.names import MODEL_NAME_PATTERN
 from autointerp.record.columns import KINDS, STAT_COLUMNS
 from autointerp.store.database import where_clause
+
+if TYPE_CHECKING:  # annotations only: explain/llm.py reads PROMPT_ECHO where DuckDB is not installed
+    import duckdb
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 

@@ -40,8 +40,18 @@ class Subject:
     def revision(self) -> str:
         return model_revision(self.source, self.units.files())
 
+    @property
+    def device_key(self) -> str:
+        return f"model '{self.name}': device"
+
+    def device(self) -> Any:
+        """The torch.device this model's `device` key names here (a ConfigError naming the key if absent)."""
+        from autointerp.devices import resolve_device
+
+        return resolve_device(self.spec.device, self.device_key)
+
     def load(self) -> Any:
-        return load_model(self.source, self.spec.dtype)
+        return load_model(self.source, self.spec.dtype, self.device())
 
     def tokenizer(self) -> Any:
         return load_tokenizer(self.source)

@@ -164,7 +164,8 @@ def load_tokenizer(source: ModelSource) -> Any:
         raise ModelLoadError(f"cannot load the tokenizer of '{_label(source)}': {exc}") from exc
 
 
-def load_model(source: ModelSource, dtype: str = "float32") -> Any:
+def load_model(source: ModelSource, dtype: str = "float32", device: Any = "cpu") -> Any:
+    """The model in `dtype` on `device` (a torch.device already resolved, autointerp/devices.py)."""
     import torch
     from transformers import AutoModelForCausalLM
     try:
@@ -173,7 +174,8 @@ def load_model(source: ModelSource, dtype: str = "float32") -> Any:
         )
     except Exception as exc:
         raise ModelLoadError(f"cannot load the weights of '{_label(source)}': {exc}") from exc
-    return model.eval()
+    # Loaded on the host, then moved: GGUF files are dequantized on the CPU in any case.
+    return model.to(device).eval()
 
 
 def _label(source: ModelSource) -> str:

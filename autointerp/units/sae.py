@@ -121,6 +121,10 @@ class Encoder:
     def __call__(self, x: Any) -> Any:
         import torch
 
+        if self.w_enc.device != x.device:  # encode where the subject runs (its `device` key): move the weights once
+            self.w_enc, self.b_enc = self.w_enc.to(x.device), self.b_enc.to(x.device)
+            self.b_dec = None if self.b_dec is None else self.b_dec.to(x.device)
+            self.threshold = None if self.threshold is None else self.threshold.to(x.device)
         x = x.float()
         if self.b_dec is not None:
             x = x - self.b_dec

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from autointerp.config import Config
+from autointerp.devices import describe_device
 from autointerp.errors import AutointerpError
 from autointerp.neurons import layer_selected
 from autointerp.progress import format_duration
@@ -97,6 +98,9 @@ def plan(config: Config, store: Store, name: str, layer_spec: str | None, stages
         n_neurons = info.n_neurons
         if len(info.unit_layers) < info.n_layers:  # units in some layers only (an SAE for a few of them)
             description = f"{info.architecture}, layers {ranges_text(info.unit_layers)} x {info.n_neurons} {info.units}"
+        # Resolved before anything runs: `device: cuda` on a machine without CUDA stops here, naming the key.
+        subject = Subject.of(config.model(name), config.base_dir)
+        description += f"; recording on {describe_device(subject.device())}"
     else:
         row = queries.current_model(store, name)
         n_layers, description = int(row["n_layers"]), f"{row['architecture']} @ {row['revision']}"

@@ -33,6 +33,7 @@ def collect(config: Config, store: Store, instance: Any, model: str | None = Non
             "revisions": [{"revision": str(r.revision), "registered_at": str(r.registered_at), "units": r.units}
                           for r in known.itertuples()],
             "layers": [_layer_row(r) for r in mine[mine.revision == latest].itertuples()] if latest else [],
+            "device": _device(config, name),
         })
     return {"store": str(store.path), "models": models, "last_runs": _last_runs(instance) if instance else []}
 
@@ -54,6 +55,19 @@ def _current_revision(config: Config, name: str) -> tuple[str | None, str | None
         return Subject.of(spec, config.base_dir).revision, None
     except AutointerpError as exc:
         return None, str(exc)
+
+
+def _device(config: Config, name: str) -> str | None:
+    """Where this model records on this machine: its `device` key and what that resolves to here (or why it cannot)."""
+    from autointerp.devices import describe_device, resolve_device
+
+    spec = next((m for m in config.models if m.name == name), None)
+    if spec is None:
+        return None
+    try:
+        return f"{spec.device} -> {describe_device(resolve_device(spec.device, f'model {name!r}: device'))}"
+    except AutointerpError as exc:
+        return f"{spec.device} -> unavailable: {exc}"
 
 
 def _last_runs(instance: Any) -> list[dict[str, Any]]:
@@ -84,6 +98,8 @@ def render(status: dict[str, Any]) -> str:
         if m["problem"]:
             head += f"  (cannot read its revision: {m['problem']})"
         lines.append(head)
+        if m.get("device"):
+            lines.append(f"  device: {m['device']}")
         if m["stale_layers"]:
             lines.append(f"  stale: layers {m['stale_layers']} recorded for an older revision, not this one")
         if m["layers"]:
