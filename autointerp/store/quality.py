@@ -19,7 +19,6 @@ from autointerp.corpus.excerpts import EXCERPT_TOKENS
 from autointerp.errors import ValidationError
 from autointerp.names import MODEL_NAME_PATTERN
 from autointerp.record.columns import KINDS, STAT_COLUMNS
-from autointerp.store.database import where_clause
 
 if TYPE_CHECKING:  # annotations only: explain/llm.py reads PROMPT_ECHO where DuckDB is not installed
     import duckdb
@@ -72,6 +71,8 @@ class Scope:
 
     def clause(self, alias: str = "") -> tuple[str, dict[str, Any]]:
         """SQL condition and named parameters selecting the scope's rows."""
+        from autointerp.store.database import where_clause  # here: explain/ reads this module's rules without DuckDB
+
         where: dict[str, Any] = {"model": self.model}
         if self.revision is not None:
             where["revision"] = self.revision
