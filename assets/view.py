@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from autointerp.store import queries
+from autointerp.store import Store, queries
 from autointerp.viewer.site import build_site, site_dir
 from orchestration.partitions import by_model, model_partitions
 from resources import DuckDBStore
@@ -27,5 +27,10 @@ def neuron_viewer(context: dg.AssetExecutionContext, store: DuckDBStore) -> dg.M
         "url": dg.MetadataValue.url(index.as_uri()),
         "revision": revision,
         "neurons": len(list((index.parent / "neurons").glob("*.html"))),
-        "explained": queries.explained_count(db, model, revision),
+        "explained": explained_count(db, model, revision),
     })
+
+
+def explained_count(store: Store, model: str, revision: str) -> int:
+    return int(store.query("SELECT count(DISTINCT (layer, neuron)) AS n FROM explanations "
+                           "WHERE model = ? AND revision = ?", [model, revision]).n[0])

@@ -18,7 +18,6 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Sequence
 
 from autointerp.store import Store
-from autointerp.store.queries import cached_responses
 from autointerp.store.schema import table
 
 log = logging.getLogger("autointerp.llm")
@@ -132,3 +131,13 @@ class LLMCache:
                 con.execute("COMMIT")
         for i in missing:
             known[keys[i]] = answers[i]  # same shape as a cache hit
+
+
+def cached_responses(store: Store, keys: Sequence[str]) -> dict[str, Any]:
+    """key -> the stored answer, for the keys answered before."""
+    if not keys:
+        return {}
+    with store.connect() as con:
+        rows = con.execute("SELECT key, response FROM llm_calls WHERE key IN (SELECT unnest(?::VARCHAR[]))",
+                           [list(set(keys))]).fetchall()
+    return {key: json.loads(response) for key, response in rows}
