@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from autointerp.store import queries
+from autointerp.store import Store, queries
 from autointerp.viewer.site import build_site, site_dir
 from orchestration.partitions import by_model, model_partitions
 from resources import AutointerpSettings, DuckDBStore
@@ -29,6 +29,11 @@ def neuron_viewer(context: dg.AssetExecutionContext, settings: AutointerpSetting
         "url": dg.MetadataValue.url(index.as_uri()),
         "revision": revision,
         "neurons": len(list((index.parent / "neurons").glob("*.html"))),
-        "explained": queries.explained_count(db, model, revision),
+        "explained": explained_count(db, model, revision),
         "ranked_by": " + ".join(rank_by),
     })
+
+
+def explained_count(store: Store, model: str, revision: str) -> int:
+    return int(store.query("SELECT count(DISTINCT (layer, neuron)) AS n FROM explanations "
+                           "WHERE model = ? AND revision = ?", [model, revision]).n[0])

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 from autointerp.errors import StoreError
 from autointerp.io.nx_json import MOMENTS, NORMALIZED_SCALE, activation_record, dumps, fast, neuron_id, number
 from autointerp.score.scoring import absolute_dev_explained_result, correlation_result, rsquared_result
-from autointerp.store import Store, queries
+from autointerp.store import Store, queries, where_clause
 
 
 def export_neuron_records(store: Store, model: str, out_dir: str | Path, revision: str | None = None,
@@ -71,9 +71,9 @@ def export_explanations(store: Store, model: str, out_dir: str | Path, revision:
     """Write `<out_dir>/explanations/<layer>/<neuron>.jsonl`, one NeuronSimulationResults line per explained
     neuron (see nx_json.py for what maps to what)."""
     revision = queries.current_model(store, model, revision)["revision"]
-    explained = queries.chosen_explanations(store, model, revision, layers, explainer)
-    sims = queries.simulated_excerpts(store, model, revision, layers, explainer, simulator)
-    scored = queries.score_values(store, model, revision, layers, explainer, simulator)
+    explained = chosen_explanations(store, model, revision, layers, explainer)
+    sims = simulated_excerpts(store, model, revision, layers, explainer, simulator)
+    scored = score_values(store, model, revision, layers, explainer, simulator)
     sequences: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for layer, neuron, expl, sample, sim, excerpt_id, tokens, simulated, real in sims:
         if tokens is None or real is None:
@@ -109,3 +109,49 @@ def export_explanations(store: Store, model: str, out_dir: str | Path, revision:
         path.write_text(dumps(results) + "\n", encoding="utf-8")
         written.append(path)
     return written
+
+
+def _roles(model: str, revision: str, layers: Sequence[int] | None, explainer: str | None,
+           simulator: str | None, alias: str = "") -> tuple[str, dict[str, Any]]:
+    where: dict[str, Any] = {"model": model, "revision": revision}
+    if layers is not None:
+        where["layer"] = [int(layer) for layer in layers]
+    where.update({column: value for column, value in (("explainer", explainer), ("simulator", simulator))
+                  if value is not None})
+    return where_clause(where, alias)
+
+
+def chosen_explanations(store: Store, model: str, revision: str, layers: Sequence[int] | None = None,
+                        explainer: str | None = None) -> list[tuple]:
+    """(layer, neuron, explainer, sample, explanation) of every neuron's chosen explanations."""
+    clause, params = _roles(model, revision, layers, explainer, None)
+    with store.connect() as con:
+        return con.execute(f"""SELECT layer, neuron, explainer, sample, explanation FROM explanations
+                               WHERE {clause} AND coalesce(chosen, TRUE)
+                               ORDER BY layer, neuron, explainer, sample""", params).fetchall()
+
+
+def simulated_excerpts(store: Store, model: str, revision: str, layers: Sequence[int] | None = None,
+                       explainer: str | None = None, simulator: str | None = None) -> list[tuple]:
+    """(layer, neuron, explainer, sample, simulator, excerpt_id, tokens, simulated, real activations), top then
+    random in rank order; tokens or real are None where the record or excerpt is missing."""
+    clause, params = _roles(model, revision, layers, explainer, simulator)
+    with store.connect() as con:
+        return con.execute(
+            f"""SELECT s.layer, s.neuron, s.explainer, s.sample, s.simulator, s.excerpt_id, e.tokens,
+                       s.simulated, r.activations
+                FROM (SELECT * FROM simulations WHERE {clause}) s
+                LEFT JOIN activation_records r ON r.model = s.model AND r.revision = s.revision AND r.layer = s.layer
+                     AND r.neuron = s.neuron AND r.kind = s.kind AND r.excerpt_id = s.excerpt_id
+                LEFT JOIN excerpts e ON e.model = s.model AND e.revision = s.revision AND e.excerpt_id = s.excerpt_id
+                ORDER BY s.layer, s.neuron, s.explainer, s.sample, s.simulator, s.kind = 'random', r.rank""",
+            params).fetchall()
+
+
+def score_values(store: Store, model: str, revision: str, layers: Sequence[int] | None = None,
+                 explainer: str | None = None, simulator: str | None = None) -> list[tuple]:
+    """(layer, neuron, explainer, sample, simulator, score_top_and_random, rsquared, absolute_dev_explained)."""
+    clause, params = _roles(model, revision, layers, explainer, simulator)
+    with store.connect() as con:
+        return con.execute(f"""SELECT layer, neuron, explainer, sample, simulator, score_top_and_random, rsquared,
+                                      absolute_dev_explained FROM scores WHERE {clause}""", params).fetchall()

@@ -78,7 +78,7 @@ def _record_index(store: Store, model: str, revision: str, neurons: Sequence[tup
     """Per neuron: token sequence -> its top/random records as (kind, excerpt id), top first, in rank order."""
     wanted = set(neurons)
     index: dict[tuple[int, int], dict[tuple[str, ...], list[tuple[str, int]]]] = defaultdict(lambda: defaultdict(list))
-    for layer, neuron, kind, excerpt_id, tokens in queries.record_index(store, model, revision,
+    for layer, neuron, kind, excerpt_id, tokens in record_index(store, model, revision,
                                                                         sorted({layer for layer, _ in neurons})):
         if (layer, neuron) in wanted:
             index[(layer, neuron)][tuple(tokens)].append((kind, excerpt_id))
@@ -180,3 +180,14 @@ def import_explanations(store: Store, model: str, path: str | Path, revision: st
     store.replace(replacements)
     return ImportResult(model, revision, len(found), len(seen),
                         {"explanations": len(explanations), "simulations": len(simulations), "scores": len(scores)})
+
+
+def record_index(store: Store, model: str, revision: str, layers: Sequence[int]) -> list[tuple]:
+    """(layer, neuron, kind, excerpt_id, tokens) of the layers' top and random records, top first in rank order."""
+    with store.connect() as con:
+        return con.execute(
+            f"""SELECT r.layer, r.neuron, r.kind, r.excerpt_id, e.tokens
+                FROM activation_records r JOIN excerpts e
+                  ON e.model = r.model AND e.revision = r.revision AND e.excerpt_id = r.excerpt_id
+                WHERE r.model = ? AND r.revision = ? AND r.kind IN ('top', 'random') AND r.layer IN ({', '.join(str(int(layer)) for layer in layers) or 'NULL'})
+                ORDER BY r.layer, r.neuron, r.kind = 'random', r.rank""", [model, revision]).fetchall()

@@ -72,8 +72,6 @@ class LLMCache:
         return [known[key] for key in keys]
 
     def _known(self, keys: list[str], keep: Callable[[int, Any], bool] | None) -> dict[str, Any]:
-        from autointerp.store.queries import cached_responses  # here: CallResult is named without DuckDB
-
         known = cached_responses(self.store, keys)
         if keep is not None:
             stale = {key for i, key in enumerate(keys) if key in known and not keep(i, known[key])}
@@ -135,3 +133,13 @@ class LLMCache:
                 con.execute("COMMIT")
         for i in missing:
             known[keys[i]] = answers[i]  # same shape as a cache hit
+
+
+def cached_responses(store: Store, keys: Sequence[str]) -> dict[str, Any]:
+    """key -> the stored answer, for the keys answered before."""
+    if not keys:
+        return {}
+    with store.connect() as con:
+        rows = con.execute("SELECT key, response FROM llm_calls WHERE key IN (SELECT unnest(?::VARCHAR[]))",
+                           [list(set(keys))]).fetchall()
+    return {key: json.loads(response) for key, response in rows}

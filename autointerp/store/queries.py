@@ -6,7 +6,6 @@ connection so a caller can batch them.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Iterator, Sequence
 
 import duckdb
@@ -138,18 +137,6 @@ def models_with_records(store: Store) -> list[str]:
     return store.query("SELECT DISTINCT model FROM activation_records ORDER BY model").model.tolist()
 
 
-def layer_summary(store: Store, model: str, revision: str, layers: Sequence[int]) -> pd.DataFrame:
-    """Per recorded layer: neurons, tokens seen, mean fraction > 0, largest activation and record count."""
-    return store.query(
-        f"""SELECT s.layer, count(*) AS neurons, any_value(s.count) AS tokens,
-                   round(avg(s.frac_positive), 3) AS mean_frac_positive, round(max(s.max), 2) AS max_activation,
-                   count(*) FILTER (WHERE s.max <= 0) AS dead,
-                   (SELECT count(*) FROM activation_records r WHERE r.model = s.model AND r.revision = s.revision
-                      AND r.layer = s.layer) AS records
-            FROM neuron_stats s WHERE s.model = ? AND s.revision = ? AND s.layer IN {_in(layers)}
-            GROUP BY s.model, s.revision, s.layer ORDER BY s.layer""", [model, revision])
-
-
 def dead_units(store: Store, model: str, revision: str, layer: int) -> list[int]:
     """Units of a layer never active on the corpus (max activation <= 0): counted, never explained."""
     return store.query("SELECT neuron FROM neuron_stats WHERE model = ? AND revision = ? AND layer = ? AND max <= 0 "
@@ -171,7 +158,8 @@ def explanations(store: Store, model: str, revision: str, layer: int, explainer:
 def simulations(store: Store, model: str, revision: str, layer: int, explainer: str | None = None,
                 simulator: str | None = None) -> pd.DataFrame:
     """Simulated test excerpts of a layer with their explanation text, by neuron, explainer, sample, simulator."""
-    clause, params = _roles(model, revision, [layer], explainer, simulator, alias="s")
+    where = {"model": model, "revision": revision, "layer": layer, "explainer": explainer, "simulator": simulator}
+    clause, params = where_clause({k: v for k, v in where.items() if v is not None}, alias="s")
     return store.query(
         f"""SELECT s.neuron, s.explainer, s.simulator, s.sample, s.kind, s.excerpt_id, s.simulated, x.explanation
             FROM simulations s LEFT JOIN explanations x USING (model, revision, layer, neuron, explainer, sample)
@@ -203,11 +191,6 @@ def scores(store: Store, model: str, revision: str, layers: Sequence[int] | None
                            ORDER BY layer, neuron, explainer, sample, simulator""", [model, revision])
 
 
-def explained_count(store: Store, model: str, revision: str) -> int:
-    return int(store.query("SELECT count(DISTINCT (layer, neuron)) AS n FROM explanations "
-                           "WHERE model = ? AND revision = ?", [model, revision]).n[0])
-
-
 def compare_revisions(store: Store, model: str, old: str, new: str, threshold: float) -> pd.DataFrame:
     """Per neuron recorded in both revisions: top-excerpt overlap, each revision's best explanation and score."""
     return store.query(
@@ -233,130 +216,6 @@ def compare_revisions(store: Store, model: str, old: str, new: str, threshold: f
         ORDER BY changed DESC, abs(coalesce(score_delta, 0)) DESC, o.layer, o.neuron
         """,
         {"model": model, "old": old, "new": new, "threshold": threshold})
-
-
-# --- the LLM cache ---------------------------------------------------------------------------------------
-
-
-def cached_responses(store: Store, keys: Sequence[str]) -> dict[str, Any]:
-    if not keys:
-        return {}
-    with store.connect() as con:
-        rows = con.execute("SELECT key, response FROM llm_calls WHERE key IN (SELECT unnest(?::VARCHAR[]))",
-                           [list(set(keys))]).fetchall()
-    return {key: json.loads(response) for key, response in rows}
-
-
-# --- neuron_explainer export -----------------------------------------------------------------------------
-
-
-def _roles(model: str, revision: str, layers: Sequence[int] | None, explainer: str | None,
-           simulator: str | None, alias: str = "") -> tuple[str, dict[str, Any]]:
-    where: dict[str, Any] = {"model": model, "revision": revision}
-    if layers is not None:
-        where["layer"] = [int(layer) for layer in layers]
-    where.update({column: value for column, value in (("explainer", explainer), ("simulator", simulator))
-                  if value is not None})
-    return where_clause(where, alias)
-
-
-def chosen_explanations(store: Store, model: str, revision: str, layers: Sequence[int] | None = None,
-                        explainer: str | None = None) -> list[tuple]:
-    """(layer, neuron, explainer, sample, explanation) of every neuron's chosen explanations."""
-    clause, params = _roles(model, revision, layers, explainer, None)
-    with store.connect() as con:
-        return con.execute(f"""SELECT layer, neuron, explainer, sample, explanation FROM explanations
-                               WHERE {clause} AND coalesce(chosen, TRUE)
-                               ORDER BY layer, neuron, explainer, sample""", params).fetchall()
-
-
-def simulated_excerpts(store: Store, model: str, revision: str, layers: Sequence[int] | None = None,
-                       explainer: str | None = None, simulator: str | None = None) -> list[tuple]:
-    """(layer, neuron, explainer, sample, simulator, excerpt_id, tokens, simulated, real activations), top then
-    random in rank order; tokens or real are None where the record or excerpt is missing."""
-    clause, params = _roles(model, revision, layers, explainer, simulator)
-    with store.connect() as con:
-        return con.execute(
-            f"""SELECT s.layer, s.neuron, s.explainer, s.sample, s.simulator, s.excerpt_id, e.tokens,
-                       s.simulated, r.activations
-                FROM (SELECT * FROM simulations WHERE {clause}) s
-                LEFT JOIN activation_records r ON r.model = s.model AND r.revision = s.revision AND r.layer = s.layer
-                     AND r.neuron = s.neuron AND r.kind = s.kind AND r.excerpt_id = s.excerpt_id
-                LEFT JOIN excerpts e ON e.model = s.model AND e.revision = s.revision AND e.excerpt_id = s.excerpt_id
-                ORDER BY s.layer, s.neuron, s.explainer, s.sample, s.simulator, s.kind = 'random', r.rank""",
-            params).fetchall()
-
-
-def score_values(store: Store, model: str, revision: str, layers: Sequence[int] | None = None,
-                 explainer: str | None = None, simulator: str | None = None) -> list[tuple]:
-    """(layer, neuron, explainer, sample, simulator, score_top_and_random, rsquared, absolute_dev_explained)."""
-    clause, params = _roles(model, revision, layers, explainer, simulator)
-    with store.connect() as con:
-        return con.execute(f"""SELECT layer, neuron, explainer, sample, simulator, score_top_and_random, rsquared,
-                                      absolute_dev_explained FROM scores WHERE {clause}""", params).fetchall()
-
-
-def record_index(store: Store, model: str, revision: str, layers: Sequence[int]) -> list[tuple]:
-    """(layer, neuron, kind, excerpt_id, tokens) of the layers' top and random records, top first in rank order."""
-    with store.connect() as con:
-        return con.execute(
-            f"""SELECT r.layer, r.neuron, r.kind, r.excerpt_id, e.tokens
-                FROM activation_records r JOIN excerpts e
-                  ON e.model = r.model AND e.revision = r.revision AND e.excerpt_id = r.excerpt_id
-                WHERE r.model = ? AND r.revision = ? AND r.kind IN ('top', 'random') AND r.layer IN {_in(layers)}
-                ORDER BY r.layer, r.neuron, r.kind = 'random', r.rank""", [model, revision]).fetchall()
-
-
-def table_names(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """The store's tables (in the current database's main schema)."""
-    return [row[0] for row in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
-        "AND schema_name = 'main' AND NOT temporary ORDER BY table_name").fetchall()]
-
-
-def column_names(con: duckdb.DuckDBPyConnection, table_name: str) -> list[str]:
-    return [row[0] for row in con.execute(
-        "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
-        "AND schema_name = 'main' AND table_name = ?", [table_name]).fetchall()]
-
-
-# --- status ------------------------------------------------------------------------------------------------
-
-
-def layer_status(store: Store, model: str | None = None) -> pd.DataFrame:
-    """Per (model, revision, layer) recorded or explained: neurons recorded, explained, simulated, scored, the
-    mean top-and-random score (over every explainer and simulator) and the judges' mean AUROCs."""
-    if not store.exists():
-        return pd.DataFrame(columns=["model", "revision", "layer", "recorded", "explained", "simulated", "scored",
-                                     "mean_score", "mean_detection", "mean_fuzzing"])
-    where = "WHERE model = $model" if model else ""
-    return store.query(f"""
-        WITH recorded AS (SELECT model, revision, layer, count(*) AS recorded FROM neuron_stats {where} GROUP BY ALL),
-             explained AS (SELECT model, revision, layer, count(DISTINCT neuron) AS explained FROM explanations
-                           {where} GROUP BY ALL),
-             simulated AS (SELECT model, revision, layer, count(DISTINCT neuron) AS simulated FROM simulations
-                           {where} GROUP BY ALL),
-             scored AS (SELECT model, revision, layer, count(DISTINCT neuron) AS scored,
-                               avg(score_top_and_random) AS mean_score FROM scores {where} GROUP BY ALL),
-             judged AS (SELECT model, revision, layer,
-                               avg(auroc) FILTER (WHERE scorer LIKE 'detection:%') AS mean_detection,
-                               avg(auroc) FILTER (WHERE scorer LIKE 'fuzzing:%') AS mean_fuzzing
-                        FROM judge_scores {where} GROUP BY ALL)
-        SELECT model, revision, layer, coalesce(recorded, 0) AS recorded, coalesce(explained, 0) AS explained,
-               coalesce(simulated, 0) AS simulated, coalesce(scored, 0) AS scored, mean_score, mean_detection,
-               mean_fuzzing
-        FROM recorded FULL OUTER JOIN explained USING (model, revision, layer)
-             FULL OUTER JOIN simulated USING (model, revision, layer) FULL OUTER JOIN scored USING (model, revision, layer)
-             FULL OUTER JOIN judged USING (model, revision, layer)
-        ORDER BY model, revision, layer""", {"model": model} if model else None)
-
-
-def registered_revisions(store: Store) -> pd.DataFrame:
-    """Every (model, revision) with when it was registered and where it came from, newest first per model."""
-    if not store.exists():
-        return pd.DataFrame(columns=["model", "revision", "source", "units", "registered_at"])
-    return store.query("SELECT model, revision, source, units, registered_at FROM models "
-                       "ORDER BY model, registered_at DESC")
 
 
 # --- the viewer ----------------------------------------------------------------------------------------------

@@ -7,14 +7,14 @@ from typing import Sequence
 import pandas as pd
 
 from autointerp.config import Config
-from autointerp.store import Store, queries
+from autointerp.store import Store, queries, where_clause
 from autointerp.subject.added import read_registry
 
 
 def print_summary(store: Store, model: str, layers: list[int], rows: int = 8) -> None:
     """What was recorded: a row per layer for a few layers, one line for many (`autointerp status` lists them)."""
     revision = queries.current_model(store, model)["revision"]
-    frame = queries.layer_summary(store, model, revision, layers)
+    frame = layer_summary(store, model, revision, layers)
     print(f"\n{model} @ {revision} in {store.path}:")
     if len(frame) <= rows:
         print(frame.to_string(index=False))
@@ -91,3 +91,16 @@ def compare(config: Config, model: str, old: str | None, new: str | None) -> Non
           f"{int(frame.changed.sum())} changed what they fire on (top-excerpt overlap < 0.5)")
     with pd.option_context("display.max_colwidth", 60, "display.width", 200):
         print(frame.round(3).to_string(index=False))
+
+
+def layer_summary(store: Store, model: str, revision: str, layers: Sequence[int]) -> pd.DataFrame:
+    """Per recorded layer: neurons, tokens seen, mean fraction > 0, largest activation and record count."""
+    clause, params = where_clause({"model": model, "revision": revision, "layer": [int(x) for x in layers]}, "s")
+    return store.query(
+        f"""SELECT s.layer, count(*) AS neurons, any_value(s.count) AS tokens,
+                   round(avg(s.frac_positive), 3) AS mean_frac_positive, round(max(s.max), 2) AS max_activation,
+                   count(*) FILTER (WHERE s.max <= 0) AS dead,
+                   (SELECT count(*) FROM activation_records r WHERE r.model = s.model AND r.revision = s.revision
+                      AND r.layer = s.layer) AS records
+            FROM neuron_stats s WHERE {clause}
+            GROUP BY s.model, s.revision, s.layer ORDER BY s.layer""", params)

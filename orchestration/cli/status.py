@@ -9,14 +9,14 @@ import pandas as pd
 
 from autointerp.config import Config
 from autointerp.errors import AutointerpError, StoreError
-from autointerp.store import Store, queries
+from autointerp.store import Store
 from autointerp.subject import Subject
 from orchestration.jobs import JOBS
 
 
 def collect(config: Config, store: Store, instance: Any, model: str | None = None) -> dict[str, Any]:
-    layers = queries.layer_status(store, model)
-    revisions = queries.registered_revisions(store)
+    layers = layer_status(store, model)
+    revisions = registered_revisions(store)
     names = sorted(set(revisions.model) | {m.name for m in config.models} if model is None else {model})
     models = []
     for name in names:
@@ -126,3 +126,39 @@ def status(config: Config, model: str | None, as_json: bool) -> None:
         found = collect(config, store, None, model)
         found["last_runs_problem"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
     print(json.dumps(found, indent=2) if as_json else render(found))
+
+
+def layer_status(store: Store, model: str | None = None) -> pd.DataFrame:
+    """Per (model, revision, layer) recorded or explained: neurons recorded, explained, simulated, scored, the
+    mean top-and-random score (over every explainer and simulator) and the judges' mean AUROCs."""
+    if not store.exists():
+        return pd.DataFrame(columns=["model", "revision", "layer", "recorded", "explained", "simulated", "scored",
+                                     "mean_score", "mean_detection", "mean_fuzzing"])
+    where = "WHERE model = $model" if model else ""
+    return store.query(f"""
+        WITH recorded AS (SELECT model, revision, layer, count(*) AS recorded FROM neuron_stats {where} GROUP BY ALL),
+             explained AS (SELECT model, revision, layer, count(DISTINCT neuron) AS explained FROM explanations
+                           {where} GROUP BY ALL),
+             simulated AS (SELECT model, revision, layer, count(DISTINCT neuron) AS simulated FROM simulations
+                           {where} GROUP BY ALL),
+             scored AS (SELECT model, revision, layer, count(DISTINCT neuron) AS scored,
+                               avg(score_top_and_random) AS mean_score FROM scores {where} GROUP BY ALL),
+             judged AS (SELECT model, revision, layer,
+                               avg(auroc) FILTER (WHERE scorer LIKE 'detection:%') AS mean_detection,
+                               avg(auroc) FILTER (WHERE scorer LIKE 'fuzzing:%') AS mean_fuzzing
+                        FROM judge_scores {where} GROUP BY ALL)
+        SELECT model, revision, layer, coalesce(recorded, 0) AS recorded, coalesce(explained, 0) AS explained,
+               coalesce(simulated, 0) AS simulated, coalesce(scored, 0) AS scored, mean_score, mean_detection,
+               mean_fuzzing
+        FROM recorded FULL OUTER JOIN explained USING (model, revision, layer)
+             FULL OUTER JOIN simulated USING (model, revision, layer) FULL OUTER JOIN scored USING (model, revision, layer)
+             FULL OUTER JOIN judged USING (model, revision, layer)
+        ORDER BY model, revision, layer""", {"model": model} if model else None)
+
+
+def registered_revisions(store: Store) -> pd.DataFrame:
+    """Every (model, revision) with when it was registered and where it came from, newest first per model."""
+    if not store.exists():
+        return pd.DataFrame(columns=["model", "revision", "source", "units", "registered_at"])
+    return store.query("SELECT model, revision, source, units, registered_at FROM models "
+                       "ORDER BY model, registered_at DESC")
