@@ -279,7 +279,7 @@ class _Completions:
     def __init__(self, llm: LocalLLM):
         self.llm = llm
 
-    def chat(self, requests: list[dict]) -> list[list[str]]:
+    def chat(self, requests: list[dict], keep=None) -> list[list[str]]:  # keep: the cache's rule; no cache here
         return [result.response for result in self.llm.chat(requests)]
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
+
 from autointerp.store import Store
 from orchestration.cli import main
 from tests.conftest import save_tiny_model
@@ -27,8 +29,8 @@ def test_status_reports_each_stage_and_staleness(project, tiny_gpt2, capsys):
     assert model["layers"][1]["mean_score"] == round(float(mean), 4) and model["layers"][0]["mean_score"] is None
     judged = Store.from_home().query("SELECT split_part(scorer, ':', 1) AS kind, avg(auroc) AS m FROM judge_scores "
                                      "GROUP BY ALL")
-    for row in judged.itertuples():  # the judges' mean AUROC of the layer, beside the simulation score
-        assert model["layers"][1][f"mean_{row.kind}"] == round(float(row.m), 4)
+    for row in judged.itertuples():  # the judges' mean AUROC of the layer (None: undefined), beside the simulation's
+        assert model["layers"][1][f"mean_{row.kind}"] == (None if pd.isna(row.m) else round(float(row.m), 4))
     assert set(judged.kind) == {"detection", "fuzzing"} and model["layers"][0]["mean_detection"] is None
     assert not model["stale"] and model["stale_layers"] == []
     runs = {r["job"]: r for r in found["last_runs"]}
