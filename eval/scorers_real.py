@@ -5,7 +5,9 @@ Reads a store the pipeline wrote (default: the main job's, `data/autointerp.duck
 of the config's explainer, their stored scores (`scores`, `judge_scores`), and each neuron's records. Then, on
 the same test splits and with the same scorers (the config's simulator and judges):
 - shuffled: every neuron scored with another neuron's explanation (a seeded derangement within the layer);
-- baseline: every neuron scored with the top_tokens explanation of its own train split (no LLM).
+- baseline: every neuron scored with the top_tokens explanation of its own train split (no LLM);
+- pattern (with --pattern): the config's explainer again, with the `pattern` format, whose answers name the
+  pattern without quoting tokens: does quoting tokens help or hurt under each scorer?
 Reports per scorer the mean own, shuffled and baseline values with 95% bootstrap intervals over neurons, the
 gaps (own - shuffled, own - baseline), and the Spearman rank correlation between scorers on the own values.
 An undefined value is left out of its mean (the count says how many remain).
@@ -29,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from autointerp.explain import ExplainerInput  # noqa: E402
+from autointerp.explain import ExplainerInput, build_explainer  # noqa: E402
 from autointerp.explain.top_tokens import TopTokens, TopTokensOptions  # noqa: E402
 from autointerp.score import build_scorer, item_of, score_items  # noqa: E402
 from autointerp.stages import Stages  # noqa: E402
@@ -47,6 +49,7 @@ def main() -> None:
     parser.add_argument("--db", type=Path, default=Path("data/autointerp.duckdb"))
     parser.add_argument("--model", help="default: the config's first model")
     parser.add_argument("--limit", type=int, help="at most this many neurons (spread over the layers)")
+    parser.add_argument("--pattern", action="store_true", help="also explain with the pattern format")
     parser.add_argument("--out", type=Path, default=RESULTS / "scorers_real.json")
     args = parser.parse_args()
     config = config_of(args)
@@ -73,6 +76,17 @@ def main() -> None:
             shuffled[k] = texts[mine[j]] if len(mine) > 1 else None
     baseline = {k: TopTokens(TopTokensOptions()).explain([ExplainerInput.of(records[k])], config.seed)[0].explanation
                 for k in keys}
+    compared = {"shuffled": shuffled, "baseline": baseline}
+    if args.pattern:
+        from dataclasses import replace
+
+        explainer = build_explainer(replace(config.explainer, options=replace(config.explainer.options,
+                                                                                formats=("pattern",))),
+                                    config.base_dir, store)
+        inputs = [ExplainerInput.of(records[k]) for k in keys]
+        found = [e for lo in range(0, len(inputs), explainer.batch)
+                 for e in explainer.explain(inputs[lo:lo + explainer.batch], config.seed)]
+        compared["pattern"] = {(e.layer, e.neuron): e.explanation for e in found}
     scorers = {kind: build_scorer(kind, config, store) for kind in KINDS}
     values: dict[str, dict[str, list[float | None]]] = {kind: {} for kind in KINDS}
     seconds = {}
@@ -80,7 +94,7 @@ def main() -> None:
         started = time.monotonic()
         values[kind]["own"] = [None if pd.isna(v) else float(v) for v in own[kind]] if kind in own else \
             [r.value for r in score_items(scorer, [item_of(scorer, texts[k], records[k], "test") for k in keys])]
-        for name, chosen in (("shuffled", shuffled), ("baseline", baseline)):
+        for name, chosen in compared.items():
             values[kind][name] = [r.value if chosen[k] is not None else None for k, r in zip(keys, score_items(
                 scorer, [item_of(scorer, chosen[k] or "", records[k], "test") for k in keys]))]
         seconds[kind] = round(time.monotonic() - started, 1)
@@ -88,6 +102,7 @@ def main() -> None:
     result = {"model": model, "revision": revision, "neurons": len(keys), "layers": sorted({k[0] for k in keys}),
               "scorers": {k: s.name for k, s in scorers.items()}, "seconds": seconds,
               "rows": [{"layer": k[0], "neuron": k[1], "explanation": texts[k], "baseline": baseline[k],
+                        **({"pattern": compared["pattern"][k]} if "pattern" in compared else {}),
                         **{f"{kind}_{name}": values[kind][name][i] for kind in KINDS for name in values[kind]}}
                        for i, k in enumerate(keys)]}
     result["summary"] = summary(values)
@@ -109,11 +124,11 @@ def summary(values: dict[str, dict[str, list[float | None]]]) -> dict[str, Any]:
     out = {}
     for kind, v in values.items():
         row: dict[str, Any] = {}
-        for name in ("own", "shuffled", "baseline"):
+        for name in v:
             kept = _kept(v[name])
             row[name] = {"n": len(kept), "mean": float(np.mean(kept)) if kept else None,
                          "ci": bootstrap(kept) if len(kept) > 1 else None}
-        for name in ("shuffled", "baseline"):
+        for name in [n for n in v if n != "own"]:
             gap = _paired(v["own"], v[name])
             row[f"gap_{name}"] = {"n": len(gap), "mean": float(np.mean(gap)) if gap else None,
                                   "ci": bootstrap(gap) if len(gap) > 1 else None}
@@ -142,12 +157,15 @@ def _fmt(cell: dict[str, Any]) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
+    pattern = any("pattern" in row for row in result["summary"].values())
     lines = [f"{result['neurons']} neurons of {result['model']} (layers {result['layers']}), test splits:", "",
              "| scorer | own explanation | another neuron's (shuffled) | top_tokens baseline | own - shuffled "
-             "| own - baseline | neurons defined |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| own - baseline |" + (" pattern format | own - pattern |" if pattern else "") + " neurons defined |",
+             "| --- " * (7 + 2 * pattern) + "|"]
     for kind, row in result["summary"].items():
+        extra = f" {_fmt(row['pattern'])} | {_fmt(row['gap_pattern'])} |" if pattern else ""
         lines.append(f"| {kind} | {_fmt(row['own'])} | {_fmt(row['shuffled'])} | {_fmt(row['baseline'])} "
-                     f"| {_fmt(row['gap_shuffled'])} | {_fmt(row['gap_baseline'])} | {row['own']['n']} |")
+                     f"| {_fmt(row['gap_shuffled'])} | {_fmt(row['gap_baseline'])} |{extra} {row['own']['n']} |")
     lines += ["", "| scorers | Spearman (own values) | neurons |", "| --- | --- | --- |"]
     for pair, a in result["agreement"].items():
         rho = "-" if a["spearman"] is None else f"{a['spearman']:.2f}"

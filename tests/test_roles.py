@@ -128,3 +128,17 @@ def test_an_llm_backend_added_outside_the_package_is_named_in_autointerp_plugins
     del env["AUTOINTERP_PLUGINS"]
     unnamed = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
     assert "unknown LLM backend 'scripted'" in unnamed.stdout  # the package alone does not know it
+
+
+def test_the_pattern_format_shows_the_records_as_marked_does_and_asks_for_no_token_list():
+    from autointerp.explain.formats import REGISTRY as FORMATS
+
+    records = [record("cat", 5.0, i) for i in range(2)]
+    marked, pattern = FORMATS.get("marked").factory(), FORMATS.get("pattern").factory()
+    a, b = marked.messages(records), pattern.messages(records)
+    assert [m["role"] for m in a] == [m["role"] for m in b]
+    assert a[-2] == b[-2] and a[-1] == b[-1]  # the target neuron is shown the same way
+    assert "quotes the tokens" in a[0]["content"] and "without listing tokens" in b[0]["content"]
+    shots = [m["content"] for m in b[1:-2] if m["role"] == "assistant"]
+    assert len(shots) == 3 and not any('"' in s for s in shots)  # the examples name patterns, quote nothing
+    assert pattern.parse(" words about cats.\n") == marked.parse(" words about cats.\n") == "words about cats"

@@ -62,10 +62,11 @@ def neuron_block(label: int, records: Sequence[ActivationRecord]) -> str:
 @REGISTRY.register("marked")
 class Marked(PromptFormat):
     label = len(EXAMPLES) + 1
+    system, examples = SYSTEM, EXAMPLES
 
     def messages(self, records: Sequence[ActivationRecord]) -> list[dict[str, str]]:
-        messages = [{"role": "system", "content": SYSTEM}]
-        for i, example in enumerate(EXAMPLES, start=1):
+        messages = [{"role": "system", "content": self.system}]
+        for i, example in enumerate(self.examples, start=1):
             messages.append({"role": "user", "content": neuron_block(i, example.records)})
             messages.append({"role": "assistant", "content": explanation_line(i, example.explanation, period=True)})
         messages.append({"role": "user", "content": neuron_block(self.label, records)})
@@ -74,3 +75,19 @@ class Marked(PromptFormat):
 
     def parse(self, completion: str) -> str:
         return parse_explanation(completion, explanation_prefix(self.label))
+
+
+# `pattern`: the same view of the records, but the answer names the pattern in words and lists no tokens; a
+# judging scorer reads it as well as a token list (README, Evaluation, compares the two).
+PATTERN_SYSTEM = SYSTEM.replace("names the pattern and quotes the tokens the neuron fires on most, strongest first",
+                                "names the pattern in words, including the context it needs, without listing tokens")
+PATTERN_EXAMPLES = (
+    FewShotNeuron("years in dates, including the pieces of a year split into two tokens", YEARS_AND_DATES.records),
+    FewShotNeuron("words for water and other liquids", WATER_AND_LIQUIDS.records),
+    FewShotNeuron("closing brackets at the end of code expressions", CLOSING_BRACKETS.records),
+)
+
+
+@REGISTRY.register("pattern")
+class Pattern(Marked):
+    system, examples = PATTERN_SYSTEM, PATTERN_EXAMPLES
