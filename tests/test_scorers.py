@@ -10,6 +10,7 @@ import dataclasses
 import itertools
 import random
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -193,3 +194,26 @@ def test_an_answer_without_logprobs_is_read_from_its_first_word():
     assert answers_from_text(" Yes, it does.", ["yes", "no"]) == {"yes": 0.0, "no": LOGPROB_FLOOR}
     assert answers_from_text('"no"', ["yes", "no"]) == {"yes": LOGPROB_FLOOR, "no": 0.0}
     assert answers_from_text("Maybe.", ["yes", "no"]) == {"yes": LOGPROB_FLOOR, "no": LOGPROB_FLOOR}
+
+
+def test_the_run_summary_has_one_row_per_explanation_with_each_judges_auroc(tmp_path):
+    """Regression: a wide pivot over (layer, neuron, explainer, sample) once listed every combination of them."""
+    from orchestration.cli.reports import explanation_table
+
+    store = Store(tmp_path / "s.duckdb")
+    key = {"model": "m", "revision": "r"}
+    store.replace([Replacement("models", key, table("models", rows=[{**key, "n_layers": 2, "n_neurons": 9}]))],
+                  checked=False)
+    scores, judged = [], []
+    for layer, neuron, sim, det in ((0, 1, 0.5, 0.75), (0, 2, 0.1, None), (1, 1, 0.3, 0.25), (1, 5, -0.2, 1.0)):
+        scores.append({**key, "layer": layer, "neuron": neuron, "explainer": "e", "simulator": "s", "sample": 0,
+                       "explanation": f"x{layer}{neuron}", "score_top_and_random": sim, "n_tokens": 10})
+        judged.append({**key, "layer": layer, "neuron": neuron, "explainer": "e", "scorer": "detection:j",
+                       "sample": 0, "auroc": det})
+    store.replace([Replacement("scores", key, table("scores", rows=scores)),
+                   Replacement("judge_scores", key, table("judge_scores", rows=judged))], checked=False)
+    frame = explanation_table(store, "m", [0, 1], ("detection",)).sort_values(["layer", "neuron"])
+    assert len(frame) == 4
+    assert frame.detection.tolist()[:1] == [0.75] and pd.isna(frame.detection.tolist()[1])
+    # the ranking is the judge's AUROC; where it is undefined, the simulation score
+    assert frame["rank"].tolist() == [0.75, 0.1, 0.25, 1.0]

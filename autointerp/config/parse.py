@@ -227,10 +227,8 @@ def _check_values(config: Config) -> None:
 
 def _scoring(raw: Any, where: str) -> ScoringSpec:
     """`scoring:` with its `llm` left None where the YAML names none (parse_config fills in the explainer's)."""
-    raw = dict(raw or {}) if isinstance(raw, dict) or raw is None else raw
-    if isinstance(raw, dict) and "llm" not in raw:
-        return dataclasses.replace(build(ScoringSpec, {**raw, "llm": {}}, where), llm=None)
-    return build(ScoringSpec, raw, where)
+    spec = build(ScoringSpec, raw, where)
+    return spec if isinstance(raw, dict) and "llm" in raw else dataclasses.replace(spec, llm=None)
 
 
 def _check_scoring(s: ScoringSpec, where: str) -> None:

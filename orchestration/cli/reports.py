@@ -33,8 +33,9 @@ def explanation_table(store: Store, model: str, layers: list[int], rank_by: Sequ
     frame = queries.scores(store, model, revision, layers).rename(columns={"score_top_and_random": "simulation"})
     judged = queries.judge_scores(store, model, revision, layers)
     if len(judged):
-        wide = judged.pivot_table(index=["layer", "neuron", "explainer", "sample"], columns="kind", values="auroc",
-                                  aggfunc="last", dropna=False).reset_index()
+        # one column per judge kind (the latest scorer of a kind where there are several)
+        wide = judged.groupby(["layer", "neuron", "explainer", "sample", "kind"]).auroc.last().unstack("kind")
+        wide = wide.reset_index()
         frame = frame.merge(wide, on=["layer", "neuron", "explainer", "sample"], how="outer")
     for kind in rank_by:
         if kind not in frame:
