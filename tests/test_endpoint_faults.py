@@ -78,6 +78,7 @@ def _explain_with(project, url: str) -> None:
     raw = yaml.safe_load(project.read_text())
     raw["explainer"] = {"kind": "llm", "formats": ["listing"], "attempts": 2, "llm": stub_llm(url)}
     raw["simulator"] = {"kind": "token_match"}
+    raw["scoring"] = {"llm": {"backend": "scripted"}}  # the judges ask elsewhere: the stub counts explainer requests
     project.write_text(yaml.safe_dump(raw))
 
 

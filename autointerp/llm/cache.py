@@ -105,6 +105,11 @@ class LLMCache:
              known: dict[str, Any], missing: list[int], call: Callable[[list[Any]], list[CallResult]],
              keep: Callable[[int, Any], bool] | None) -> None:
         """Call the LLM with the `missing` requests; store the usable answers; put every answer in `known`."""
+        # The same request twice in one batch (two excerpts with the same text) is asked, paid and stored once.
+        firsts: dict[str, int] = {}
+        for i in missing:
+            firsts.setdefault(keys[i], i)
+        missing = list(firsts.values())
         self.stats.hits += len(requests) - len(missing)
         self.stats.misses += len(missing)
         if not missing:
