@@ -8,7 +8,8 @@ every `--window` (tokens shown per excerpt; 0: the whole 64-token excerpt). Pref
     .venv/bin/python bench/judge.py [--model embedded:qwen2.5-coder-1.5b-instruct] [--engines transformers,llama.cpp]
         [--per-class 20] [--windows 24,0] [--explanations 3]
 
-Prints a Markdown table and writes bench/results/judge.json. The issue's aim: <= 10 s per neuron for 20 + 20.
+Prints a Markdown table and writes `--out` (bench/results/judge-0.5b.json and judge-1.5b.json are committed).
+The aim: <= 10 s per neuron for 20 + 20 excerpts.
 """
 
 from __future__ import annotations
