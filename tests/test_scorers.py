@@ -114,9 +114,13 @@ def test_a_judge_scores_the_true_word_above_a_wrong_one_and_reports_what_it_saw(
         assert d["excerpt_ids"] == [3, 3, 7, 7] and d["labels"] == [True, False, True, False]
     assert d["n_positive"] == 2 and d["n_negative"] == 2 and d["balanced_accuracy"] == 1.0
     assert [abs(x) for x in d["log_odds"]] == pytest.approx([2.9] * 4)
-    assert ScriptedLLM.calls == ["judge"] * 8
+    # one request per distinct text an explanation is judged on (identical excerpts are asked once)
+    judged = (detection_set if kind == "detection" else fuzzing_set)([r for _, r in neuron().judged("test")],
+                                                                      config.scoring)
+    asked = 2 * len({j.text for j in judged})
+    assert ScriptedLLM.calls == ["judge"] * asked and asked < 2 * len(judged)
     score_items(scorer, [item_of(scorer, 'the word "cat"', neuron(), "test")])
-    assert ScriptedLLM.calls == ["judge"] * 8  # cached: asked once
+    assert ScriptedLLM.calls == ["judge"] * asked  # cached: asked once
 
 
 def test_a_set_without_silent_excerpts_gets_no_detection_score_and_says_why(tmp_path):
