@@ -19,6 +19,8 @@ os.environ["AUTOINTERP_PLUGINS"] = "tests.scripted_llm"
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
                                                          os.environ.get("PYTHONPATH")]))
 
+from postgres import postgres  # noqa: E402,F401 (the PostgreSQL server fixture, for every test module)
+
 WORDS = ("the a cat dog runs sleeps on under red blue big small house tree river city bank money "
          "music song plays loud quiet night day sun moon star sea ship sails north south east west "
          "king queen war peace bread water fire stone gold iron book reads writes old new fast slow "

@@ -1,35 +1,27 @@
-"""The Dagster instance on PostgreSQL: a real server on 127.0.0.1 holds the runs, events, checks and partitions.
-
-The server is Debian's `postgresql` (initdb into a temporary directory, started on a free port, stopped at
-the end). As root, initdb and postgres run as the `postgres` OS user: PostgreSQL refuses to run as root.
-"""
+"""The Dagster instance on PostgreSQL: a real server on 127.0.0.1 (`postgres.py`) holds the runs, events, checks
+and partitions."""
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import dagster as dg
-import psycopg2
 import pytest
 
 from autointerp.store import Store
 from conftest import write_config, write_corpus
 from orchestration.cli import main
-from servers import LOOPBACK, free_port, tail
+from postgres import PASSWORD, USER, Postgres
+from servers import LOOPBACK
 
 pytestmark = pytest.mark.slow  # real servers and models: left out of the quick loop
 
-USER, PASSWORD = "dagster", "autointerp-test-password"
 MODEL = "tiny-gpt2"
 # The README's dagster.yaml. `scheme`: SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; the
 # installed driver is psycopg2 (psycopg2-binary).
@@ -47,72 +39,6 @@ storage:
 telemetry:
   enabled: false
 """
-
-
-def postgres_bin() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
-    if not found:
-        raise RuntimeError("Debian's postgresql is not installed: run ./scripts/setup.sh (apt-get install postgresql)")
-    return Path(found[-1]).parent
-
-
-def _as_server_user(command: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
-
-
-@dataclass
-class Postgres:
-    port: int
-
-    def connect(self, db_name: str = "postgres"):
-        return psycopg2.connect(host=LOOPBACK, port=self.port, user=USER, password=PASSWORD, dbname=db_name)
-
-    def query(self, db_name: str, sql: str, params: tuple | None = None) -> list[tuple]:
-        with contextlib.closing(self.connect(db_name)) as con, con.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchall()
-
-    def create_database(self, name: str) -> str:
-        con = self.connect()
-        con.autocommit = True  # CREATE DATABASE cannot run in a transaction
-        with con.cursor() as cursor:
-            cursor.execute(f'CREATE DATABASE "{name}"')
-        con.close()
-        return name
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    bin_dir = postgres_bin()
-    # Not pytest's tmp_path: the postgres user must be able to reach the directory (pytest's are 0700 root).
-    root = Path(tempfile.mkdtemp(prefix="autointerp-pg-"))
-    data, log, pwfile = root / "data", root / "server.log", root / "password"
-    pwfile.write_text(PASSWORD + "\n")
-    if os.geteuid() == 0:
-        for path in (root, pwfile):
-            shutil.chown(path, "postgres", "postgres")
-    run = lambda *args: subprocess.run(_as_server_user([str(bin_dir / args[0]), *args[1:]]), capture_output=True,
-                                       text=True, timeout=120)
-    started = False
-    try:
-        # Password (scram) over TCP, as a real deployment; the unix socket stays in the private directory.
-        done = run("initdb", "-D", str(data), "-U", USER, f"--pwfile={pwfile}", "--auth-host=scram-sha-256",
-                   "--auth-local=trust", "-E", "UTF8", "--locale=C", "--no-sync")
-        assert done.returncode == 0, f"initdb failed:\n{done.stdout}\n{done.stderr}"
-        for _ in range(3):  # a free port can be taken before the server binds it
-            port = free_port()
-            done = run("pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", "60", "start", "-o",
-                       f"-c listen_addresses={LOOPBACK} -p {port} -k {root} -c fsync=off")
-            if done.returncode == 0:
-                started = True
-                break
-        assert started, f"PostgreSQL did not start:\n{done.stderr}\n{tail(log)}"
-        yield Postgres(port)
-    finally:
-        if started:
-            stopped = run("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
-            assert stopped.returncode == 0, f"pg_ctl stop failed: {stopped.stderr}"
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass
