@@ -9,3 +9,10 @@ from resources import AutointerpSettings, DuckDBStore
 def stages(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, settings: AutointerpSettings,
            store: DuckDBStore) -> Stages:
     return Stages(settings.load(), store.store(), context.log.info, explainer_name=settings.explainer or None)
+
+
+# Where each stage's steps run on a distributed executor (orchestration/executors.py): a Celery queue per stage,
+# so the workers that hold the subject model and those that hold the LLM can be different machines. The Ray
+# executor (dagster-ray, README "Scaling out") reads the resources a step asks for from `dagster-ray/config`.
+def stage_op_tags(stage: str, num_gpus: float = 0) -> dict[str, str]:
+    return {"dagster-celery/queue": stage, "dagster-ray/config": f'{{"num_cpus": 1, "num_gpus": {num_gpus}}}'}

@@ -5,7 +5,7 @@ from typing import Any, Callable
 import dagster as dg
 import pandas as pd
 
-from assets.common import stages
+from assets.common import stage_op_tags, stages
 from assets.metadata import score_metadata
 from autointerp.neurons import layer_selected
 from autointerp.stages import StageResult, Stages
@@ -17,7 +17,7 @@ EXPLAIN_GROUP = "explain"
 _automation = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
 _common: dict[str, Any] = dict(partitions_def=model_layer_partitions, group_name=EXPLAIN_GROUP,
                                backfill_policy=dg.BackfillPolicy.single_run(), kinds={"duckdb"},
-                               automation_condition=_automation)
+                               automation_condition=_automation, op_tags=stage_op_tags("explain"))
 
 
 def _each_layer(context: dg.AssetExecutionContext, pipeline: Stages,

@@ -3,7 +3,7 @@
 import dagster as dg
 import pandas as pd
 
-from assets.common import stages
+from assets.common import stage_op_tags, stages
 from assets.metadata import stats_metadata
 from assets.subject import subject_model
 from orchestration.partitions import by_model, layers_by_model, model_layer_partitions, model_partitions
@@ -12,7 +12,8 @@ from resources import AutointerpSettings, DuckDBStore
 RECORD_GROUP = "record"
 
 
-@dg.asset(partitions_def=model_partitions, group_name=RECORD_GROUP, kinds={"duckdb"}, deps=[subject_model])
+@dg.asset(partitions_def=model_partitions, group_name=RECORD_GROUP, kinds={"duckdb"}, deps=[subject_model],
+          op_tags=stage_op_tags("record"))
 def excerpts(context: dg.AssetExecutionContext, settings: AutointerpSettings, store: DuckDBStore) -> dg.MaterializeResult:
     """The corpus cut into 64-token excerpts with this model's tokenizer; registers the model's revision."""
     result = stages(context, settings, store).excerpts(context.partition_key)
@@ -39,6 +40,7 @@ _record_deps = [dg.AssetDep(excerpts, partition_mapping=by_model)]
     ],
     # A backfill over many layers is one run, and so one forward pass per model.
     backfill_policy=dg.BackfillPolicy.single_run(),
+    op_tags=stage_op_tags("record"),
 )
 def record(context: dg.AssetExecutionContext, settings: AutointerpSettings, store: DuckDBStore):
     pipeline = stages(context, settings, store)

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from autointerp.config.schema import (DEFAULT_CONFIG_PATH, Choice, Config, CorpusSpec, LLMChoice, ModelSpec,
+from autointerp.config.schema import (DEFAULT_CONFIG_PATH, Choice, Config, CorpusSpec, ExecutorSpec, LLMChoice, ModelSpec,
                                       NeuronSelection, RecordSpec, SAETrainSpec, ScoringSpec, UnitsChoice, ViewerSpec, WatchSpec)
 from autointerp.errors import ConfigError
 from autointerp.names import check_model_name
@@ -72,6 +72,7 @@ def parse_config(raw: Any, path: Path, registered: list[dict] | None = None) -> 
         "viewer": build(ViewerSpec, raw.pop("viewer", {}), f"{path}: viewer"),
         "sae_training": build(SAETrainSpec, raw.pop("sae_training", {}), f"{path}: sae_training"),
         "scoring": _scoring(raw.pop("scoring", {}), f"{path}: scoring"),
+        "executor": _executor(raw.pop("executor", {}), f"{path}: executor"),
     }
     top = build(_TopLevel, raw, f"{path}")
     if sections["scoring"].llm is None:  # the judge is the explainer's LLM unless the config names one
@@ -248,3 +249,23 @@ def _check_scoring(s: ScoringSpec, where: str) -> None:
         raise ConfigError(f"{where}: window must be >= 0 and per_class positive")
     if not (0 < s.silent_below <= s.active_from <= 1 and 0 < s.mark_from <= 1):
         raise ConfigError(f"{where}: need 0 < silent_below <= active_from <= 1 and 0 < mark_from <= 1")
+
+
+EXECUTOR_KINDS = ("in_process", "celery")
+BROKER_SCHEMES = ("redis://", "rediss://", "amqp://", "pyamqp://")
+
+
+def _executor(raw: Any, where: str) -> ExecutorSpec:
+    from urllib.parse import urlsplit
+
+    spec = build(ExecutorSpec, raw, where)
+    if spec.kind not in EXECUTOR_KINDS:
+        raise ConfigError(f"{where}.kind: '{spec.kind}' is not one of {', '.join(EXECUTOR_KINDS)}")
+    if spec.kind == "celery" and not spec.broker.startswith(BROKER_SCHEMES):
+        raise ConfigError(f"{where}.broker: the celery executor needs a broker URL starting with "
+                          f"{' or '.join(BROKER_SCHEMES)}, got {spec.broker!r}")
+    if spec.broker and urlsplit(spec.broker).password:  # the config file is no place for a secret
+        raise ConfigError(f"{where}.broker: leave the password out of the URL; set AUTOINTERP_BROKER_PASSWORD")
+    if spec.visibility_timeout_s < 1 or spec.layers_per_run < 1 or spec.max_runs < 1:
+        raise ConfigError(f"{where}: visibility_timeout_s, layers_per_run and max_runs must be positive")
+    return spec

@@ -121,6 +121,22 @@ class ScoringSpec:
 
 
 @dataclass(frozen=True)
+class ExecutorSpec:
+    """Where Dagster runs the steps (orchestration/executors.py, README "Scaling out"). `in_process`: in the
+    `autointerp` process, one run after another (the default). `celery`: on Celery workers that take steps from
+    the `broker` (Redis), record steps from the `record` queue and LLM steps from `explain`; a layer range is cut
+    into runs of `layers_per_run` layers that the workers share."""
+
+    kind: str = "in_process"  # in_process | celery
+    broker: str = ""  # redis://127.0.0.1:6379/0, no password in it: that comes from $AUTOINTERP_BROKER_PASSWORD
+    # A step whose worker died (kill -9, lost machine) goes back to the queue after this many seconds: it must
+    # be longer than the longest step, or a slow step is handed to a second worker while the first still runs.
+    visibility_timeout_s: int = 3600
+    layers_per_run: int = 1
+    max_runs: int = 16  # runs in flight at once (each waits in this process for its steps)
+
+
+@dataclass(frozen=True)
 class Config:
     models: tuple[ModelSpec, ...]
     explainer: Choice  # `autointerp/explain/`: kind + options
@@ -132,6 +148,7 @@ class Config:
     viewer: ViewerSpec = field(default_factory=ViewerSpec)
     sae_training: SAETrainSpec = field(default_factory=SAETrainSpec)
     scoring: ScoringSpec = field(default_factory=ScoringSpec)
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)
     seed: int = 0
     path: Path = DEFAULT_CONFIG_PATH  # where it was read from; relative paths resolve next to it
 

@@ -93,11 +93,11 @@ def _export(store: Store, args: argparse.Namespace) -> None:
 def train_sae(config: Config, command: str) -> None:
     """`train-sae`: the demo SAE (config `sae_training`) as the `sae_job`, so it shows in the Dagster UI with its
     training metrics."""
-    from orchestration.cli.run import _Runner
+    from orchestration.launch import JobLauncher
     from orchestration.definitions import build_definitions, resources
 
     check_sae_training(config)
-    _Runner(build_definitions(resources(str(config.path))), dagster_instance(), command)(["sae_dictionary"])
+    JobLauncher(build_definitions(resources(str(config.path))), dagster_instance(), command)(["sae_dictionary"])
     spec = config.sae_training
     out = (config.base_dir / spec.out).resolve()
     print(f"SAE for layers {', '.join(map(str, spec.layers))} of {spec.model or config.models[0].name} in {out}\n"

@@ -18,6 +18,7 @@ from autointerp.progress import format_duration
 from autointerp.store import Store, default_home, queries
 from autointerp.subject import Subject
 from orchestration.cli.reports import print_scores, print_summary
+from orchestration.launch import JobLauncher, settings_fields
 from orchestration.partitions import contiguous_ranges, model_layer_key, range_tags, register_model
 
 # Each stage and the assets it materializes, in pipeline order.
@@ -154,12 +155,17 @@ def run(config: Config, models: Sequence[str], layer_spec: str | None, until: st
     store = Store.from_home()
     plans = [plan(config, store, name, layer_spec, stages) for name in models]  # everything checked first
     instance = dagster_instance()
+    if config.executor.kind == "celery":  # a run with no worker listening would wait forever: say so first
+        from orchestration.executors import check_celery
+
+        print(f"Celery workers: {', '.join(check_celery(config.executor))}")
     print(f"Dagster instance: {os.environ['DAGSTER_HOME']}  (see the runs with: dagster dev -w workspace.yaml)")
     for run_id in reap_dead_runs(instance):
         print(f"marked run {run_id} failed: the process that ran it is gone")
     explain_override = sorted({layer for p in plans for layer in p.explain}) if layer_spec else None
-    materialize = _Runner(build_definitions(resources(str(config.path), explain_override, explainer)), instance,
-                          command, verbose)
+    materialize = JobLauncher(build_definitions(resources(str(config.path), explain_override, explainer)), instance,
+                              command, verbose, config.executor,
+                              settings_fields(str(config.path), explain_override, explainer))
     llm_keys = [key for stage in stages if stage != "record" for key in STAGES[stage]]
     for p in plans:
         register_model(instance, p.model, p.n_layers)
@@ -191,36 +197,6 @@ def run(config: Config, models: Sequence[str], layer_spec: str | None, until: st
     print(f"\ndone in {format_duration(time.monotonic() - started)}")
 
 
-class _Runner:
-    """Launches the project's jobs in this process (named runs in the Dagster UI), tagged with the command."""
-
-    def __init__(self, definitions: Any, instance: Any, command: str, verbose: bool = False):
-        import dagster as dg
-
-        self.definitions, self.instance, self.dg = definitions, instance, dg
-        # Dagster's event stream always reaches the instance; the terminal gets it only with --verbose.
-        level = "DEBUG" if verbose else "CRITICAL"
-        self.run_config = {"loggers": {"console": {"config": {"log_level": level}}}}
-        self.tags = {"autointerp/command": command[:1000],
-                     "autointerp/pid": str(os.getpid()), "autointerp/host": socket.gethostname()}
-
-    def __call__(self, keys: list[str], partition_key: str | None = None, tags: dict[str, str] | None = None) -> None:
-        from orchestration.jobs import JOB_OF
-
-        [job_name] = {JOB_OF[key] for key in keys}
-        job = self.definitions.resolve_job_def(job_name)
-        started = time.monotonic()
-        result = job.execute_in_process(run_config=self.run_config, instance=self.instance, partition_key=partition_key,
-                                        tags={**self.tags, **(tags or {})},
-                                        asset_selection=[self.dg.AssetKey(k) for k in keys], raise_on_error=False)
-        if not result.success:
-            raise AutointerpError(_failure_message(result))
-        which = partition_key or (f"{tags['dagster/asset_partition_range_start']}..."
-                                  f"{tags['dagster/asset_partition_range_end']}" if tags else "")
-        print(f"{job_name} {which}: {', '.join(keys)} done in {format_duration(time.monotonic() - started)} "
-              f"(run {result.run_id[:8]})", flush=True)
-
-
 def reap_dead_runs(instance: Any) -> list[str]:
     """Mark failed the runs an `autointerp` process on this machine started and then died in (kill -9, power
     cut): they would show as in progress forever and hold automation back. Returns their ids."""
@@ -245,14 +221,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # someone else's process: alive
         return True
     return True
-
-
-def _failure_message(result: Any) -> str:
-    """The user's error, not Dagster's wrapping of it."""
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data.error is not None:
-            error = event.step_failure_data.error
-            while error.cause is not None and "AutointerpError" not in error.cls_name and error.cls_name.startswith("Dagster"):
-                error = error.cause
-            return f"{event.step_key} failed: {error.message.strip()}"
-    return f"run {result.run_id} failed"

@@ -1,0 +1,18 @@
+"""A Celery worker's app: `celery -A orchestration.worker worker -Q record,explain,dagster -c 1 -n NAME@%h`.
+
+Built from the `executor:` section of $AUTOINTERP_CONFIG (the same file the `autointerp` CLI reads, so both
+sides agree on broker, queues and acknowledgement), with dagster-celery's step task registered. The worker needs
+the environment the steps read: AUTOINTERP_CONFIG, AUTOINTERP_HOME (or the store's settings) and the Dagster
+instance's secrets (DAGSTER_PG_PASSWORD), and this repository on PYTHONPATH.
+"""
+
+from dagster_celery.tasks import create_task
+
+from autointerp.config import load_config
+from orchestration.executors import celery_app
+
+_spec = load_config().executor
+if _spec.kind != "celery":
+    raise SystemExit(f"{load_config().path}: executor.kind is '{_spec.kind}'; a Celery worker needs kind: celery")
+app = celery_app(_spec)
+execute_plan = create_task(app)
