@@ -7,10 +7,14 @@ cut into runs of `executor.layers_per_run` layers, launched together, so the wor
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from autointerp.config.schema import ExecutorSpec
@@ -18,6 +22,7 @@ from autointerp.errors import AutointerpError
 from autointerp.progress import format_duration
 from orchestration.partitions import layers_by_model, model_layer_key, range_tags
 
+REPO = Path(__file__).resolve().parents[1]
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
@@ -68,25 +73,53 @@ class JobLauncher:
                      tags: dict[str, str] | None) -> str:
         runs = split_range(tags, self.executor.layers_per_run) if tags else [(partition_key, {})]
         with ThreadPoolExecutor(max_workers=min(len(runs), self.executor.max_runs)) as pool:
-            results = list(pool.map(lambda run: self._execute_job(job_name, keys, *run), runs))
-        failed = [result for result in results if not result.success]
+            results = list(pool.map(lambda run: self._run_process(job_name, keys, *run), runs))
+        failed = [result for result in results if not result["success"]]
         if failed:  # one message: the first failure's own error, and how many runs failed
             more = f" ({len(failed)} of {len(results)} runs failed)" if len(results) > 1 else ""
-            raise AutointerpError(failure_message(failed[0]) + more)
+            raise AutointerpError(failed[0]["message"] + more)
         return f"{len(results)} run{'s' if len(results) > 1 else ''} on {self.executor.kind} workers"
 
-    def _execute_job(self, job_name: str, keys: list[str], partition_key: str | None, tags: dict[str, str]) -> Any:
-        from orchestration.executors import celery_settings, reconstructable_job
+    def _run_process(self, job_name: str, keys: list[str], partition_key: str | None,
+                     tags: dict[str, str]) -> dict[str, Any]:
+        """Orchestrate one run in a child process (`python -m orchestration.launch`): Dagster's run start
+        reconfigures Python's logging process-wide, and runs started from threads of one process deadlocked on
+        the logging locks. The child waits for the workers to run the steps and reports one line of JSON."""
+        from orchestration.executors import celery_settings
 
-        selection = [self.dg.AssetKey(k) for k in keys]
-        if partition_key is not None:
-            job = self.definitions.resolve_job_def(job_name)
-            tags = {**tags, **job.get_tags_for_partition_key(partition_key, selection)}
-        run_config = {**self.run_config, "execution": {"config": celery_settings(self.executor)},
-                      "resources": {"settings": {"config": self.settings}}}
-        recon = reconstructable_job(job_name, str(self.settings.get("path", "")))
-        return self.dg.execute_job(recon, self.instance, run_config=run_config, tags={**self.tags, **tags},
-                                   asset_selection=selection, raise_on_error=False)
+        request = {"job": job_name, "keys": keys, "partition_key": partition_key, "tags": {**self.tags, **tags},
+                   "run_config": {**self.run_config, "execution": {"config": celery_settings(self.executor)},
+                                  "resources": {"settings": {"config": self.settings}}},
+                   "config_path": str(self.settings.get("path", ""))}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        # The request (with the broker URL, which may carry a password) goes through stdin, not argv.
+        done = subprocess.run([sys.executable, "-m", "orchestration.launch"], input=json.dumps(request), env=env,
+                              capture_output=True, text=True)
+        lines = done.stdout.strip().splitlines()
+        try:
+            return json.loads(lines[-1])
+        except (IndexError, json.JSONDecodeError):
+            return {"success": False, "message": f"the process orchestrating {job_name} {partition_key or tags} "
+                                                 f"exited with code {done.returncode}: {done.stderr.strip()[-2000:]}"}
+
+
+def execute_request(request: dict[str, Any]) -> dict[str, Any]:
+    """One run through the distributed executor, in this process (the child `_run_process` starts)."""
+    import dagster as dg
+
+    from orchestration.executors import reconstructable_job
+
+    selection = [dg.AssetKey(k) for k in request["keys"]]
+    recon = reconstructable_job(request["job"], request["config_path"])
+    tags = dict(request["tags"])
+    with dg.DagsterInstance.get() as instance:
+        if request["partition_key"] is not None:
+            job = recon.get_definition()
+            tags.update(job.get_tags_for_partition_key(request["partition_key"], selection))
+        result = dg.execute_job(recon, instance, run_config=request["run_config"], tags=tags,
+                                asset_selection=selection, raise_on_error=False)
+        return {"success": result.success, "run_id": result.run_id,
+                "message": "" if result.success else failure_message(result)}
 
 
 def split_range(tags: dict[str, str], layers_per_run: int) -> list[tuple[str | None, dict[str, str]]]:
@@ -119,3 +152,7 @@ def settings_fields(config_path: str, explain_layers: list[int] | None, explaine
     if explain_layers is not None:
         fields["explain_layers"] = explain_layers
     return fields
+
+
+if __name__ == "__main__":
+    print(json.dumps(execute_request(json.loads(sys.stdin.read()))), flush=True)

@@ -1,0 +1,235 @@
+"""Steps on Celery workers (orchestration/executors.py): Redis from Debian's `redis-server` and PostgreSQL (the
+Dagster instance) on 127.0.0.1, started here; two `celery -A orchestration.worker worker` processes; the
+`autointerp` CLI orchestrates. A six-layer model is recorded as six runs that the two workers share.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from conftest import write_config, write_corpus
+from postgres import PASSWORD, USER, Postgres
+from servers import LOOPBACK, free_port, start_process, stop_process_group, tail
+from test_postgres_instance import DAGSTER_YAML
+
+pytestmark = pytest.mark.slow  # real servers, worker processes and models
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL, N_LAYERS = "tiny6", 6
+VISIBILITY_S = 20  # a dead worker's step is handed on after this (longer than any step here)
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[str]:
+    """A throwaway Redis on 127.0.0.1 (no persistence), stopped at the end."""
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(binary).exists():
+        pytest.fail("Debian's redis-server is not installed: run ./scripts/setup.sh")
+    root = Path(os.environ.get("TMPDIR", "/tmp")) / f"autointerp-redis-{uuid.uuid4().hex[:8]}"
+    root.mkdir()
+    port = free_port()
+    process = start_process([binary, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
+                             "--dir", str(root), "--protected-mode", "yes"], cwd=root, env=dict(os.environ),
+                            log_path=root / "redis.log")
+    try:
+        deadline = time.monotonic() + 30
+        while not _redis_answers(port):
+            assert process.poll() is None and time.monotonic() < deadline, tail(root / "redis.log")
+            time.sleep(0.2)
+        yield f"redis://{LOOPBACK}:{port}/0"
+    finally:
+        stop_process_group(process)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _redis_answers(port: int) -> bool:
+    import redis as redis_py
+
+    with contextlib.suppress(Exception):
+        return bool(redis_py.Redis(host=LOOPBACK, port=port, socket_timeout=1).ping())
+    return False
+
+
+@dataclass
+class Cluster:
+    root: Path
+    env: dict[str, str]
+    db_name: str
+    postgres: Postgres
+    workers: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def log(self, name: str) -> Path:
+        return self.root / f"{name}.log"
+
+    def start_worker(self, name: str) -> None:
+        # -c 1: one step at a time per worker, like one GPU per worker. Each in its own session: kill -9 of
+        # the group is the whole worker gone (its main process and the pool child running the step).
+        command = [sys.executable, "-m", "celery", "-A", "orchestration.worker", "worker", "-Q",
+                   "record,explain,dagster", "-c", "1", "-n", f"{name}@%h", "--loglevel=INFO"]
+        self.workers[name] = start_process(command, cwd=REPO, env=self.env, log_path=self.log(name))
+        deadline = time.monotonic() + 120
+        while " ready." not in self.log(name).read_text(errors="replace"):
+            assert self.workers[name].poll() is None and time.monotonic() < deadline, tail(self.log(name))
+            time.sleep(0.3)
+
+    def run(self, *args: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "orchestration.cli", "run", "--model", MODEL, *args],
+                                cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def celery_steps(self) -> list[tuple[str, str, str, int]]:
+        """(run id, step key, worker name, event id) of every step a worker started."""
+        rows = self.postgres.query(self.db_name, "SELECT run_id, step_key, event, id FROM event_logs WHERE "
+                                   "dagster_event_type = 'ENGINE_EVENT' AND event LIKE '%%in celery worker%%' ORDER BY id")
+        found = []
+        for run_id, step_key, event, event_id in rows:
+            worker = re.search(r'"text": "(w\d@[^"]+)"', event)
+            found.append((run_id, step_key, worker.group(1).split("@")[0] if worker else "?", event_id))
+        return found
+
+
+@pytest.fixture
+def cluster(postgres, redis, tmp_path) -> Iterator[Cluster]:
+    import dagster as dg
+
+    db_name = postgres.create_database(f"dagster_{uuid.uuid4().hex[:8]}")
+    dagster_home = tmp_path / "dagster"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML.format(host=LOOPBACK, port=postgres.port, user=USER,
+                                                                 db_name=db_name))
+    model = _six_layer_model(tmp_path / "model")
+    config = write_config(tmp_path, {MODEL: str(model)}, write_corpus(tmp_path / "corpus.jsonl", n_docs=60),
+                          max_tokens=64 * 120, neurons={"select": "first", "count": 2},
+                          executor={"kind": "celery", "broker": redis, "visibility_timeout_s": VISIBILITY_S})
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "AUTOINTERP_HOME": str(tmp_path / "data"),
+           "AUTOINTERP_CONFIG": str(config), "DAGSTER_PG_PASSWORD": PASSWORD, "PYTHONPATH": str(REPO),
+           "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    # The instance's schema exists before the workers and the CLI connect (see test_postgres_instance.py).
+    with _env(env), dg.DagsterInstance.get():
+        pass
+    result = Cluster(tmp_path, env, db_name, postgres)
+    try:
+        yield result
+    finally:
+        for name, process in result.workers.items():
+            report = stop_process_group(process, timeout=20)
+            assert not report.group_left, f"worker {name} left processes behind"
+
+
+def _six_layer_model(directory: Path) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from conftest import make_tokenizer, tiny_config
+
+    config = tiny_config("gpt2")
+    config.n_layer = N_LAYERS
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+    make_tokenizer().save_pretrained(directory)
+    return directory
+
+
+@contextlib.contextmanager
+def _env(values: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _per_layer(env: dict[str, str]) -> dict[str, dict[int, int]]:
+    """Rows per layer of the two record tables, and distinct record keys (a duplicated row shows as fewer)."""
+    code = ("import json; from autointerp.store import Store; s = Store.from_home(read_only=True); "
+            "q = lambda sql: {int(r[0]): int(r[1]) for r in s.query(sql).itertuples(index=False)}; "
+            "print(json.dumps({'stats': q('SELECT layer, count(*) FROM neuron_stats GROUP BY layer'), "
+            "'records': q('SELECT layer, count(*) FROM activation_records GROUP BY layer'), "
+            "'distinct': q('SELECT layer, count(DISTINCT (neuron, kind, band, rank)) FROM activation_records GROUP BY layer')}))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return {k: {int(layer): n for layer, n in v.items()} for k, v in json.loads(out.stdout).items()}
+
+
+def _assert_each_layer_once(env: dict[str, str]) -> None:
+    counts = _per_layer(env)
+    layers = list(range(N_LAYERS))
+    assert sorted(counts["stats"]) == layers and sorted(counts["records"]) == layers, counts
+    assert len(set(counts["stats"].values())) == 1, counts  # every layer: one row per neuron
+    assert len(set(counts["records"].values())) == 1, counts  # the same record plan for every layer
+    assert counts["distinct"] == counts["records"], counts  # no row twice
+
+
+def test_a_layer_range_is_shared_by_two_workers(cluster):
+    for name in ("w1", "w2"):
+        cluster.start_worker(name)
+    run = cluster.run("--layers", f"0-{N_LAYERS - 1}", "--until", "record")
+    output = run.communicate(timeout=900)[0]
+    assert run.returncode == 0, output[-4000:]
+    assert "Celery workers: w1@" in output and "w2@" in output
+
+    steps = cluster.celery_steps()
+    record_steps = [(run_id, worker) for run_id, step, worker, _ in steps if step == "record"]
+    assert len(record_steps) == N_LAYERS, steps  # one record run per layer, each step taken once
+    assert {worker for _, worker in record_steps} == {"w1", "w2"}, record_steps  # both workers recorded
+    statuses = cluster.postgres.query(cluster.db_name, "SELECT status, count(*) FROM runs GROUP BY status")
+    assert statuses == [("SUCCESS", N_LAYERS + 1)], statuses  # excerpts, then one run per layer
+    _assert_each_layer_once(cluster.env)
+
+
+def test_a_worker_killed_mid_step_is_replaced_by_the_other(cluster):
+    for name in ("w1", "w2"):
+        cluster.start_worker(name)
+    run = cluster.run("--layers", f"0-{N_LAYERS - 1}", "--until", "record")
+    # Kill -9 the first worker seen starting a record step, while that step runs (no STEP_SUCCESS yet).
+    victim = killed_at = None
+    deadline = time.monotonic() + 600
+    while victim is None:
+        assert run.poll() is None and time.monotonic() < deadline, (run.communicate()[0] or "")[-3000:]
+        for run_id, step, worker, _ in cluster.celery_steps():
+            if step == "record" and not _step_succeeded(cluster, run_id, step):
+                os.killpg(cluster.workers[worker].pid, signal.SIGKILL)
+                victim, victim_run, killed_at = worker, run_id, time.monotonic()
+                break
+        time.sleep(0.1)
+    cluster.workers[victim].wait(timeout=30)
+    output = run.communicate(timeout=900)[0]
+    assert run.returncode == 0, output[-4000:]
+
+    # The killed step was started again, by the other worker, after the broker handed its message on.
+    attempts = [worker for run_id, step, worker, _ in cluster.celery_steps() if run_id == victim_run and step == "record"]
+    survivor = ({"w1", "w2"} - {victim}).pop()
+    assert attempts == [victim, survivor], attempts
+    assert _step_succeeded(cluster, victim_run, "record")
+    assert time.monotonic() - killed_at >= VISIBILITY_S * 0.5  # not before the broker could know it was lost
+    statuses = cluster.postgres.query(cluster.db_name, "SELECT status, count(*) FROM runs GROUP BY status")
+    assert statuses == [("SUCCESS", N_LAYERS + 1)], statuses
+    _assert_each_layer_once(cluster.env)
+
+
+def _step_succeeded(cluster: Cluster, run_id: str, step: str) -> bool:
+    return bool(cluster.postgres.query(cluster.db_name, "SELECT 1 FROM event_logs WHERE run_id = %s AND step_key = %s "
+                                       "AND dagster_event_type = 'STEP_SUCCESS'", (run_id, step)))
+
+
+def test_no_worker_listening_is_one_clear_message(cluster):
+    run = cluster.run("--layers", "0", "--until", "record")
+    output = run.communicate(timeout=300)[0]
+    assert run.returncode != 0
+    assert "no Celery worker answers on redis://127.0.0.1:" in output, output[-2000:]
+    assert "Traceback" not in output
