@@ -23,7 +23,8 @@ import pytest
 
 from conftest import write_config, write_corpus
 from postgres import PASSWORD, USER, Postgres
-from servers import LOOPBACK, free_port, start_process, stop_process_group, tail
+from redis_server import redis_server
+from servers import LOOPBACK, start_process, stop_process_group, tail
 from test_postgres_instance import DAGSTER_YAML
 
 pytestmark = pytest.mark.slow  # real servers, worker processes and models
@@ -35,33 +36,8 @@ VISIBILITY_S = 20  # a dead worker's step is handed on after this (longer than a
 
 @pytest.fixture(scope="module")
 def redis() -> Iterator[str]:
-    """A throwaway Redis on 127.0.0.1 (no persistence), stopped at the end."""
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not Path(binary).exists():
-        pytest.fail("Debian's redis-server is not installed: run ./scripts/setup.sh")
-    root = Path(os.environ.get("TMPDIR", "/tmp")) / f"autointerp-redis-{uuid.uuid4().hex[:8]}"
-    root.mkdir()
-    port = free_port()
-    process = start_process([binary, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
-                             "--dir", str(root), "--protected-mode", "yes"], cwd=root, env=dict(os.environ),
-                            log_path=root / "redis.log")
-    try:
-        deadline = time.monotonic() + 30
-        while not _redis_answers(port):
-            assert process.poll() is None and time.monotonic() < deadline, tail(root / "redis.log")
-            time.sleep(0.2)
-        yield f"redis://{LOOPBACK}:{port}/0"
-    finally:
-        stop_process_group(process)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _redis_answers(port: int) -> bool:
-    import redis as redis_py
-
-    with contextlib.suppress(Exception):
-        return bool(redis_py.Redis(host=LOOPBACK, port=port, socket_timeout=1).ping())
-    return False
+    with redis_server() as url:
+        yield url
 
 
 @dataclass
