@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -81,7 +82,7 @@ def one_configuration(n_workers: int, pg: Any, broker: str, model: Path, root: P
     (home / "dagster" / "dagster.yaml").write_text(DAGSTER_YAML.format(host=LOOPBACK, port=pg.port, user=USER,
                                                                        db_name=db_name))
     config = write_config(home, {MODEL: str(model)}, write_corpus(home / "corpus.jsonl"),
-                          explainer=LOCAL_EXPLAINER, simulator=LOCAL_SIMULATOR, scoring={"judges": []},
+                          explainer=LOCAL_EXPLAINER, simulator=LOCAL_SIMULATOR, scoring={"judges": [], "rank_by": ["simulation"]},
                           neurons={"select": "first", "count": args.neurons},
                           executor={"kind": "celery", "broker": broker, "visibility_timeout_s": 1800})
     env = {**os.environ, "DAGSTER_HOME": str(home / "dagster"), "AUTOINTERP_HOME": str(home / "data"),
@@ -109,9 +110,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "workers.json")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="autointerp-bench-workers-"))
-    with contextlib.contextmanager(postgres.__wrapped__)() as pg, redis_server() as broker:
-        model = tiny_model(root / "model", args.layers)
-        runs = [one_configuration(n, pg, broker, model, root, args) for n in (1, 2)]
+    try:
+        with contextlib.contextmanager(postgres.__wrapped__)() as pg, redis_server() as broker:
+            model = tiny_model(root / "model", args.layers)
+            runs = [one_configuration(n, pg, broker, model, root, args) for n in (1, 2)]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
     one, two = runs
     result = {
         "what": (f"autointerp run --from explain --until score, {args.layers} layers x {args.neurons} neurons of a "

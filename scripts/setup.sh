@@ -5,9 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Debian packages the tests use: headless Chromium (viewer and Dagster UI screenshots) and a PostgreSQL
-# server (the Dagster instance on PostgreSQL). Needs root; skipped when they are present.
-if ! command -v chromium >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium postgresql >/dev/null
+# server (the Dagster instance on PostgreSQL), Redis (the Celery workers' broker). Needs root; skipped when they
+# are present.
+if ! command -v chromium >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+        || ! command -v redis-server >/dev/null; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium postgresql redis-server >/dev/null
 fi
 python3 -m venv .venv
 pip() { .venv/bin/pip "$@"; }

@@ -151,11 +151,38 @@ def _assert_each_layer_once(env: dict[str, str]) -> None:
     assert counts["distinct"] == counts["records"], counts  # no row twice
 
 
+# A reader beside the writers: it queries per-layer row counts of both record tables in one statement (one
+# snapshot), as fast as it can, and logs how long each query took and what it saw.
+READER = """
+import json, sys, time
+from pathlib import Path
+from autointerp.store import Store
+stop, log = Path(sys.argv[1]), open(sys.argv[2], "a")
+sql = ("SELECT 'stats' AS t, layer, count(*) AS n FROM neuron_stats GROUP BY layer UNION ALL "
+       "SELECT 'records', layer, count(*) FROM activation_records GROUP BY layer")
+while not stop.exists():
+    started = time.monotonic()
+    try:
+        rows = Store.from_home(read_only=True).query(sql)
+        seen = {f"{t}/{layer}": int(n) for t, layer, n in rows.itertuples(index=False)}
+        error = ""
+    except Exception as exc:  # a store not created yet, or a reader shut out: logged, judged by the test
+        seen, error = {}, f"{type(exc).__name__}: {exc}"[:300]
+    log.write(json.dumps({"s": time.monotonic() - started, "seen": seen, "error": error}) + "\n")
+    log.flush()
+    time.sleep(0.05)
+"""
+
+
 def test_a_layer_range_is_shared_by_two_workers(cluster):
     for name in ("w1", "w2"):
         cluster.start_worker(name)
+    stop, reads = cluster.root / "stop-reader", cluster.root / "reads.jsonl"
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(stop), str(reads)], cwd=REPO, env=cluster.env)
     run = cluster.run("--layers", f"0-{N_LAYERS - 1}", "--until", "record")
     output = run.communicate(timeout=900)[0]
+    stop.touch()
+    reader.wait(timeout=60)
     assert run.returncode == 0, output[-4000:]
     assert "Celery workers: w1@" in output and "w2@" in output
 
@@ -166,6 +193,21 @@ def test_a_layer_range_is_shared_by_two_workers(cluster):
     statuses = cluster.postgres.query(cluster.db_name, "SELECT status, count(*) FROM runs GROUP BY status")
     assert statuses == [("SUCCESS", N_LAYERS + 1)], statuses  # excerpts, then one run per layer
     _assert_each_layer_once(cluster.env)
+
+    # The reader was never held up by the writers, and never saw a layer half-written: per layer, both tables
+    # are there with all their rows, or neither is.
+    final = _per_layer(cluster.env)
+    observations = [json.loads(line) for line in reads.read_text().splitlines()]
+    answered = [o for o in observations if not o["error"]]
+    assert len(answered) > 20, observations[-5:]
+    assert max(o["s"] for o in answered) < 2.0, sorted(o["s"] for o in answered)[-5:]
+    for o in answered:
+        for layer in range(N_LAYERS):
+            got = (o["seen"].get(f"stats/{layer}", 0), o["seen"].get(f"records/{layer}", 0))
+            assert got in ((0, 0), (final["stats"][layer], final["records"][layer])), (layer, got)
+    # Errors only before the store existed (the first excerpts run creates it).
+    first_answer = observations.index(answered[0])
+    assert not [o for o in observations[first_answer:] if o["error"]], [o["error"] for o in observations if o["error"]][:3]
 
 
 def test_a_worker_killed_mid_step_is_replaced_by_the_other(cluster):
