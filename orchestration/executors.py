@@ -28,6 +28,9 @@ from autointerp.errors import AutointerpError
 # dagster-celery's default queue, "dagster".
 QUEUES = ("record", "explain", "dagster")
 PASSWORD_ENV = "AUTOINTERP_BROKER_PASSWORD"
+# The run config is stored with the run in the Dagster instance: a broker URL with a password goes there as a
+# reference to this variable, which this module sets in the processes that resolve it (orchestrator, workers).
+URL_ENV = "AUTOINTERP_BROKER_URL"
 # The jobs a distributed executor runs; the rest (the viewer writes local files, the SAE demo) stay in-process.
 DISTRIBUTED_JOBS = {"excerpts_job", "record_job", "explain_job"}
 
@@ -72,6 +75,15 @@ def celery_settings(spec: ExecutorSpec) -> dict[str, Any]:
             },
         },
     }
+
+
+def run_config_execution(spec: ExecutorSpec) -> dict[str, Any]:
+    """The executor's config as it goes into the run config: no password in it."""
+    settings = celery_settings(spec)
+    if os.environ.get(PASSWORD_ENV):
+        os.environ[URL_ENV] = settings["broker"]
+        settings["broker"] = settings["backend"] = {"env": URL_ENV}
+    return settings
 
 
 def celery_app(spec: ExecutorSpec) -> Any:

@@ -85,14 +85,13 @@ class JobLauncher:
         """Orchestrate one run in a child process (`python -m orchestration.launch`): Dagster's run start
         reconfigures Python's logging process-wide, and runs started from threads of one process deadlocked on
         the logging locks. The child waits for the workers to run the steps and reports one line of JSON."""
-        from orchestration.executors import celery_settings
+        from orchestration.executors import run_config_execution
 
         request = {"job": job_name, "keys": keys, "partition_key": partition_key, "tags": {**self.tags, **tags},
-                   "run_config": {**self.run_config, "execution": {"config": celery_settings(self.executor)},
+                   "run_config": {**self.run_config, "execution": {"config": run_config_execution(self.executor)},
                                   "resources": {"settings": {"config": self.settings}}},
                    "config_path": str(self.settings.get("path", ""))}
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-        # The request (with the broker URL, which may carry a password) goes through stdin, not argv.
         done = subprocess.run([sys.executable, "-m", "orchestration.launch"], input=json.dumps(request), env=env,
                               capture_output=True, text=True)
         lines = done.stdout.strip().splitlines()

@@ -6,13 +6,16 @@ the environment the steps read: AUTOINTERP_CONFIG, AUTOINTERP_HOME (or the store
 instance's secrets (DAGSTER_PG_PASSWORD), and this repository on PYTHONPATH.
 """
 
+import os
+
 from dagster_celery.tasks import create_task
 
 from autointerp.config import load_config
-from orchestration.executors import celery_app
+from orchestration.executors import URL_ENV, broker_url, celery_app
 
 _spec = load_config().executor
 if _spec.kind != "celery":
     raise SystemExit(f"{load_config().path}: executor.kind is '{_spec.kind}'; a Celery worker needs kind: celery")
+os.environ[URL_ENV] = broker_url(_spec)  # a run config may name the broker by this variable (executors.py)
 app = celery_app(_spec)
 execute_plan = create_task(app)

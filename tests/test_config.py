@@ -73,12 +73,24 @@ def test_the_config_path_comes_from_the_environment(tmp_path, monkeypatch):
     (GOOD + "explainer: {temperature: .inf}\n", "explainer.temperature: must be a finite number, got inf"),
     (GOOD.replace("source: ./model}", "source: ./model, units: {kind: tea-leaves}}"),
      "models[0].units.kind: unknown unit type 'tea-leaves'; known: mlp"),
+    (GOOD + "executor: {kind: dask}\n", "executor.kind: 'dask' is not one of in_process, celery"),
+    (GOOD + "executor: {kind: celery}\n", "executor.broker: the celery executor needs a broker URL"),
+    (GOOD + "executor: {kind: celery, broker: 'redis://:hunter2@127.0.0.1:6379/0'}\n",
+     "executor.broker: leave the password out of the URL; set AUTOINTERP_BROKER_PASSWORD"),
+    (GOOD + "executor: {kind: celery, broker: 'redis://127.0.0.1:6379/0', visibility_timeout_s: 0}\n",
+     "executor: visibility_timeout_s, layers_per_run and max_runs must be positive"),
 ])
 def test_bad_configs_get_one_clear_error(tmp_path, text, message):
     with pytest.raises(ConfigError) as error:
         load_config(write(tmp_path, text))
     assert message in str(error.value)
     assert "autointerp.yaml" in str(error.value)
+
+
+def test_the_executor_defaults_to_in_process_and_takes_celery(tmp_path):
+    assert load_config(write(tmp_path, GOOD)).executor.kind == "in_process"
+    spec = load_config(write(tmp_path, GOOD + "executor: {kind: celery, broker: 'redis://127.0.0.1:6379/0'}\n")).executor
+    assert (spec.kind, spec.broker, spec.layers_per_run) == ("celery", "redis://127.0.0.1:6379/0", 1)
 
 
 def test_a_missing_config_file_is_named(tmp_path):
