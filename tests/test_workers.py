@@ -79,6 +79,10 @@ class Cluster:
 
 @pytest.fixture
 def cluster(postgres, redis, tmp_path) -> Iterator[Cluster]:
+    yield from make_cluster(postgres, redis, tmp_path)
+
+
+def make_cluster(postgres: Postgres, broker: str, tmp_path: Path, **env_extra: str) -> Iterator[Cluster]:
     import dagster as dg
 
     db_name = postgres.create_database(f"dagster_{uuid.uuid4().hex[:8]}")
@@ -89,10 +93,10 @@ def cluster(postgres, redis, tmp_path) -> Iterator[Cluster]:
     model = _six_layer_model(tmp_path / "model")
     config = write_config(tmp_path, {MODEL: str(model)}, write_corpus(tmp_path / "corpus.jsonl", n_docs=60),
                           max_tokens=64 * 120, neurons={"select": "first", "count": 2},
-                          executor={"kind": "celery", "broker": redis, "visibility_timeout_s": VISIBILITY_S})
+                          executor={"kind": "celery", "broker": broker, "visibility_timeout_s": VISIBILITY_S})
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "AUTOINTERP_HOME": str(tmp_path / "data"),
            "AUTOINTERP_CONFIG": str(config), "DAGSTER_PG_PASSWORD": PASSWORD, "PYTHONPATH": str(REPO),
-           "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+           "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **env_extra}
     # The instance's schema exists before the workers and the CLI connect (see test_postgres_instance.py).
     with _env(env), dg.DagsterInstance.get():
         pass
@@ -251,3 +255,32 @@ def test_no_worker_listening_is_one_clear_message(cluster):
     assert run.returncode != 0
     assert "no Celery worker answers on redis://127.0.0.1:" in output, output[-2000:]
     assert "Traceback" not in output
+
+
+def test_a_broker_password_comes_from_the_environment_and_is_stored_nowhere(postgres, tmp_path):
+    secret = f"broker-{uuid.uuid4().hex}"
+    with redis_server(password=secret) as broker:
+        for cluster in make_cluster(postgres, broker, tmp_path, AUTOINTERP_BROKER_PASSWORD=secret):
+            cluster.start_worker("w1")
+            without = {k: v for k, v in cluster.env.items() if k != "AUTOINTERP_BROKER_PASSWORD"}
+            refused = subprocess.run([sys.executable, "-m", "orchestration.cli", "run", "--model", MODEL, "--layers",
+                                      "0", "--until", "record"], cwd=REPO, env=without, capture_output=True, text=True)
+            assert refused.returncode != 0 and f"the Celery broker {broker} (executor.broker) refused" in refused.stderr, \
+                refused.stderr[-2000:]
+            run = cluster.run("--layers", "0", "--until", "record")
+            output = run.communicate(timeout=600)[0]
+            assert run.returncode == 0, output[-4000:]
+            stored = cluster.postgres.query(cluster.db_name, "SELECT run_body FROM runs UNION ALL SELECT event FROM "
+                                            "event_logs UNION ALL SELECT value FROM run_tags")
+            assert stored and not [text for (text,) in stored if secret in (text or "")]
+            assert secret not in output and secret not in cluster.log("w1").read_text(errors="replace")
+            assert secret not in (cluster.root / "autointerp.yaml").read_text()
+
+            # A step that fails on a worker fails the run with the step's own error, in one line.
+            (cluster.root / "corpus.jsonl").rename(cluster.root / "moved.jsonl")
+            failed = subprocess.run([sys.executable, "-m", "orchestration.cli", "run", "--model", MODEL, "--layers", "0",
+                                     "--until", "record"], cwd=REPO, env=cluster.env, capture_output=True, text=True)
+            assert failed.returncode != 0, failed.stdout[-2000:]
+            [error] = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+            assert error.startswith("error: excerpts failed:") and "corpus.jsonl" in error, failed.stderr[-2000:]
+            assert "Traceback" not in failed.stderr
