@@ -55,8 +55,9 @@ class Postgres:
         return name
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
+@contextlib.contextmanager
+def running_postgres() -> Iterator[Postgres]:
+    """A server for the duration of the block (also usable from scripts outside pytest)."""
     bin_dir = postgres_bin()
     # Not pytest's tmp_path: the postgres user must be able to reach the directory (pytest's are 0700 root).
     root = Path(tempfile.mkdtemp(prefix="autointerp-pg-"))
@@ -87,3 +88,9 @@ def postgres() -> Iterator[Postgres]:
             stopped = run("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
             assert stopped.returncode == 0, f"pg_ctl stop failed: {stopped.stderr}"
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    with running_postgres() as server:
+        yield server

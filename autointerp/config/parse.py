@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 
 from autointerp.config.schema import (DEFAULT_CONFIG_PATH, Choice, Config, CorpusSpec, ExecutorSpec, LLMChoice, ModelSpec,
-                                      NeuronSelection, RecordSpec, SAETrainSpec, ScoringSpec, UnitsChoice, ViewerSpec, WatchSpec)
+                                      NeuronSelection, RecordSpec, SAETrainSpec, ScoringSpec, StoreSpec, UnitsChoice, ViewerSpec,
+                                      WatchSpec)
 from autointerp.errors import ConfigError
 from autointerp.names import check_model_name
 
@@ -42,6 +43,39 @@ def load_config(path: str | Path | None = None) -> Config:
         at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
         raise ConfigError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from exc
     return parse_config(raw, path, read_registry())
+
+
+def configured_store(path: str | Path | None = None) -> StoreSpec:
+    """The `store:` section alone: commands that only read the store (status, view, export) need no model to
+    load, and a config file that is absent means the embedded default."""
+    path = Path(path) if path is not None else config_path()
+    if not path.is_file():
+        return StoreSpec()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        raise ConfigError(f"{path}: not valid YAML (run any command that loads the whole config for where)") from None
+    return store_section(raw.get("store", {}) if isinstance(raw, dict) else {}, path)
+
+
+def store_section(raw: Any, path: Path) -> StoreSpec:
+    where = f"{path}: store"
+    spec = build(StoreSpec, raw, where)
+    if spec.kind == "duckdb":
+        if spec.catalog or spec.data_path:
+            raise ConfigError(f"{where}: catalog and data_path are for kind: ducklake (the DuckDB file lives in "
+                              "$AUTOINTERP_HOME)")
+        return spec
+    if spec.kind != "ducklake":
+        raise ConfigError(f"{where}.kind: '{spec.kind}' is not a store; expected duckdb or ducklake")
+    if not spec.catalog or not spec.data_path:
+        raise ConfigError(f"{where}: kind ducklake needs catalog (e.g. 'postgres:dbname=autointerp host=10.0.0.5 "
+                          "user=autointerp') and data_path (a directory every worker reaches)")
+    if "password" in spec.catalog.lower():
+        raise ConfigError(f"{where}.catalog: no password in the config file; set PGPASSWORD in the environment")
+    data_path = Path(spec.data_path).expanduser()
+    data_path = data_path if data_path.is_absolute() else path.resolve().parent / data_path
+    return dataclasses.replace(spec, data_path=str(data_path))
 
 
 def parse_config(raw: Any, path: Path, registered: list[dict] | None = None) -> Config:
@@ -73,6 +107,7 @@ def parse_config(raw: Any, path: Path, registered: list[dict] | None = None) -> 
         "sae_training": build(SAETrainSpec, raw.pop("sae_training", {}), f"{path}: sae_training"),
         "scoring": _scoring(raw.pop("scoring", {}), f"{path}: scoring"),
         "executor": _executor(raw.pop("executor", {}), f"{path}: executor"),
+        "store": store_section(raw.pop("store", {}), path),
     }
     top = build(_TopLevel, raw, f"{path}")
     if sections["scoring"].llm is None:  # the judge is the explainer's LLM unless the config names one

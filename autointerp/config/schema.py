@@ -137,6 +137,18 @@ class ExecutorSpec:
 
 
 @dataclass(frozen=True)
+class StoreSpec:
+    """Where the tables live (autointerp/store/): the embedded DuckDB file `$AUTOINTERP_HOME/autointerp.duckdb`, or
+    a DuckLake that many processes on many machines write at once (README, Scaling out)."""
+
+    kind: str = "duckdb"  # duckdb | ducklake
+    # ducklake: the catalog database, 'postgres:dbname=NAME host=HOST port=PORT user=USER' (the password comes from
+    # $PGPASSWORD, never from this file), or a local DuckDB file for one machine
+    catalog: str = ""
+    data_path: str = ""  # ducklake: the directory every writer reaches (relative to the config file)
+
+
+@dataclass(frozen=True)
 class Config:
     models: tuple[ModelSpec, ...]
     explainer: Choice  # `autointerp/explain/`: kind + options
@@ -148,6 +160,7 @@ class Config:
     viewer: ViewerSpec = field(default_factory=ViewerSpec)
     sae_training: SAETrainSpec = field(default_factory=SAETrainSpec)
     scoring: ScoringSpec = field(default_factory=ScoringSpec)
+    store: StoreSpec = field(default_factory=StoreSpec)
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
     seed: int = 0
     path: Path = DEFAULT_CONFIG_PATH  # where it was read from; relative paths resolve next to it

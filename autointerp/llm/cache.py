@@ -82,7 +82,7 @@ class LLMCache:
     def _asking(self) -> Iterator[None]:
         """One process at a time asks the LLM on behalf of a store (an advisory lock beside its file), so two
         runs on one home never pay twice for the same answer: the second waits, then reads the first's."""
-        path = self.store.path.with_name(self.store.path.name + ".llm-lock")
+        path = self.store.lock_path
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a+") as handle:
             try:
@@ -90,7 +90,7 @@ class LLMCache:
             except BlockingIOError:
                 handle.seek(0)
                 holder = handle.read().strip() or "another process"
-                log.warning(f"waiting for {holder}, which is asking the LLM for this store ({self.store.path}); "
+                log.warning(f"waiting for {holder}, which is asking the LLM for this store ({self.store}); "
                             "its answers will be reused")
                 fcntl.flock(handle, fcntl.LOCK_EX)
             try:

@@ -22,11 +22,13 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from autointerp.config.schema import StoreSpec
 from autointerp.errors import StoreError
 from autointerp.store.schema import TABLES, ddl
 
 log = logging.getLogger("autointerp.store")
 _NO_SPACE = "No space left"
+_COMMIT_ATTEMPTS = 6
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,11 @@ def default_home() -> Path:
 
 class Store:
     """`read_only`: for readers beside a running pipeline (the viewer): such a connection never writes, and is
-    held only for one request, so the pipeline's writes get in between."""
+    held only for one request, so the pipeline's writes get in between.
+
+    This class is the embedded DuckDB file; `lake.LakeStore` keeps the same tables in a DuckLake. `from_home`
+    picks the one the config's `store:` names.
+    """
 
     def __init__(self, path: str | Path, lock_timeout_s: float = 120.0, read_only: bool = False):
         self.path = Path(path)
@@ -58,19 +64,63 @@ class Store:
         self._schema_ready = False
 
     @classmethod
-    def from_home(cls, home: str | Path | None = None, lock_timeout_s: float = 120.0,
-                  read_only: bool = False) -> "Store":
-        return cls(Path(home or default_home()) / "autointerp.duckdb", lock_timeout_s, read_only)
+    def from_home(cls, home: str | Path | None = None, lock_timeout_s: float = 120.0, read_only: bool = False,
+                  spec: StoreSpec | None = None) -> "Store":
+        """The configured store (`spec`, default: the config file's `store:` section); the DuckDB file lives in
+        `home` (default $AUTOINTERP_HOME), where the viewer's pages are written whatever the store."""
+        from autointerp.config import configured_store
+
+        spec = spec or configured_store()
+        home = Path(home or default_home())
+        if spec.kind == "ducklake":
+            from autointerp.store.lake import LakeStore
+
+            return LakeStore(spec.catalog, spec.data_path, home, lock_timeout_s, read_only)
+        return cls(home / "autointerp.duckdb", lock_timeout_s, read_only)
+
+    def __str__(self) -> str:
+        return str(self.path)
 
     @property
     def home(self) -> Path:
         return self.path.parent
+
+    @property
+    def lock_path(self) -> Path:
+        """Beside the data, for advisory locks every writer of this store sees (llm/cache.py)."""
+        return self.path.with_name(self.path.name + ".llm-lock")
+
+    def reader(self) -> "Store":
+        """The same store, opened read-only for each request."""
+        return Store(self.path, self.lock_timeout_s, read_only=True)
 
     def exists(self) -> bool:
         return self.path.exists()
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        con = self._open()
+        try:
+            if not self._schema_ready:
+                self._ensure_schema(con)
+            yield con
+        except duckdb.Error as exc:
+            if isinstance(exc, (duckdb.IOException, duckdb.FatalException)) or _NO_SPACE in str(exc):
+                raise StoreError(describe_io_error(self, exc)) from exc
+            raise
+        finally:
+            con.close()
+
+    def _ensure_schema(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Refuse a foreign database; a writer creates what is missing (only that: on a lake every DDL statement
+        is a commit, and two workers starting at once would otherwise race on them)."""
+        found = check_schema(con, self, self.read_only)
+        statements = ddl(found)
+        if statements and not self.read_only:
+            con.execute(statements)
+        self._schema_ready = True
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
         if self.read_only and not self.path.exists():
             raise StoreError(f"no store at {self.path}: run `autointerp run` first")
         if not self.read_only:  # a reader needs nothing writable: the store may sit on read-only media
@@ -78,22 +128,6 @@ class Store:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot create the store's folder {self.path.parent}: {exc.strerror}") from exc
-        con = self._open_with_retry()
-        try:
-            if not self._schema_ready:
-                check_schema(con, self.path, self.read_only)
-                if not self.read_only:
-                    con.execute(ddl())
-                self._schema_ready = True
-            yield con
-        except duckdb.Error as exc:
-            if isinstance(exc, (duckdb.IOException, duckdb.FatalException)) or _NO_SPACE in str(exc):
-                raise StoreError(describe_io_error(self.path, exc)) from exc
-            raise
-        finally:
-            con.close()
-
-    def _open_with_retry(self) -> duckdb.DuckDBPyConnection:
         started = time.monotonic()
         delay, said = 0.05, False
         while True:
@@ -123,6 +157,20 @@ class Store:
 
         A crash or a failed check rolls everything back: readers see all of it or none of it.
         """
+        for attempt in range(_COMMIT_ATTEMPTS):
+            try:
+                self._replace_once(replacements, validate, checked)
+                return
+            except duckdb.TransactionException as exc:
+                # A lake lets writers commit side by side; two that touched the same table's rows at once
+                # conflict, and the later one is rolled back whole: replacing is idempotent, so do it again.
+                if "conflict" not in str(exc).lower() or attempt == _COMMIT_ATTEMPTS - 1:
+                    raise StoreError(f"the store {self} refused the write: {str(exc).splitlines()[0]}") from exc
+                log.info(f"write conflict on {self} (another writer committed first); retrying")
+                time.sleep(0.1 * 2 ** attempt)
+
+    def _replace_once(self, replacements: Sequence[Replacement],
+                      validate: Callable[[duckdb.DuckDBPyConnection], None] | None, checked: bool) -> None:
         from autointerp.store.quality import check_replacement
 
         with self.connect() as con:
@@ -159,13 +207,13 @@ class Store:
             con.execute(sql, params or [])
 
 
-def check_schema(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> None:
+def check_schema(con: duckdb.DuckDBPyConnection, path: Any, read_only: bool) -> dict[str, set[str]]:
     """A file whose tables are not this project's is refused before anything touches it (a writer would
     otherwise add our columns to someone else's table). A writer upgrades a store of an older version (missing
     columns and tables are added); a reader cannot, so it needs them all."""
     found: dict[str, set[str]] = {}
     for name, column in con.execute("SELECT table_name, column_name FROM information_schema.columns "
-                                    "WHERE table_schema = 'main'").fetchall():
+                                    "WHERE table_schema = 'main' AND table_catalog = current_database()").fetchall():
         found.setdefault(name, set()).add(column)
     for name, schema in TABLES.items():
         if name not in found:
@@ -181,9 +229,10 @@ def check_schema(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) ->
         if missing and read_only:
             raise StoreError(f"{path}: table {name} lacks column(s) {', '.join(missing)}: a store of an older "
                              "version, which any writing command (e.g. `autointerp run`) upgrades")
+    return found
 
 
-def describe_io_error(path: Path, exc: Exception) -> str:
+def describe_io_error(path: Any, exc: Exception) -> str:
     """DuckDB's I/O failures in one line naming the file; a full disk said as such (nothing landed: the
     transaction was rolled back)."""
     text = str(exc)

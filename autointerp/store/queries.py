@@ -46,7 +46,7 @@ def current_model(store: Store, model: str, revision: str | None = None) -> dict
     if row is None:
         known = ", ".join(models(store)) or "none"
         what = f"revision '{revision}' of model '{model}'" if revision else f"model '{model}'"
-        raise StoreError(f"{what} is not in the store {store.path} (models there: {known}); record it first "
+        raise StoreError(f"{what} is not in the store {store} (models there: {known}); record it first "
                          f"(`autointerp run --model {model} --until record`) or import it")
     return row
 

@@ -67,14 +67,18 @@ def duckdb_type(field: pa.Field) -> str:
     return _DUCKDB_TYPES[field.type]
 
 
-def ddl() -> str:
-    """Every table, in the schemas' column order; a store made by an older version gains the new columns
-    (NULL in its old rows)."""
+def ddl(existing: Mapping[str, set[str]] | None = None) -> str:
+    """The statements that create what `existing` (table -> its columns) lacks, in the schemas' column order:
+    every table for a new store; for one made by an older version, the new columns (NULL in its old rows)."""
+    existing = existing or {}
     statements = []
     for name, schema in TABLES.items():
-        columns = ", ".join(f'"{f.name}" {duckdb_type(f)}' for f in schema)
-        statements.append(f"CREATE TABLE IF NOT EXISTS {name} ({columns});")
-        statements += [f'ALTER TABLE {name} ADD COLUMN IF NOT EXISTS "{f.name}" {duckdb_type(f)};' for f in schema]
+        if name not in existing:
+            columns = ", ".join(f'"{f.name}" {duckdb_type(f)}' for f in schema)
+            statements.append(f"CREATE TABLE IF NOT EXISTS {name} ({columns});")
+            continue
+        statements += [f'ALTER TABLE {name} ADD COLUMN IF NOT EXISTS "{f.name}" {duckdb_type(f)};'
+                       for f in schema if f.name not in existing[name]]
     return "\n".join(statements)
 
 

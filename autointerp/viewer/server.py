@@ -41,7 +41,7 @@ class Viewer:
     """Renders the viewer's pages from the store (read-only)."""
 
     def __init__(self, store: Store, rank_by: Sequence[str] = RANK_BY):
-        self.store = Store(store.path, store.lock_timeout_s, read_only=True)
+        self.store = store.reader()
         self.env = environment()
         self.rank_by = tuple(rank_by)  # what "best" means: the config's scoring.rank_by
 
@@ -166,7 +166,7 @@ def view(store: Store, models: Sequence[str] | None, port: int = 8000, serve_sit
             print(f"{model}: {index.resolve()}", flush=True)
         return
     if not store.exists():
-        raise StoreError(f"no store at {store.path}: run `autointerp run` first")
+        raise StoreError(f"no store at {store}: run `autointerp run` first")
     try:
         server = make_server(Viewer(store, rank_by), port)
     except OSError as exc:

@@ -93,18 +93,18 @@ def build_site(store: Store, model: str, out_dir: Path, revision: str | None = N
     tens of thousands of them (SmolLM2-135M: 46,080 neurons, ~9.5 GiB). `only_explained=False` shows all.
     """
     if not store.exists():
-        raise StoreError(f"no store at {store.path}: run `autointerp run --model {model} --until record` first")
+        raise StoreError(f"no store at {store}: run `autointerp run --model {model} --until record` first")
     revision = revision or queries.latest_revision(store, model)
     info = queries.model_row(store, model, revision) if revision else None
     if info is None:
         raise StoreError(f"model '{model}'{f' revision {revision}' if revision else ''} is not in the store "
-                         f"{store.path}: run `autointerp run --model {model} --until record` first")
+                         f"{store}: run `autointerp run --model {model} --until record` first")
     neurons = queries.recorded_neurons(store, model, revision, only_explained)
     if not neurons and only_explained:
-        raise StoreError(f"model '{model}' @ {revision} has no explained neurons in {store.path}: run "
+        raise StoreError(f"model '{model}' @ {revision} has no explained neurons in {store}: run "
                          f"`autointerp run --model {model}`, or view every recorded neuron with --all-neurons")
     if not neurons:
-        raise StoreError(f"model '{model}' @ {revision} has no activation records in {store.path}: "
+        raise StoreError(f"model '{model}' @ {revision} has no activation records in {store}: "
                          f"run `autointerp run --model {model} --until record` first")
     layers = sorted({layer for layer, _ in neurons})
     neighbours = {key: (neurons[i - 1] if i else None, neurons[i + 1] if i + 1 < len(neurons) else None)
@@ -140,8 +140,8 @@ def build_site(store: Store, model: str, out_dir: Path, revision: str | None = N
 def viewable_models(store: Store) -> list[str]:
     """Models with activation records in the store, for `autointerp view` without --model."""
     if not store.exists():
-        raise StoreError(f"no store at {store.path}: run `autointerp run --until record` first")
+        raise StoreError(f"no store at {store}: run `autointerp run --until record` first")
     found = queries.models_with_records(store)
     if not found:
-        raise StoreError(f"no model has activation records in {store.path}: run `autointerp run --until record` first")
+        raise StoreError(f"no model has activation records in {store}: run `autointerp run --until record` first")
     return found

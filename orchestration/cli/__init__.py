@@ -8,6 +8,7 @@
     autointerp export --format neuron-explainer|parquet --out DIR [--model NAME] [--layers 0,2-4]
     autointerp import --format neuron-records|explanations PATH --model NAME
     autointerp train-sae
+    autointerp store copy --to ducklake:CATALOG --data-path DIR
 """
 
 from __future__ import annotations
@@ -93,14 +94,24 @@ def _parser() -> argparse.ArgumentParser:
     import_parser.add_argument("--source", default="neuron-explainer",
                                help="explanations: the explainer/simulator are named imported:SOURCE")
     commands.add_parser("train-sae", help="train the demo TopK SAE of the config's sae_training (docs/sae.md)")
+    store_parser = commands.add_parser("store", help="`store copy --to ducklake:CATALOG --data-path DIR`: move the "
+                                                     "store (README, Scaling out)")
+    store_commands = store_parser.add_subparsers(dest="store_command", required=True)
+    copy_parser = store_commands.add_parser("copy", help="copy every table of the configured store into an empty one")
+    copy_parser.add_argument("--to", required=True, help="ducklake:CATALOG (e.g. ducklake:postgres:dbname=autointerp "
+                                                         "host=10.0.0.5 user=autointerp; password: $PGPASSWORD) "
+                                                         "or duckdb:FILE")
+    copy_parser.add_argument("--data-path", help="ducklake: the directory its Parquet files go to")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    if args.config:  # every part of this process (the store's section, Dagster's resources) reads the same file
+        os.environ["AUTOINTERP_CONFIG"] = os.path.abspath(args.config)
     try:
-        if args.command in ("export", "import", "view"):  # the store alone: imported models have no config entry
+        if args.command in ("export", "import", "view", "store"):  # the store alone: imported models have no config entry
             data_command(args)
             return 0
         config = load_config(args.config)

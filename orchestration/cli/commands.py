@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 from autointerp.config import Config, parse_config
 from autointerp.errors import AutointerpError
+from autointerp.progress import format_duration
 from autointerp.store import Store, queries
 from autointerp.subject import Subject
 from autointerp.subject.added import add_model, registry_path, remove_model
@@ -47,9 +49,11 @@ def _rank_by(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def data_command(args: argparse.Namespace) -> None:
-    """`export`, `import` and `view` work on the store alone: an imported model has no config entry."""
-    store = Store.from_home(read_only=args.command != "import")  # readers work on read-only media
-    if args.command == "view":
+    """`export`, `import`, `view` and `store` work on the store alone: an imported model has no config entry."""
+    store = Store.from_home(read_only=args.command not in ("import", "store"))  # readers work on read-only media
+    if args.command == "store":
+        _copy(store, args)
+    elif args.command == "view":
         from autointerp.names import check_model_name
         from autointerp.viewer.server import view
 
@@ -68,9 +72,28 @@ def data_command(args: argparse.Namespace) -> None:
         _export(store, args)
 
 
+def _copy(store: Store, args: argparse.Namespace) -> None:
+    from autointerp.store.copy import copy_store, target_store
+    from autointerp.store.lake import LakeStore
+
+    target = target_store(args.to, args.data_path, store.home)
+    started = time.monotonic()
+    copied = copy_store(store, target)
+    print(f"copied {sum(c.rows for c in copied):,} rows from {store} to {target} in "
+          f"{format_duration(time.monotonic() - started)}; row counts and checksums equal:")
+    for c in copied:
+        print(f"  {c.table:<20} {c.rows:>10,} rows  checksum {c.checksum}")
+    if isinstance(target, LakeStore):
+        print(f"to use it, put in the config:\n  store: {{kind: ducklake, catalog: '{target.catalog}', "
+              f"data_path: '{target.path}'}}")
+    else:
+        print(f"to use it: AUTOINTERP_HOME={target.home}" + ("" if target.path.name == "autointerp.duckdb" else
+              " with the file renamed to autointerp.duckdb"))
+
+
 def _export(store: Store, args: argparse.Namespace) -> None:
     if not store.exists():
-        raise AutointerpError(f"no store at {store.path}: nothing to export")
+        raise AutointerpError(f"no store at {store}: nothing to export")
     if args.format == "parquet":
         from autointerp.io.parquet import export_parquet
 

@@ -15,7 +15,7 @@ def print_summary(store: Store, model: str, layers: list[int], rows: int = 8) ->
     """What was recorded: a row per layer for a few layers, one line for many (`autointerp status` lists them)."""
     revision = queries.current_model(store, model)["revision"]
     frame = layer_summary(store, model, revision, layers)
-    print(f"\n{model} @ {revision} in {store.path}:")
+    print(f"\n{model} @ {revision} in {store}:")
     if len(frame) <= rows:
         print(frame.to_string(index=False))
         return

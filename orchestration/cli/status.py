@@ -35,7 +35,7 @@ def collect(config: Config, store: Store, instance: Any, model: str | None = Non
             "layers": [_layer_row(r) for r in mine[mine.revision == latest].itertuples()] if latest else [],
             "device": _device(config, name),
         })
-    return {"store": str(store.path), "models": models, "last_runs": _last_runs(instance) if instance else []}
+    return {"store": str(store), "models": models, "last_runs": _last_runs(instance) if instance else []}
 
 
 def _layer_row(r: Any) -> dict[str, Any]:
