@@ -15,10 +15,10 @@ Prints JSON; writes bench/results/workers.json (or --out).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
 from conftest import LOCAL_EXPLAINER, LOCAL_SIMULATOR, make_tokenizer, tiny_config, write_config, write_corpus  # noqa: E402
-from postgres import PASSWORD, USER, postgres  # noqa: E402
+from postgres import PASSWORD, USER, running_postgres  # noqa: E402
 from redis_server import redis_server  # noqa: E402
 from servers import LOOPBACK, start_process, stop_process_group, tail  # noqa: E402
 from test_postgres_instance import DAGSTER_YAML  # noqa: E402
@@ -66,6 +66,11 @@ def start_worker(name: str, env: dict[str, str], log: Path) -> subprocess.Popen:
     return process
 
 
+def busy_seconds(log: Path) -> float:
+    """The seconds a worker spent in steps so far (Celery logs each task's duration)."""
+    return sum(float(m) for m in re.findall(r"succeeded in ([0-9.]+)s", log.read_text(errors="replace")))
+
+
 def cli(env: dict[str, str], *args: str) -> float:
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "orchestration.cli", "run", "--model", MODEL, *args], cwd=REPO,
@@ -81,25 +86,32 @@ def one_configuration(n_workers: int, pg: Any, broker: str, model: Path, root: P
     (home / "dagster").mkdir(parents=True)
     (home / "dagster" / "dagster.yaml").write_text(DAGSTER_YAML.format(host=LOOPBACK, port=pg.port, user=USER,
                                                                        db_name=db_name))
-    config = write_config(home, {MODEL: str(model)}, write_corpus(home / "corpus.jsonl"),
+    catalog = pg.create_database(f"lake_{uuid.uuid4().hex[:8]}")  # the store: a DuckLake the workers share
+    store = {"kind": "ducklake", "catalog": f"postgres:dbname={catalog} host={LOOPBACK} port={pg.port} user={USER}",
+             "data_path": str(home / "lake")}
+    config = write_config(home, {MODEL: str(model)}, write_corpus(home / "corpus.jsonl"), store=store,
                           explainer=LOCAL_EXPLAINER, simulator=LOCAL_SIMULATOR, scoring={"judges": [], "rank_by": ["simulation"]},
                           neurons={"select": "first", "count": args.neurons},
                           executor={"kind": "celery", "broker": broker, "visibility_timeout_s": 1800})
     env = {**os.environ, "DAGSTER_HOME": str(home / "dagster"), "AUTOINTERP_HOME": str(home / "data"),
-           "AUTOINTERP_CONFIG": str(config), "DAGSTER_PG_PASSWORD": PASSWORD, "PYTHONPATH": str(REPO),
+           "AUTOINTERP_CONFIG": str(config), "DAGSTER_PG_PASSWORD": PASSWORD, "PGPASSWORD": PASSWORD, "PYTHONPATH": str(REPO),
            "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
-    workers = [start_worker(f"w{i + 1}", env, home / f"w{i + 1}.log") for i in range(n_workers)]
+    logs = [home / f"w{i + 1}.log" for i in range(n_workers)]
+    workers = [start_worker(f"w{i + 1}", env, log) for i, log in enumerate(logs)]
     try:
         layers = f"0-{args.layers - 1}"
         record_s = cli(env, "--layers", layers, "--until", "record")
+        busy_before = [busy_seconds(log) for log in logs]
         load_before = os.getloadavg()
         explain_s = cli(env, "--layers", layers, "--from", "explain", "--until", "score")
         load_after = os.getloadavg()
+        busy = [round(busy_seconds(log) - before, 1) for log, before in zip(logs, busy_before)]
     finally:
         for process in workers:
             stop_process_group(process)
     print(f"{n_workers} worker(s): record {record_s:.1f} s, explain+simulate+score {explain_s:.1f} s", file=sys.stderr)
     return {"workers": n_workers, "record_s": round(record_s, 1), "explain_simulate_score_s": round(explain_s, 1),
+            "explain_worker_busy_s": busy,  # summed step times per worker: twice the work per step = CPU contention
             "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in load_after]}
 
 
@@ -111,7 +123,7 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="autointerp-bench-workers-"))
     try:
-        with contextlib.contextmanager(postgres.__wrapped__)() as pg, redis_server() as broker:
+        with running_postgres() as pg, redis_server() as broker:
             model = tiny_model(root / "model", args.layers)
             runs = [one_configuration(n, pg, broker, model, root, args) for n in (1, 2)]
     finally:

@@ -1,6 +1,7 @@
 """Steps on Celery workers (orchestration/executors.py): Redis from Debian's `redis-server` and PostgreSQL (the
-Dagster instance) on 127.0.0.1, started here; two `celery -A orchestration.worker worker` processes; the
-`autointerp` CLI orchestrates. A six-layer model is recorded as six runs that the two workers share.
+Dagster instance and the DuckLake catalog) on 127.0.0.1, started here; two `celery -A orchestration.worker worker`
+processes writing to the lake at once; the `autointerp` CLI orchestrates. A six-layer model is recorded as six
+runs that the two workers share.
 """
 
 from __future__ import annotations
@@ -90,12 +91,18 @@ def make_cluster(postgres: Postgres, broker: str, tmp_path: Path, **env_extra: s
     dagster_home.mkdir()
     (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML.format(host=LOOPBACK, port=postgres.port, user=USER,
                                                                  db_name=db_name))
+    # The store: a DuckLake, its catalog in the same PostgreSQL server, its Parquet files under tmp_path: the
+    # workers commit side by side, with no file lock between them.
+    catalog = postgres.create_database(f"lake_{uuid.uuid4().hex[:8]}")
+    store = {"kind": "ducklake", "catalog": f"postgres:dbname={catalog} host={LOOPBACK} port={postgres.port} user={USER}",
+             "data_path": str(tmp_path / "lake")}
     model = _six_layer_model(tmp_path / "model")
     config = write_config(tmp_path, {MODEL: str(model)}, write_corpus(tmp_path / "corpus.jsonl", n_docs=60),
-                          max_tokens=64 * 120, neurons={"select": "first", "count": 2},
+                          max_tokens=64 * 120, neurons={"select": "first", "count": 2}, store=store,
                           executor={"kind": "celery", "broker": broker, "visibility_timeout_s": VISIBILITY_S})
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "AUTOINTERP_HOME": str(tmp_path / "data"),
-           "AUTOINTERP_CONFIG": str(config), "DAGSTER_PG_PASSWORD": PASSWORD, "PYTHONPATH": str(REPO),
+           "AUTOINTERP_CONFIG": str(config), "DAGSTER_PG_PASSWORD": PASSWORD, "PGPASSWORD": PASSWORD,
+           "PYTHONPATH": str(REPO),
            "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **env_extra}
     # The instance's schema exists before the workers and the CLI connect (see test_postgres_instance.py).
     with _env(env), dg.DagsterInstance.get():
@@ -172,7 +179,7 @@ while not stop.exists():
         error = ""
     except Exception as exc:  # a store not created yet, or a reader shut out: logged, judged by the test
         seen, error = {}, f"{type(exc).__name__}: {exc}"[:300]
-    log.write(json.dumps({"s": time.monotonic() - started, "seen": seen, "error": error}) + "\n")
+    log.write(json.dumps({"s": time.monotonic() - started, "seen": seen, "error": error}) + "\\n")
     log.flush()
     time.sleep(0.05)
 """
@@ -186,7 +193,7 @@ def test_a_layer_range_is_shared_by_two_workers(cluster):
     run = cluster.run("--layers", f"0-{N_LAYERS - 1}", "--until", "record")
     output = run.communicate(timeout=900)[0]
     stop.touch()
-    reader.wait(timeout=60)
+    assert reader.wait(timeout=60) == 0, "the reader process failed"
     assert run.returncode == 0, output[-4000:]
     assert "Celery workers: w1@" in output and "w2@" in output
 
