@@ -2,7 +2,8 @@
 
 In-process (the default executor): each run executes in this process, one after another. With a distributed
 executor (orchestration/executors.py) this process orchestrates and the workers run the steps: a layer range is
-cut into runs of `executor.layers_per_run` layers, launched together, so the workers share them.
+cut into runs of `executor.layers_per_run` layers (`record_layers_per_run` for recording, default one run: one
+forward pass), launched together, so the workers share them.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ class JobLauncher:
 
     def _distributed(self, job_name: str, keys: list[str], partition_key: str | None,
                      tags: dict[str, str] | None) -> str:
-        runs = split_range(tags, self.executor.layers_per_run) if tags else [(partition_key, {})]
+        per_run = self.executor.record_layers_per_run if job_name == "record_job" else self.executor.layers_per_run
+        runs = split_range(tags, per_run) if tags and per_run else [(partition_key, tags or {})]
         with ThreadPoolExecutor(max_workers=min(len(runs), self.executor.max_runs)) as pool:
             results = list(pool.map(lambda run: self._run_process(job_name, keys, *run), runs))
         failed = [result for result in results if not result["success"]]

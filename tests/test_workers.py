@@ -99,7 +99,8 @@ def make_cluster(postgres: Postgres, broker: str, tmp_path: Path, **env_extra: s
     model = _six_layer_model(tmp_path / "model")
     config = write_config(tmp_path, {MODEL: str(model)}, write_corpus(tmp_path / "corpus.jsonl", n_docs=60),
                           max_tokens=64 * 120, neurons={"select": "first", "count": 2}, store=store,
-                          executor={"kind": "celery", "broker": broker, "visibility_timeout_s": VISIBILITY_S})
+                          executor={"kind": "celery", "broker": broker, "visibility_timeout_s": VISIBILITY_S,
+                                    "record_layers_per_run": 1})  # six record runs, shared by the workers
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "AUTOINTERP_HOME": str(tmp_path / "data"),
            "AUTOINTERP_CONFIG": str(config), "DAGSTER_PG_PASSWORD": PASSWORD, "PGPASSWORD": PASSWORD,
            "PYTHONPATH": str(REPO),

@@ -301,6 +301,7 @@ def _executor(raw: Any, where: str) -> ExecutorSpec:
                           f"{' or '.join(BROKER_SCHEMES)}, got {spec.broker!r}")
     if spec.broker and urlsplit(spec.broker).password:  # the config file is no place for a secret
         raise ConfigError(f"{where}.broker: leave the password out of the URL; set AUTOINTERP_BROKER_PASSWORD")
-    if spec.visibility_timeout_s < 1 or spec.layers_per_run < 1 or spec.max_runs < 1:
-        raise ConfigError(f"{where}: visibility_timeout_s, layers_per_run and max_runs must be positive")
+    if spec.visibility_timeout_s < 1 or spec.layers_per_run < 1 or spec.max_runs < 1 or spec.record_layers_per_run < 0:
+        raise ConfigError(f"{where}: visibility_timeout_s, layers_per_run and max_runs must be positive, "
+                          "record_layers_per_run 0 or more")
     return spec

@@ -124,8 +124,8 @@ class ScoringSpec:
 class ExecutorSpec:
     """Where Dagster runs the steps (orchestration/executors.py, README "Scaling out"). `in_process`: in the
     `autointerp` process, one run after another (the default). `celery`: on Celery workers that take steps from
-    the `broker` (Redis), record steps from the `record` queue and LLM steps from `explain`; a layer range is cut
-    into runs of `layers_per_run` layers that the workers share."""
+    the `broker` (Redis), record steps from the `record` queue and LLM steps from `explain`; a layer range of the
+    LLM stages is cut into runs of `layers_per_run` layers that the workers share."""
 
     kind: str = "in_process"  # in_process | celery
     broker: str = ""  # redis://127.0.0.1:6379/0, no password in it: that comes from $AUTOINTERP_BROKER_PASSWORD
@@ -133,6 +133,9 @@ class ExecutorSpec:
     # be longer than the longest step, or a slow step is handed to a second worker while the first still runs.
     visibility_timeout_s: int = 3600
     layers_per_run: int = 1
+    # Recording: 0, a layer range is one run (one forward pass records them all); N: runs of N layers, spread over
+    # the workers, each running the forward pass up to its deepest layer (the lower layers are computed again).
+    record_layers_per_run: int = 0
     max_runs: int = 16  # runs in flight at once (each waits in this process for its steps)
 
 
