@@ -4,6 +4,7 @@ import dagster as dg
 
 from assets.checks import explain_checks, record_checks
 from assets.explain import explanations, judge_scores, scores, simulations
+from assets.judge import trained_judge
 from assets.record import excerpts, record
 from assets.sae import sae_dictionary
 from assets.subject import subject_model
@@ -16,7 +17,7 @@ from orchestration.sensors import build_sensor
 from resources import AutointerpSettings, DuckDBStore
 
 ASSETS = [subject_model, excerpts, record, explanations, simulations, scores, judge_scores, neuron_viewer,
-          sae_dictionary]
+          sae_dictionary, trained_judge]
 CHECKS = [*record_checks, *explain_checks]
 
 
