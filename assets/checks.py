@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 
 from autointerp.corpus import EXCERPT_TOKENS
-from autointerp.neurons import layer_selected
+from autointerp.neurons import selected_layers
 from autointerp.record.recorder import expected_counts
 from assets.common import stages
 from autointerp.store import queries
@@ -59,7 +59,7 @@ def _check_layers(context: dg.AssetCheckExecutionContext, settings: AutointerpSe
     reports = []
     ranged = not context.op_execution_context.has_partition_key  # a run over a range of partitions
     for model, layers in layers_by_model(context.partition_keys).items():
-        layers = [layer for layer in layers if not selected_only or layer_selected(config.neurons, layer)]
+        layers = selected_layers(config.neurons, layers) if selected_only else layers
         if not layers:
             continue
         row = queries.current_model(db, model)

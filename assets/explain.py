@@ -7,7 +7,7 @@ import pandas as pd
 
 from assets.common import stages
 from assets.metadata import score_metadata
-from autointerp.neurons import layer_selected
+from autointerp.neurons import selected_layers
 from autointerp.stages import StageResult, Stages
 from orchestration.partitions import layers_by_model, model_layer_key, model_layer_partitions
 from resources import AutointerpSettings, DuckDBStore
@@ -25,7 +25,7 @@ def _each_layer(context: dg.AssetExecutionContext, pipeline: Stages,
     """Run `stage` for every (model, layer) of this run whose neurons are selected (`neurons.layers`)."""
     results = []
     for model, layers in layers_by_model(context.partition_keys).items():
-        chosen = [layer for layer in layers if layer_selected(pipeline.config.neurons, layer)]
+        chosen = selected_layers(pipeline.config.neurons, layers)
         if not chosen:
             context.log.info(f"{model}: no layer of this run is in neurons.layers {list(pipeline.config.neurons.layers)}")
         results += [stage(model, layer) for layer in chosen]
