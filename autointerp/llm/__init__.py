@@ -20,12 +20,6 @@ def llm_name(choice: Any, base_dir: Path | None = None) -> str:
     return REGISTRY.get(choice.kind).factory.name_for(choice.options, base_dir)
 
 
-def build_llm(choice: Any, base_dir: Path | None = None) -> Any:
-    """A new instance of the LLM a config chose (loading a local model takes seconds: share it through
-    `LoadedLLMs`)."""
-    return REGISTRY.get(choice.kind).factory(choice.options, base_dir)
-
-
 class LoadedLLMs:
     """The LLMs one owner has loaded: each chosen LLM once, shared by every role that asks it (explainer,
     simulator and judges may be one model), released together by `close`. The owner is a Dagster run's
@@ -33,13 +27,13 @@ class LoadedLLMs:
 
     def __init__(self) -> None:
         self._loaded: dict[tuple, Any] = {}
-        self._lock = threading.Lock()  # roles may ask from threads (an endpoint's concurrent requests)
+        self._lock = threading.Lock()  # two threads asking at once must not load two copies
 
     def get(self, choice: Any, base_dir: Path | None = None) -> Any:
         key = (choice.kind, choice.options, str(base_dir))
         with self._lock:
             if key not in self._loaded:
-                self._loaded[key] = build_llm(choice, base_dir)
+                self._loaded[key] = REGISTRY.get(choice.kind).factory(choice.options, base_dir)
             return self._loaded[key]
 
     def close(self) -> None:
