@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from autointerp.llm import LoadedLLMs
 from autointerp.stages import Stages
 from resources import AutointerpSettings, DuckDBStore, LLMResource
 
@@ -9,7 +10,5 @@ from resources import AutointerpSettings, DuckDBStore, LLMResource
 def stages(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, settings: AutointerpSettings,
            store: DuckDBStore, llm: LLMResource | None = None) -> Stages:
     """`llm`: the run's LLMs, for the steps whose roles ask one (the record steps never do)."""
-    pipeline = Stages(settings.load(), store.store(), context.log.info, explainer_name=settings.explainer or None)
-    if llm is not None:
-        pipeline.llms = llm.llms
-    return pipeline
+    return Stages(settings.load(), store.store(), context.log.info, explainer_name=settings.explainer or None,
+                  llms=llm.llms if llm is not None else LoadedLLMs())
