@@ -14,7 +14,7 @@ from autointerp.errors import AutointerpError
 from orchestration.jobs import JOBS
 from orchestration.schedules import build_schedule
 from orchestration.sensors import build_sensor
-from resources import AutointerpSettings, DuckDBStore
+from resources import AutointerpSettings, DuckDBStore, LLMResource
 
 ASSETS = [subject_model, excerpts, record, explanations, simulations, scores, judge_scores, neuron_viewer,
           sae_dictionary, trained_judge]
@@ -26,7 +26,7 @@ def resources(config_path: str = "", explain_layers: list[int] | None = None, ex
     repository's autointerp.yaml. The CLI narrows one run with `explain_layers` and `explainer` (see
     AutointerpSettings)."""
     return {"settings": AutointerpSettings(path=config_path, explain_layers=explain_layers, explainer=explainer or ""),
-            "store": DuckDBStore()}
+            "store": DuckDBStore(), "llm": LLMResource()}
 
 
 def watch_settings(settings: AutointerpSettings) -> WatchSpec:

@@ -26,7 +26,8 @@ from autointerp.config import load_config  # noqa: E402
 from autointerp.errors import AutointerpError  # noqa: E402
 from orchestration.cli.commands import data_command, manage_models, train_sae  # noqa: E402
 from orchestration.cli.reports import compare, list_models  # noqa: E402
-from orchestration.cli.run import STAGES, parse_layers, run  # noqa: E402
+from orchestration.cli.run import parse_layers, run  # noqa: E402
+from orchestration.stages import STAGES  # noqa: E402
 
 __all__ = ["main", "parse_layers"]
 
