@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 from autointerp.config import build_choice  # noqa: E402
 from autointerp.judge.evaluate import Rankings, Score, by_correlation, near_miss_rules, rank_rules  # noqa: E402
 from autointerp.judge.rules import Rule, all_rules, split_rules  # noqa: E402
+from autointerp.llm import LoadedLLMs  # noqa: E402
 from autointerp.record.records import ActivationRecord  # noqa: E402
 from autointerp.score import ScoringItem, build_scorer, score_items  # noqa: E402
 from autointerp.simulate import SimulationJob, build_simulator  # noqa: E402
@@ -50,8 +51,9 @@ def planted_rules() -> tuple[list[Rule], Callable[[Rule], dict[str, str]]]:
                                 "other": CONCEPTS[names[(names.index(rule.name) + 1) % len(names)]].rule}
 
 
-def simulator_scores(config: Any, kind: str, options: dict[str, Any], store: Store) -> Score:
-    simulator = build_simulator(build_choice("simulator", {"kind": kind, **options}, kind), config.base_dir, store)
+def simulator_scores(config: Any, kind: str, options: dict[str, Any], store: Store, llms: LoadedLLMs) -> Score:
+    simulator = build_simulator(build_choice("simulator", {"kind": kind, **options}, kind), config.base_dir, store,
+                                llms)
 
     def simulate(explanations: Sequence[str], excerpts: Sequence[Sequence[str]]) -> list[np.ndarray]:
         jobs = [SimulationJob(e, tuple(t)) for e, t in zip(explanations, excerpts)]
@@ -60,10 +62,10 @@ def simulator_scores(config: Any, kind: str, options: dict[str, Any], store: Sto
     return by_correlation(simulate)
 
 
-def judge_scores(config: Any, store: Store) -> Score:
+def judge_scores(config: Any, store: Store, llms: LoadedLLMs) -> Score:
     """Detection by the config's LLM judge (the pipeline's scorer, its windows and lookalikes): its AUROC over the
     excerpts where the rule fires and where it does not."""
-    scorer = build_scorer("detection", config, store)
+    scorer = build_scorer("detection", config, store, llms)
 
     def score(explanation: str, excerpts: Sequence[Sequence[str]], truth: Sequence[Sequence[bool]]) -> float:
         records = tuple(("top", ActivationRecord(tuple(t), tuple(6.0 if x else 0.0 for x in labels), i))
@@ -94,10 +96,11 @@ def main() -> None:
     every = all_rules()
     _, held_out = split_rules(every)
     planted, planted_near = planted_rules()
-    scorers = {"trained": simulator_scores(config, "trained", {"path": str(Path(args.judge).resolve())}, store),
-               "combined": simulator_scores(config, "combined", {}, store)}
+    llms = LoadedLLMs()
+    scorers = {"trained": simulator_scores(config, "trained", {"path": str(Path(args.judge).resolve())}, store, llms),
+               "combined": simulator_scores(config, "combined", {}, store, llms)}
     if args.llm_judge:
-        scorers[f"detection ({getattr(config.scoring.llm.options, 'model', '?')})"] = judge_scores(config, store)
+        scorers[f"detection ({getattr(config.scoring.llm.options, 'model', '?')})"] = judge_scores(config, store, llms)
     results: dict[str, Any] = {"skip": args.skip, "excerpts": len(texts), "judge": args.judge, "sets": {}}
     sets = {"held-out families": (held_out, near_miss_rules(every)),
             "planted contextual": ([r for r in planted if r.family == "planted_contextual"], planted_near),

@@ -17,6 +17,14 @@ class LLMResource(dg.ConfigurableResource):
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         self._llms.close()
 
+    @classmethod
+    def held_by(cls, llms: LoadedLLMs) -> dg.ResourceDefinition:
+        """The resource over LLMs an owner loads and releases: `autointerp run` launches a run per model and layer
+        range, and one command should load a model once, not once per run (the owner closes them at its end)."""
+        resource = cls()
+        resource._llms = llms
+        return dg.ResourceDefinition.hardcoded_resource(resource, "the LLMs the launching command holds")
+
     @property
     def llms(self) -> LoadedLLMs:
         return self._llms

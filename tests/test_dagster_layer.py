@@ -72,3 +72,17 @@ def test_a_run_asks_the_llm_its_resource_loaded_once_and_releases_it(project, in
     [pool] = POOLS  # ...through the one LoadedLLMs of the run's resource,
     assert loads and all(asked is pool for asked in loads)
     assert len(closed) == 1  # where explainer and simulator (one scripted model) shared one load, closed at the end
+
+
+def test_one_command_loads_each_llm_once_for_all_its_runs(project, monkeypatch, capsys):
+    """Layers 0 and 2 are two explain runs (not contiguous): the command's LLMs serve both, closed at its end."""
+    from orchestration.cli import main
+
+    made, closed = [], []
+    real_init = ScriptedLLM.__init__
+    monkeypatch.setattr(ScriptedLLM, "__init__", lambda self, *a, **k: made.append(self) or real_init(self, *a, **k))
+    monkeypatch.setattr(ScriptedLLM, "close", lambda self: closed.append(self))
+    assert main(["run", "--model", "tiny-gpt2", "--layers", "0,2"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert out.count("explain_job 0|tiny-gpt2") == 1 and out.count("explain_job 2|tiny-gpt2") == 1
+    assert len(made) == 1 and closed == made

@@ -15,7 +15,7 @@ from autointerp.errors import ModelLoadError
 from autointerp.judge.evaluate import by_correlation, pooled_correlation, rank_rules
 from autointerp.judge.model import judge_revision, load_judge, new_judge, predict
 from autointerp.judge.rules import HELD_OUT_FAMILIES, PLANTED_RULES, all_rules, split_rules
-from autointerp.judge.train import Example, TrainOptions, crops, fit, make_examples, train_judge
+from autointerp.judge.train import Example, TrainOptions, fit, make_examples, train_judge
 from conftest import WORDS
 
 TEXT = [" The", " cat", " of", " the", " house", ",", " said", " John", " Smith", " in", " 1998", ".", " Three",
@@ -99,6 +99,7 @@ def test_fitting_teaches_the_judge_to_read_the_explanation(tiny_encoder):
 
 def test_a_trained_judge_is_saved_hash_checked_and_simulates(tiny_encoder, tmp_path):
     from autointerp.config import build_choice
+    from autointerp.llm import LoadedLLMs
     from autointerp.simulate import SimulationJob, build_simulator
 
     rng = random.Random(1)
@@ -109,7 +110,7 @@ def test_a_trained_judge_is_saved_hash_checked_and_simulates(tiny_encoder, tmp_p
     assert result.revision == judge_revision(out) and result.steps >= 1
     assert 0 <= result.held_out["above_near_misses"] <= 1 and result.held_out["rules"] > 0
     choice = build_choice("simulator", {"kind": "trained", "path": str(out)}, "simulator")
-    simulator = build_simulator(choice, None, None)
+    simulator = build_simulator(choice, None, None, LoadedLLMs())
     assert simulator.name == f"trained:{result.revision}"
     jobs = [SimulationJob('the word right after "of"', tuple(TEXT)), SimulationJob("commas", tuple(TEXT[:5]))]
     values = simulator.simulate(jobs)
@@ -125,7 +126,7 @@ def test_a_trained_judge_is_saved_hash_checked_and_simulates(tiny_encoder, tmp_p
     with pytest.raises(ModelLoadError, match="train-judge"):
         load_judge(tmp_path / "nowhere")
     assert build_simulator(build_choice("simulator", {"kind": "trained", "path": str(tmp_path / "x")}, "s"),
-                           None, None).name == "trained:untrained"
+                           None, None, LoadedLLMs()).name == "trained:untrained"
 
 
 def test_ranking_counts_the_true_explanation_above_its_near_misses():

@@ -16,6 +16,7 @@ from autointerp.errors import ConfigError
 from autointerp.simulate import REGISTRY, SimulationJob, Simulator
 
 if TYPE_CHECKING:
+    from autointerp.llm import LoadedLLMs
     from autointerp.store import Store
 
 DEFAULT_JUDGE = "data/judge"
@@ -60,5 +61,5 @@ class Trained(Simulator):
 
 
 @REGISTRY.register("trained", TrainedOptions)
-def trained(options: TrainedOptions, base_dir: Path | None, store: Store) -> Trained:
+def trained(options: TrainedOptions, base_dir: Path | None, store: Store, llms: LoadedLLMs) -> Trained:
     return Trained(options, base_dir)

@@ -132,6 +132,7 @@ def _stale_warning(config: Config, name: str, stored: str) -> str:
 
 def run(config: Config, models: Sequence[str], layer_spec: str | None, until: str, start: str = "record",
         explainer: str | None = None, verbose: bool = False, command: str = "autointerp run") -> None:
+    from autointerp.llm import LoadedLLMs
     from orchestration.definitions import build_definitions, resources
 
     started = time.monotonic()
@@ -146,8 +147,18 @@ def run(config: Config, models: Sequence[str], layer_spec: str | None, until: st
     for run_id in reap_dead_runs(instance):
         print(f"marked run {run_id} failed: the process that ran it is gone")
     explain_override = sorted({layer for p in plans for layer in p.explain}) if layer_spec else None
-    materialize = _Runner(build_definitions(resources(str(config.path), explain_override, explainer)), instance,
-                          command, verbose)
+    llms = LoadedLLMs()  # this command's: each LLM loads once for all of its runs, released at the end
+    try:
+        materialize = _Runner(build_definitions(resources(str(config.path), explain_override, explainer, llms)),
+                              instance, command, verbose)
+        _run_plans(plans, stages, store, config, materialize)
+    finally:
+        llms.close()
+    print(f"\ndone in {format_duration(time.monotonic() - started)}")
+
+
+def _run_plans(plans: Sequence[Plan], stages: list[str], store: Store, config: Config, materialize: _Runner) -> None:
+    instance = materialize.instance
     llm_keys = [key for stage in stages if stage in LLM_STAGES for key in STAGES[stage]]
     for p in plans:
         register_model(instance, p.model, p.n_layers)
@@ -159,8 +170,8 @@ def run(config: Config, models: Sequence[str], layer_spec: str | None, until: st
         if p.record:
             materialize(["excerpts"], partition_key=p.model)
         # One run per contiguous range of layers: a single forward pass records all of them (and stops after
-        # the deepest). The LLM stages then run per range of the layers to explain, in this process, so a
-        # local LLM is loaded once.
+        # the deepest). The LLM stages then run per range of the layers to explain, in this process, with the
+        # LLMs the command holds: a local LLM is loaded once.
         for keys, chosen in ((list(STAGES["record"]), p.record), (llm_keys, p.explain)):
             for first, last in contiguous_ranges(chosen) if keys else []:
                 if first == last:  # a single partition: its check results are recorded per partition
@@ -176,7 +187,6 @@ def run(config: Config, models: Sequence[str], layer_spec: str | None, until: st
 
             print(f"\nNeuron viewer: {(site_dir(p.model) / 'index.html').resolve()}\n"
                   f"  serve it with: autointerp view --model {p.model}   (http://127.0.0.1:8000)")
-    print(f"\ndone in {format_duration(time.monotonic() - started)}")
 
 
 class _Runner:
