@@ -14,6 +14,8 @@ _JOBS: dict[str, tuple[tuple[str, ...], dg.PartitionsDefinition | None]] = {
     "view_job": (("neuron_viewer",), model_partitions),
     # The demo SAE (docs/sae.md): trained once, then explained through a model whose units are its latents.
     "sae_job": (("sae_dictionary",), None),
+    # The trained judge (docs/method.md s.11): the `trained` simulator's model, from rule units over excerpts.
+    "judge_job": (("trained_judge",), None),
 }
 
 JOBS = [dg.define_asset_job(name, selection=dg.AssetSelection.assets(*keys), partitions_def=partitions)

@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from autointerp.errors import StoreError
+from autointerp.progress import Progress
 from autointerp.judge.rules import Rule, all_rules, split_rules
 
 Excerpt = tuple[str, ...]
@@ -161,6 +162,7 @@ def fit(model: Any, pairs: Any, examples: Sequence[Example], options: TrainOptio
     loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none", pos_weight=torch.tensor(3.0))
     started, history, step = time.monotonic(), [], 0
     deadline = started + options.max_minutes * 60
+    progress = Progress("training the judge", steps, "steps", log, every_s=60.0)
     for epoch in range(options.epochs):
         order = list(range(len(examples)))
         rng.shuffle(order)
@@ -180,10 +182,8 @@ def fit(model: Any, pairs: Any, examples: Sequence[Example], options: TrainOptio
             schedule.step()
             history.append(float(loss.detach()))
             step += 1
-            if step % 25 == 0 or step == steps:
-                elapsed = time.monotonic() - started
-                log(f"trained judge: step {step}/{steps} (epoch {epoch + 1}), loss {np.mean(history[-25:]):.3f}, "
-                    f"{elapsed / 60:.1f} min, ETA {elapsed / step * (steps - step) / 60:.1f} min")
+            progress.label = f"training the judge (epoch {epoch + 1}, loss {np.mean(history[-25:]):.3f})"
+            progress.advance(1)
             if time.monotonic() > deadline:
                 log(f"trained judge: stopped at the {options.max_minutes:g}-minute bound after {step} steps")
                 break
