@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 
 from autointerp.corpus import EXCERPT_TOKENS
-from autointerp.neurons import layer_selected
+from autointerp.neurons import selected_layers
 from autointerp.record.recorder import expected_counts
 from assets.common import stages
 from autointerp.store import queries
@@ -14,7 +14,7 @@ from autointerp.store.quality import (QualityReport, Scope, check_activation_rec
                                       check_explanations, check_judge_scores, check_neuron_stats, check_scores,
                                       check_simulations)
 from orchestration.partitions import layers_by_model, model_layer_key, model_layer_partitions, model_partitions
-from resources import AutointerpSettings, DuckDBStore
+from resources import AutointerpSettings, DuckDBStore, LLMResource
 
 
 def _result(reports: list[QualityReport]) -> dg.AssetCheckResult:
@@ -43,23 +43,24 @@ def excerpts_are_well_formed(context: dg.AssetCheckExecutionContext, store: Duck
 
 
 def _check_layers(context: dg.AssetCheckExecutionContext, settings: AutointerpSettings, store: DuckDBStore,
-                  suite: Any, selected_only: bool = False, roles: bool = False, **expect: Any) -> dg.AssetCheckResult:
+                  suite: Any, llm: LLMResource | None = None, **expect: Any) -> dg.AssetCheckResult:
     """Run `suite` on the stored rows of every (model, layer) in the checked partitions.
 
-    `selected_only`: layers outside `neurons.layers` are skipped (nothing is explained there by design);
-    `roles`: the rows of the configured explainer (and simulator, for the tables that have one).
+    With `llm` (the LLM stages' tables): layers outside `neurons.layers` are skipped (nothing is explained there
+    by design), and the rows checked are the configured explainer's (and simulator's, for the tables that have
+    one), named by the run's roles (naming one loads no model).
     """
-    pipeline = stages(context, settings, store)
+    pipeline = stages(context, settings, store, llm)
     db, config = pipeline.store, pipeline.config
     names: dict[str, str] = {}
-    if roles:
+    if llm is not None:
         names["explainer"] = pipeline.explainer.name if suite is check_explanations else pipeline.explained_by
         if suite in (check_simulations, check_scores):
             names["simulator"] = pipeline.simulator.name
     reports = []
     ranged = not context.op_execution_context.has_partition_key  # a run over a range of partitions
     for model, layers in layers_by_model(context.partition_keys).items():
-        layers = [layer for layer in layers if not selected_only or layer_selected(config.neurons, layer)]
+        layers = selected_layers(config.neurons, layers) if llm is not None else layers
         if not layers:
             continue
         row = queries.current_model(db, model)
@@ -119,29 +120,29 @@ def neuron_stats_are_valid(context: dg.AssetCheckExecutionContext, settings: Aut
 @_layer_check("explanations", "Chosen explanations non-empty, of sane length (2-400 characters), not an echo of "
               "the prompt; one chosen per neuron.")
 def explanations_are_valid(context: dg.AssetCheckExecutionContext, settings: AutointerpSettings,
-                           store: DuckDBStore) -> dg.AssetCheckResult:
-    return _check_layers(context, settings, store, check_explanations, selected_only=True, roles=True)
+                           store: DuckDBStore, llm: LLMResource) -> dg.AssetCheckResult:
+    return _check_layers(context, settings, store, check_explanations, llm)
 
 
 @_layer_check("simulations", "Simulated values within [0, 10], finite, one per token of the excerpt.")
 def simulations_are_valid(context: dg.AssetCheckExecutionContext, settings: AutointerpSettings,
-                          store: DuckDBStore) -> dg.AssetCheckResult:
-    return _check_layers(context, settings, store, check_simulations, selected_only=True, roles=True)
+                          store: DuckDBStore, llm: LLMResource) -> dg.AssetCheckResult:
+    return _check_layers(context, settings, store, check_simulations, llm)
 
 
 @_layer_check("scores", "Correlations within [-1, 1] or NULL with a stated reason.")
 def scores_are_valid(context: dg.AssetCheckExecutionContext, settings: AutointerpSettings,
-                     store: DuckDBStore) -> dg.AssetCheckResult:
-    return _check_layers(context, settings, store, check_scores, selected_only=True, roles=True)
+                     store: DuckDBStore, llm: LLMResource) -> dg.AssetCheckResult:
+    return _check_layers(context, settings, store, check_scores, llm)
 
 
 @_layer_check("judge_scores", "AUROC and balanced accuracy within [0, 1] or NULL with a stated reason; one finite "
               "log-odds per judged excerpt, classes counted right.")
 def judge_scores_are_valid(context: dg.AssetCheckExecutionContext, settings: AutointerpSettings,
-                           store: DuckDBStore) -> dg.AssetCheckResult:
+                           store: DuckDBStore, llm: LLMResource) -> dg.AssetCheckResult:
     if not settings.load().scoring.judges:
         return dg.AssetCheckResult(passed=True, metadata={"rows_checked": 0, "result": "scoring.judges is empty"})
-    return _check_layers(context, settings, store, check_judge_scores, selected_only=True, roles=True)
+    return _check_layers(context, settings, store, check_judge_scores, llm)
 
 
 record_checks = [excerpts_are_well_formed, activation_records_are_valid, neuron_stats_are_valid]

@@ -7,10 +7,10 @@ import pandas as pd
 
 from assets.common import stage_op_tags, stages
 from assets.metadata import score_metadata
-from autointerp.neurons import layer_selected
+from autointerp.neurons import selected_layers
 from autointerp.stages import StageResult, Stages
 from orchestration.partitions import layers_by_model, model_layer_key, model_layer_partitions
-from resources import AutointerpSettings, DuckDBStore
+from resources import AutointerpSettings, DuckDBStore, LLMResource
 
 EXPLAIN_GROUP = "explain"
 # Downstream stages follow when their inputs change, once those inputs' blocking checks passed.
@@ -25,7 +25,7 @@ def _each_layer(context: dg.AssetExecutionContext, pipeline: Stages,
     """Run `stage` for every (model, layer) of this run whose neurons are selected (`neurons.layers`)."""
     results = []
     for model, layers in layers_by_model(context.partition_keys).items():
-        chosen = [layer for layer in layers if layer_selected(pipeline.config.neurons, layer)]
+        chosen = selected_layers(pipeline.config.neurons, layers)
         if not chosen:
             context.log.info(f"{model}: no layer of this run is in neurons.layers {list(pipeline.config.neurons.layers)}")
         results += [stage(model, layer) for layer in chosen]
@@ -41,25 +41,26 @@ def _metadata(results: list[StageResult], role: str) -> dict[str, Any]:
 @dg.asset(deps=["activation_records"], description="One-sentence explanation per selected neuron, from its "
           "top-activating train-split excerpts (every candidate of best-of-n, with its valid-split score).",
           **_common)
-def explanations(context: dg.AssetExecutionContext, settings: AutointerpSettings,
-                 store: DuckDBStore) -> dg.MaterializeResult:
-    pipeline = stages(context, settings, store)
+def explanations(context: dg.AssetExecutionContext, settings: AutointerpSettings, store: DuckDBStore,
+                 llm: LLMResource) -> dg.MaterializeResult:
+    pipeline = stages(context, settings, store, llm)
     return dg.MaterializeResult(metadata=_metadata(_each_layer(context, pipeline, pipeline.explain), "explainer"))
 
 
 @dg.asset(deps=["explanations"], description="Per chosen explanation, the simulated activation (0-10) of every "
           "token of the neuron's test-split excerpts (top and random).", **_common)
-def simulations(context: dg.AssetExecutionContext, settings: AutointerpSettings,
-                store: DuckDBStore) -> dg.MaterializeResult:
-    pipeline = stages(context, settings, store)
+def simulations(context: dg.AssetExecutionContext, settings: AutointerpSettings, store: DuckDBStore,
+                llm: LLMResource) -> dg.MaterializeResult:
+    pipeline = stages(context, settings, store, llm)
     return dg.MaterializeResult(metadata=_metadata(_each_layer(context, pipeline, pipeline.simulate), "simulator"))
 
 
 @dg.asset(deps=["simulations"], description="How well each explanation predicts the real activations: pooled "
           "correlation on top-and-random and random-only test excerpts, rsquared, absolute deviation explained.",
           **_common)
-def scores(context: dg.AssetExecutionContext, settings: AutointerpSettings, store: DuckDBStore) -> dg.MaterializeResult:
-    pipeline = stages(context, settings, store)
+def scores(context: dg.AssetExecutionContext, settings: AutointerpSettings, store: DuckDBStore,
+           llm: LLMResource) -> dg.MaterializeResult:
+    pipeline = stages(context, settings, store, llm)
     results = _each_layer(context, pipeline, pipeline.score)
     frame = pd.DataFrame([row for r in results for row in r.rows])
     url = pipeline.config.viewer.url.rstrip("/")
@@ -84,9 +85,9 @@ def scores(context: dg.AssetExecutionContext, settings: AutointerpSettings, stor
 @dg.asset(deps=["explanations"], description="Scores that read context: a judge LLM says whether each test "
           "excerpt shows the explained feature (detection) and whether marked tokens are where it fires (fuzzing); "
           "AUROC of its yes/no log-odds, balanced accuracy, and every judgement.", **_common)
-def judge_scores(context: dg.AssetExecutionContext, settings: AutointerpSettings,
-                 store: DuckDBStore) -> dg.MaterializeResult:
-    pipeline = stages(context, settings, store)
+def judge_scores(context: dg.AssetExecutionContext, settings: AutointerpSettings, store: DuckDBStore,
+                 llm: LLMResource) -> dg.MaterializeResult:
+    pipeline = stages(context, settings, store, llm)
     if not pipeline.config.scoring.judges:
         context.log.info("scoring.judges is empty: nothing to judge")
         return dg.MaterializeResult(metadata={"rows": 0})

@@ -4,7 +4,7 @@ sample, or a list; and which layers `autointerp run` explains."""
 from __future__ import annotations
 
 import random
-from typing import Collection
+from typing import Collection, Iterable
 
 from autointerp.config import NeuronSelection
 
@@ -12,6 +12,12 @@ from autointerp.config import NeuronSelection
 def layer_selected(selection: NeuronSelection, layer: int) -> bool:
     """Is the layer among `neurons.layers` (every layer when that list is empty)?"""
     return not selection.layers or layer in selection.layers
+
+
+def selected_layers(selection: NeuronSelection, layers: Iterable[int]) -> list[int]:
+    """Those of `layers` whose neurons are explained: the one filter `autointerp run`'s plan, the LLM stages'
+    assets and their checks apply (the CLI's `--layers` reach it as `neurons.layers`, see AutointerpSettings)."""
+    return [layer for layer in layers if layer_selected(selection, layer)]
 
 
 def select_neurons(selection: NeuronSelection, n_neurons: int, seed: int, layer: int,

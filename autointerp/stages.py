@@ -26,6 +26,7 @@ from autointerp.corpus.excerpts import excerpts_table
 from autointerp.errors import ModelLoadError, StoreError
 from autointerp.explain import Explainer, ExplainerInput, Explanation, build_explainer
 from autointerp.explain.best_of_n import choose
+from autointerp.llm import LoadedLLMs
 from autointerp.neurons import select_neurons
 from autointerp.progress import Progress
 from autointerp.record.records import NeuronRecord, load_neuron_records
@@ -90,10 +91,13 @@ class Stages:
     log: Callable[[str], None] = print
     # simulate and score the stored explanations of this explainer (e.g. imported ones); default: the config's
     explainer_name: str | None = None
+    # the LLMs the roles ask, loaded on first use: a Dagster run passes its LLMResource's, so the run owns them;
+    # a script's Stages gets its own (every role of it shares one loaded model)
+    llms: LoadedLLMs = field(default_factory=LoadedLLMs)
 
     @cached_property
     def explainer(self) -> Explainer:
-        return build_explainer(self.config.explainer, self.config.base_dir, self.store)
+        return build_explainer(self.config.explainer, self.config.base_dir, self.store, self.llms)
 
     @property
     def explained_by(self) -> str:
@@ -102,16 +106,16 @@ class Stages:
 
     @cached_property
     def simulator(self) -> Simulator:
-        return build_simulator(self.config.simulator, self.config.base_dir, self.store)
+        return build_simulator(self.config.simulator, self.config.base_dir, self.store, self.llms)
 
     @cached_property
     def rankers(self) -> dict[str, Scorer]:
         """The scorers best-of-n chooses by (`scoring.rank_by`)."""
-        return build_rankers(self.config, self.store)
+        return build_rankers(self.config, self.store, self.llms)
 
     @cached_property
     def judges(self) -> dict[str, Scorer]:
-        return {kind: build_scorer(kind, self.config, self.store) for kind in self.config.scoring.judges}
+        return {kind: build_scorer(kind, self.config, self.store, self.llms) for kind in self.config.scoring.judges}
 
     # --- stage 1: record -------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autointerp.config import build_choice, load_config  # noqa: E402
+from autointerp.llm import LoadedLLMs  # noqa: E402
 from autointerp.llm.local import native_bf16_flags  # noqa: E402
 from autointerp.score import ScoringItem, build_scorer, item_of, score_items  # noqa: E402
 from autointerp.store import Store  # noqa: E402
@@ -57,13 +58,14 @@ def main() -> None:
     rows = []
     for engine in args.engines.split(","):
         llm = build_choice("llm", {"backend": "local", "model": args.model, "engine": engine}, "--engines")
+        llms = LoadedLLMs()  # the engine's model, loaded once for all windows
         started = time.monotonic()
         for window in (int(w) for w in args.windows.split(",")):
             scoring = dataclasses.replace(config.scoring, llm=llm, window=window, per_class=args.per_class)
             run_config = dataclasses.replace(config, scoring=scoring)
             with tempfile.TemporaryDirectory() as tmp:
                 store = Store(Path(tmp) / "bench.duckdb")
-                scorers = {k: build_scorer(k, run_config, store) for k in ("detection", "fuzzing")}
+                scorers = {k: build_scorer(k, run_config, store, llms) for k in ("detection", "fuzzing")}
                 # warm-up: loads the model and computes the shared few-shot prefix (every later call reuses it)
                 for scorer in scorers.values():
                     score_items(scorer, [item_of(scorer, "a warm-up", record, "test")])

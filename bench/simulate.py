@@ -34,7 +34,6 @@ import torch  # noqa: E402
 from autointerp.errors import ConfigError  # noqa: E402
 from autointerp.explain.formats.reference import build_explainer_messages  # noqa: E402
 from autointerp.fewshot import EXPLAINER_EXAMPLES, SIMULATOR_EXAMPLES  # noqa: E402
-from autointerp.llm import build_llm  # noqa: E402
 from autointerp.llm.local import LocalLLM  # noqa: E402
 from autointerp.simulate.prompts import build_simulator_prompt  # noqa: E402
 from autointerp.stages import Stages  # noqa: E402
@@ -97,8 +96,8 @@ def main() -> None:
         stages = Stages(config, store, log=lambda _: None)
         stages.excerpts(subject)
         recording = stages.record(subject, [args.layer])
-        # the LLM the stages' explainer and simulator run (build_llm loads it once per process)
-        (llm, load_s) = timed(lambda: build_llm(llm_choice, config.base_dir))
+        # the LLM the stages' explainer and simulator run (loaded once into the stages' LLMs)
+        (llm, load_s) = timed(lambda: stages.llms.get(llm_choice, config.base_dir))
         assert isinstance(llm, LocalLLM), type(llm)
         print(f"loaded {llm.model} ({llm.dtype}) in {load_s:.1f}s")
         records = list(stages.neuron_records(subject, recording.revision, args.layer).values())

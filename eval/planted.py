@@ -41,6 +41,7 @@ import torch  # noqa: E402
 from autointerp.config import Choice, Config, NeuronSelection  # noqa: E402
 from autointerp.corpus import EXCERPT_TOKENS, iter_documents, iter_excerpts, resolve_corpus_paths  # noqa: E402
 from autointerp.errors import CorpusError, ModelLoadError  # noqa: E402
+from autointerp.judge.rules import SENTENCE_END, inside, nth_word_of_sentence, numbers  # noqa: E402
 from autointerp.explain.top_tokens import TopTokens, TopTokensOptions  # noqa: E402
 from autointerp.explain import ExplainerInput, Explanation  # noqa: E402
 from autointerp.llm import llm_name  # noqa: E402
@@ -85,39 +86,6 @@ class WordList(Concept):
         return [self.contains(t) for t in tokens]
 
 
-_SENTENCE_END = re.compile(r"[.!?:;\n]\s*$")
-_DIGITS = re.compile(r"^\s?\d+$")
-
-
-def _number_spans(tokens: Sequence[str]) -> list[tuple[int, int]]:
-    """[start, end) of each run of digit tokens (a number split into digits, as Llama-family tokenizers do)."""
-    spans, start = [], None
-    for i, t in enumerate([*tokens, ""]):
-        glued = start is not None and not t.startswith(" ")  # " 19" "90": one number; " 19" " 90": two
-        if _DIGITS.match(t) and (start is None or glued):
-            start = i if start is None else start
-            continue
-        if start is not None:
-            spans.append((start, i))
-        start = i if _DIGITS.match(t) else None
-    return spans
-
-
-def _inside(tokens: Sequence[str], opening: str, closing: str) -> list[bool]:
-    """Tokens strictly between an opening and its closing character (quotes: every other one)."""
-    out, depth = [], 0
-    for t in tokens:
-        opens, closes = t.count(opening), t.count(closing)
-        if opening == closing:  # quotes: toggled
-            inside_now = depth == 1 and opens == 0
-            depth = (depth + opens) % 2
-            out.append(inside_now and bool(t.strip()))
-            continue
-        out.append(depth > 0 and closes == 0 and opens == 0 and bool(t.strip()))
-        depth = max(0, depth + opens - closes)
-    return out
-
-
 @dataclass(frozen=True)
 class Pattern(Concept):
     """Not a word list: a token belongs by its form and what comes before (or around) it."""
@@ -130,33 +98,19 @@ class Pattern(Concept):
     def labels(self, tokens: Sequence[str]) -> list[bool]:
         previous = ["\n", *tokens[:-1]]
         if self.kind == "capitalized":
-            return [bool(re.match(r"^ [A-Z][a-z]", t)) and not _SENTENCE_END.search(p) for t, p in zip(tokens, previous)]
+            return [bool(re.match(r"^ [A-Z][a-z]", t)) and not SENTENCE_END.search(p) for t, p in zip(tokens, previous)]
         if self.kind == "after_comma":
             return [p.strip() == "," and bool(t.strip()) for t, p in zip(tokens, previous)]
         if self.kind == "after_of":
             return [p.strip().lower() == "of" and bool(t.strip()) for t, p in zip(tokens, previous)]
         if self.kind == "in_parentheses":
-            return _inside(tokens, "(", ")")
+            return inside(tokens, "(", ")")
         if self.kind == "in_quotes":
-            return _inside(tokens, '"', '"')
+            return inside(tokens, '"', '"')
         if self.kind in ("year", "count"):
-            out = [False] * len(tokens)
-            for lo, hi in _number_spans(tokens):
-                value = "".join(t.strip() for t in tokens[lo:hi])
-                is_year = len(value) == 4 and 1000 <= int(value) <= 2099
-                if is_year == (self.kind == "year"):
-                    out[lo:hi] = [True] * (hi - lo)
-            return out
+            return numbers(tokens, years=self.kind == "year")
         if self.kind == "second_word":  # the second word-starting token after a sentence boundary
-            out, words = [], None
-            for t, p in zip(tokens, previous):
-                if _SENTENCE_END.search(p):
-                    words = 0
-                starts_word = bool(re.match(r"^ ?[A-Za-z]", t)) and (t.startswith(" ") or words == 0)
-                if words is not None and starts_word:
-                    words += 1
-                out.append(words == 2 and starts_word)
-            return out
+            return nth_word_of_sentence(tokens, 2)
         raise ValueError(f"unknown pattern {self.kind}")
 
 

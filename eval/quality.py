@@ -33,6 +33,7 @@ from eval.common import RESULTS, config_of, parser, record_neurons  # noqa: E402
 from autointerp.config import Config, NeuronSelection, build_choice  # noqa: E402
 from autointerp.explain import ExplainerInput, Explanation, build_explainer  # noqa: E402
 from autointerp.explain.best_of_n import choose  # noqa: E402
+from autointerp.llm import LoadedLLMs  # noqa: E402
 from autointerp.record.records import NeuronRecord  # noqa: E402
 from autointerp.score import ScoringItem, score_items  # noqa: E402
 from autointerp.score.simulation import SimulationScorer  # noqa: E402
@@ -124,11 +125,11 @@ def summary(result: PairResult) -> dict[str, Any]:
             "gap_ci": bootstrap(own - shuffled), "seconds": round(result.seconds, 1)}
 
 
-def run_pair(name: str, config: Config, store: Store, records: list[NeuronRecord], explainer_raw: dict,
-             simulator_raw: dict) -> PairResult:
+def run_pair(name: str, config: Config, store: Store, llms: LoadedLLMs, records: list[NeuronRecord],
+             explainer_raw: dict, simulator_raw: dict) -> PairResult:
     started = time.monotonic()
-    explainer = build_explainer(build_choice("explainer", explainer_raw, name), config.base_dir, store)
-    simulator = build_simulator(build_choice("simulator", simulator_raw, name), config.base_dir, store)
+    explainer = build_explainer(build_choice("explainer", explainer_raw, name), config.base_dir, store, llms)
+    simulator = build_simulator(build_choice("simulator", simulator_raw, name), config.base_dir, store, llms)
     explained = explain(explainer, simulator, records, config.seed)
     texts = [e.explanation for e in explained]
     own = test_scores(simulator, texts, records)
@@ -163,6 +164,7 @@ def main() -> None:
     named_explainers, named_simulators = explainers(llm), simulators(llm)
     args.store.parent.mkdir(parents=True, exist_ok=True)
     store = Store(args.store)
+    llms = LoadedLLMs()  # pairs that ask the same LLM share it
     started = time.monotonic()
     _stages, revision, records = record_neurons(config, layers, store)
     print(f"recorded layers {layers} of {config.models[0].name} @ {revision}: {len(records)} neurons "
@@ -173,7 +175,7 @@ def main() -> None:
         explainer_name, simulator_name = pair.split("+")
         # a subset is spread over the layers: every k-th neuron
         chosen = records[::max(1, len(records) // int(subset))][:int(subset)] if subset else records
-        result = run_pair(pair, config, store, chosen, named_explainers[explainer_name],
+        result = run_pair(pair, config, store, llms, chosen, named_explainers[explainer_name],
                           named_simulators[simulator_name])
         rows.append({**summary(result), "scores": result.own, "shuffled_scores": result.shuffled,
                      "explanations": result.explanations})

@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 from autointerp.config import build_choice  # noqa: E402
 from autointerp.explain import ExplainerInput  # noqa: E402
 from autointerp.explain.top_tokens import TopTokens, TopTokensOptions  # noqa: E402
+from autointerp.llm import LoadedLLMs  # noqa: E402
 from autointerp.record.records import ActivationRecord, NeuronRecord  # noqa: E402
 from autointerp.score import build_scorer, item_of, score_items  # noqa: E402
 from autointerp.store import Store  # noqa: E402
@@ -108,7 +109,8 @@ def main() -> None:
     texts = [[tokenizer.decode([i]) for i in row] for row in corpus_excerpts(config, tokenizer, 0, 1500)]
     args.store.parent.mkdir(parents=True, exist_ok=True)
     store = Store(args.store)
-    scorers = {kind: build_scorer(kind, config, store) for kind in args.scorers.split(",")}
+    llms = LoadedLLMs()  # the judges ask one LLM
+    scorers = {kind: build_scorer(kind, config, store, llms) for kind in args.scorers.split(",")}
     baseline = TopTokens(TopTokensOptions())
     rng = random.Random(config.seed)
     rows = []

@@ -82,12 +82,12 @@ def main() -> None:
 
         explainer = build_explainer(replace(config.explainer, options=replace(config.explainer.options,
                                                                                 formats=("pattern",))),
-                                    config.base_dir, store)
+                                    config.base_dir, store, stages.llms)
         inputs = [ExplainerInput.of(records[k]) for k in keys]
         found = [e for lo in range(0, len(inputs), explainer.batch)
                  for e in explainer.explain(inputs[lo:lo + explainer.batch], config.seed)]
         compared["pattern"] = {(e.layer, e.neuron): e.explanation for e in found}
-    scorers = {kind: build_scorer(kind, config, store) for kind in KINDS}
+    scorers = {kind: build_scorer(kind, config, store, stages.llms) for kind in KINDS}
     values: dict[str, dict[str, list[float | None]]] = {kind: {} for kind in KINDS}
     seconds = {}
     for kind, scorer in scorers.items():

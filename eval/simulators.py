@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from autointerp.config import build_choice  # noqa: E402
+from autointerp.llm import LoadedLLMs  # noqa: E402
 from autointerp.score.scoring import score_neuron  # noqa: E402
 from autointerp.simulate import SimulationJob, build_simulator  # noqa: E402
 from autointerp.store import Store  # noqa: E402
@@ -72,7 +73,9 @@ def main() -> None:
     acts = {c.name: [[6.0 if label else 0.0 for label in c.labels(text)] for text in texts] for c in concepts}
     args.store.parent.mkdir(parents=True, exist_ok=True)
     store = Store(args.store)
-    built = {n: build_simulator(build_choice("simulator", named[n], n), config.base_dir, store) for n in chosen_names}
+    llms = LoadedLLMs()  # simulators that ask the same LLM share it
+    built = {n: build_simulator(build_choice("simulator", named[n], n), config.base_dir, store, llms)
+             for n in chosen_names}
     rows = []
     for draw in range(args.draws):
         rng = random.Random(draw)

@@ -33,6 +33,9 @@ PASSWORD_ENV = "AUTOINTERP_BROKER_PASSWORD"
 URL_ENV = "AUTOINTERP_BROKER_URL"
 # The jobs a distributed executor runs; the rest (the viewer writes local files, the SAE demo) stay in-process.
 DISTRIBUTED_JOBS = {"excerpts_job", "record_job", "explain_job"}
+# A worker holds the LLMs it loaded for all the steps it runs (orchestration/worker.py sets this), as the CLI
+# does for its runs in-process: a step per layer must not load a local model again. None: each run loads its own.
+WORKER_LLMS: Any = None
 
 
 def broker_url(spec: ExecutorSpec) -> str:
@@ -135,8 +138,8 @@ def distributed_job(job_name: str, config_path: str) -> dg.JobDefinition:
     from orchestration.definitions import ASSETS, CHECKS, resources
     from orchestration.jobs import JOBS
 
-    defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS, resources=resources(config_path), jobs=JOBS,
-                          executor=celery_executor)
+    defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS, resources=resources(config_path, llms=WORKER_LLMS),
+                          jobs=JOBS, executor=celery_executor)
     return defs.resolve_job_def(job_name)
 
 

@@ -142,12 +142,13 @@ def test_two_runs_at_once_on_one_home_pay_for_each_answer_once(project, home):
 
 def test_the_parse_simulator_never_caches_an_empty_reply(stub, tmp_path):
     from autointerp.config import LLMChoice
+    from autointerp.llm import LoadedLLMs
     from autointerp.simulate import SimulationJob
     from autointerp.simulate.rewrite import RewriteOptions, parse
 
     store = Store(tmp_path / "s.duckdb")
     simulator = parse(RewriteOptions(llm=LLMChoice("openai", OpenAIOptions(model="stub", base_url=stub.url,
-                                                                          max_retries=0))), None, store)
+                                                                          max_retries=0))), None, store, LoadedLLMs())
     job = SimulationJob('words like "cat"', (" a", " cat"))
     stub.mode = "null"
     assert simulator.simulate([job]) == [[0.0, 0.0]]  # no reply: zeros, as for any reply without values

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from autointerp.config import LLMChoice
+from autointerp.llm import LoadedLLMs
 from autointerp.llm.base import VALUE_STRINGS, CachedLLM, LLMEndpointError
 from autointerp.llm.cache import LLMCache
 from autointerp.llm.local import LocalLLM, LocalOptions
@@ -82,7 +83,7 @@ def test_the_chat_and_parse_simulators_give_one_value_per_token(server, tmp_path
     job = SimulationJob("the word cat", (" a", " cat", " ran"))
     choice = LLMChoice("openai", options(server))
     for build in (chat, parse):
-        simulator = build(RewriteOptions(llm=choice), None, Store(tmp_path / "s.duckdb"))
+        simulator = build(RewriteOptions(llm=choice), None, Store(tmp_path / "s.duckdb"), LoadedLLMs())
         values = simulator.simulate([job])[0]
         assert len(values) == 3 and all(0 <= v <= 10 for v in values), (simulator.name, values)
     assert simulator.name == "parse:openai:smollm2"

@@ -14,6 +14,7 @@ from autointerp.explain import ExplainerInput, Explanation
 from autointerp.explain.best_of_n import choose
 from autointerp.score.simulation import SimulationScorer
 from autointerp.explain.llm import LLMExplainer, LLMExplainerOptions
+from autointerp.llm import LoadedLLMs
 from autointerp.record.records import ActivationRecord, NeuronRecord
 from autointerp.simulate import REGISTRY as SIMULATORS
 from autointerp.simulate import SimulationJob, Simulator
@@ -34,7 +35,7 @@ def record(active: str, activation: float = 4.0, excerpt_id: int = 0) -> Activat
 
 def test_neurons_with_the_same_index_in_two_layers_get_their_own_explanations(tmp_path):
     """Results were keyed by (neuron, sample): layer 2's neuron 0 got layer 1's neuron 0's explanation."""
-    explainer = LLMExplainer(LLMExplainerOptions(llm=SCRIPTED), None, Store(tmp_path / "s.duckdb"))
+    explainer = LLMExplainer(LLMExplainerOptions(llm=SCRIPTED), None, Store(tmp_path / "s.duckdb"), LoadedLLMs())
     inputs = [ExplainerInput(1, 0, (record("cat"),)), ExplainerInput(2, 0, (record("sea"),))]
     explained = explainer.explain(inputs, seed=0)
     assert [(e.layer, e.neuron, e.explanation) for e in explained] == [
@@ -53,7 +54,7 @@ def test_best_of_n_keeps_the_candidate_that_simulates_best_on_the_valid_split(tm
                           [record("none", 0.0, 100 + i) for i in range(6)])
     candidates = [Explanation(3, 7, 0, 'words like "sea"', ""), Explanation(3, 7, 1, 'words like "cat"', ""),
                   Explanation(3, 7, 2, "", "")]  # an unusable candidate is never chosen
-    simulator = AllAtOnce(AllAtOnceOptions(llm=SCRIPTED), None, Store(tmp_path / "s.duckdb"))
+    simulator = AllAtOnce(AllAtOnceOptions(llm=SCRIPTED), None, Store(tmp_path / "s.duckdb"), LoadedLLMs())
     ScriptedLLM.calls.clear()
     chosen = choose(candidates, {(3, 7): neuron}, {"simulation": SimulationScorer(simulator)})
     assert [c.chosen for c in chosen] == [False, True, False]
@@ -89,7 +90,7 @@ class Constant(Simulator):
         return [[self.value if i == 0 else 0.0 for i, _ in enumerate(job.tokens)] for job in jobs]
 
 
-SIMULATORS.register("constant", ConstantOptions)(lambda options, base_dir, store: Constant(options))
+SIMULATORS.register("constant", ConstantOptions)(lambda options, base_dir, store, llms: Constant(options))
 
 
 def test_a_simulator_added_in_one_module_is_picked_by_name_and_run_by_the_stages(project, home):

@@ -16,6 +16,7 @@ import yaml
 
 from autointerp.config import LLMChoice, load_config
 from autointerp.errors import ConfigError, ValidationError
+from autointerp.llm import LoadedLLMs
 from autointerp.record.records import ActivationRecord, NeuronRecord
 from autointerp.score import REGISTRY, ScoringItem, build_scorer, item_of, score_explanation, score_items
 from autointerp.score.judging import auroc, balanced_accuracy, classify, detection_set, fuzzing_set
@@ -100,7 +101,7 @@ def neuron() -> NeuronRecord:
 @pytest.mark.parametrize("kind", ["detection", "fuzzing"])
 def test_a_judge_scores_the_true_word_above_a_wrong_one_and_reports_what_it_saw(tmp_path, kind):
     config = scripted_config(tmp_path)
-    scorer = build_scorer(kind, config, Store(tmp_path / "s.duckdb"))
+    scorer = build_scorer(kind, config, Store(tmp_path / "s.duckdb"), LoadedLLMs())
     assert scorer.name == f"{kind}:scripted:rule"
     ScriptedLLM.calls.clear()
     right, wrong = score_items(scorer, [item_of(scorer, 'the word "cat"', neuron(), "test"),
@@ -125,7 +126,7 @@ def test_a_judge_scores_the_true_word_above_a_wrong_one_and_reports_what_it_saw(
 
 def test_a_set_without_silent_excerpts_gets_no_detection_score_and_says_why(tmp_path):
     config = scripted_config(tmp_path)
-    scorer = build_scorer("detection", config, Store(tmp_path / "s.duckdb"))
+    scorer = build_scorer("detection", config, Store(tmp_path / "s.duckdb"), LoadedLLMs())
     all_active = ScoringItem('the word "cat"', tuple(("top", record({1}, i)) for i in range(3)))
     none_active = ScoringItem('the word "cat"', tuple(("top", record(set(), i)) for i in range(3)))
     got, nothing = score_items(scorer, [all_active, none_active])
@@ -184,7 +185,7 @@ def test_best_of_n_chooses_by_the_configured_judges(tmp_path):
     from autointerp.score import build_rankers
 
     config = scripted_config(tmp_path, rank_by=["detection"])
-    rankers = build_rankers(config, Store(tmp_path / "s.duckdb"))
+    rankers = build_rankers(config, Store(tmp_path / "s.duckdb"), LoadedLLMs())
     candidates = [Explanation(0, 0, 0, 'the word "bird"', ""), Explanation(0, 0, 1, 'the word "cat"', "")]
     chosen = choose(candidates, {(0, 0): neuron()}, rankers)
     assert [c.chosen for c in chosen] == [False, True]

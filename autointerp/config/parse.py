@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from autointerp.config.schema import (DEFAULT_CONFIG_PATH, Choice, Config, CorpusSpec, ExecutorSpec, LLMChoice, ModelSpec,
+from autointerp.config.schema import (JudgeTrainSpec, DEFAULT_CONFIG_PATH, Choice, Config, CorpusSpec, ExecutorSpec, LLMChoice, ModelSpec,
                                       NeuronSelection, RecordSpec, SAETrainSpec, ScoringSpec, StoreSpec, UnitsChoice, ViewerSpec,
                                       WatchSpec)
 from autointerp.errors import ConfigError
@@ -108,6 +108,7 @@ def parse_config(raw: Any, path: Path, registered: list[dict] | None = None) -> 
         "scoring": _scoring(raw.pop("scoring", {}), f"{path}: scoring"),
         "executor": _executor(raw.pop("executor", {}), f"{path}: executor"),
         "store": store_section(raw.pop("store", {}), path),
+        "judge_training": build(JudgeTrainSpec, raw.pop("judge_training", {}), f"{path}: judge_training"),
     }
     top = build(_TopLevel, raw, f"{path}")
     if sections["scoring"].llm is None:  # the judge is the explainer's LLM unless the config names one
@@ -253,6 +254,13 @@ def _check_values(config: Config) -> None:
         raise ConfigError(f"{where}: sae_training.site must be one of {', '.join(SITES)}, and layers non-empty, "
                           "non-negative")
     _check_scoring(config.scoring, f"{where}: scoring")
+    judge = config.judge_training
+    if judge.model and judge.model not in [m.name for m in config.models]:
+        raise ConfigError(f"{where}: judge_training.model '{judge.model}' is not a configured model")
+    if min(judge.window, judge.examples_per_rule, judge.epochs, judge.batch_size) < 1 or judge.lr <= 0 \
+            or judge.max_minutes <= 0:
+        raise ConfigError(f"{where}: judge_training: window, examples_per_rule, epochs, batch_size, lr and "
+                          "max_minutes must be positive")
     for m in config.models:
         if m.dtype not in ("float32", "bfloat16", "float16"):
             raise ConfigError(f"{where}: model '{m.name}': dtype must be float32, bfloat16 or float16")

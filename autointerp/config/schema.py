@@ -140,6 +140,24 @@ class ExecutorSpec:
 
 
 @dataclass(frozen=True)
+class JudgeTrainSpec:
+    """The trained judge (autointerp/judge/, `autointerp train-judge`): rule units over a configured model's
+    excerpts teach a small encoder to predict activations from (explanation, excerpt); the `trained` simulator
+    then uses it."""
+
+    model: str = ""  # the configured model whose recorded excerpts (its tokens) the rules run over (default: first)
+    encoder: str = "embedded:all-minilm-l6-v2"  # what is fine-tuned: embedded:NAME or a sentence-transformers dir
+    out: str = "data/judge"  # relative to the config file
+    window: int = 32  # tokens per training crop
+    examples_per_rule: int = 48
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 5e-5
+    seed: int = 0
+    max_minutes: float = 30.0  # training stops here (README, Cost)
+
+
+@dataclass(frozen=True)
 class StoreSpec:
     """Where the tables live (autointerp/store/): the embedded DuckDB file `$AUTOINTERP_HOME/autointerp.duckdb`, or
     a DuckLake that many processes on many machines write at once (README, Scaling out)."""
@@ -165,6 +183,7 @@ class Config:
     scoring: ScoringSpec = field(default_factory=ScoringSpec)
     store: StoreSpec = field(default_factory=StoreSpec)
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
+    judge_training: JudgeTrainSpec = field(default_factory=JudgeTrainSpec)
     seed: int = 0
     path: Path = DEFAULT_CONFIG_PATH  # where it was read from; relative paths resolve next to it
 

@@ -16,6 +16,7 @@ from autointerp.plugins import Registry
 from autointerp.record.records import ActivationRecord, NeuronRecord
 
 if TYPE_CHECKING:  # annotations only: the store (DuckDB) is not needed to explain or simulate
+    from autointerp.llm import LoadedLLMs
     from autointerp.store import Store
 
 
@@ -68,6 +69,6 @@ class Explainer(ABC):
 REGISTRY: Registry[Explainer] = Registry("explainer", __name__)
 
 
-def build_explainer(choice: Any, base_dir: Path | None, store: Store) -> Explainer:
-    """The explainer a config chose (`config.explainer`); its LLM, if any, loads on first use."""
-    return REGISTRY.get(choice.kind).factory(choice.options, base_dir, store)
+def build_explainer(choice: Any, base_dir: Path | None, store: Store, llms: LoadedLLMs) -> Explainer:
+    """The explainer a config chose (`config.explainer`); its LLM, if any, loads into `llms` on first use."""
+    return REGISTRY.get(choice.kind).factory(choice.options, base_dir, store, llms)

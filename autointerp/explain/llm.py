@@ -16,7 +16,7 @@ from autointerp.config import LLMChoice
 from autointerp.errors import ConfigError
 from autointerp.explain import REGISTRY, Explainer, ExplainerInput, Explanation
 from autointerp.explain.formats import REGISTRY as FORMATS
-from autointerp.llm import AsksLLM
+from autointerp.llm import AsksLLM, LoadedLLMs
 from autointerp.store.quality import EXPLANATION_CHARS, PROMPT_ECHO
 
 if TYPE_CHECKING:  # annotations only: the store (DuckDB) is not needed to explain or simulate
@@ -55,8 +55,8 @@ def usable(explanation: str) -> bool:
 
 
 class LLMExplainer(AsksLLM, Explainer):
-    def __init__(self, options: LLMExplainerOptions, base_dir: Path | None, store: Store):
-        super().__init__("+".join(options.formats), options.llm, base_dir, store)
+    def __init__(self, options: LLMExplainerOptions, base_dir: Path | None, store: Store, llms: LoadedLLMs):
+        super().__init__("+".join(options.formats), options.llm, base_dir, store, llms)
         self.options = options
         self.formats = {name: FORMATS.get(name).factory() for name in options.formats}
 
@@ -96,5 +96,6 @@ class LLMExplainer(AsksLLM, Explainer):
 
 
 @REGISTRY.register("llm", LLMExplainerOptions)
-def llm_explainer(options: LLMExplainerOptions, base_dir: Path | None, store: Store) -> LLMExplainer:
-    return LLMExplainer(options, base_dir, store)
+def llm_explainer(options: LLMExplainerOptions, base_dir: Path | None, store: Store,
+                  llms: LoadedLLMs) -> LLMExplainer:
+    return LLMExplainer(options, base_dir, store, llms)

@@ -13,6 +13,7 @@ from typing import Sequence
 
 from autointerp.errors import ConfigError
 from autointerp.explain import REGISTRY, Explainer, ExplainerInput, Explanation
+from autointerp.llm import LoadedLLMs
 from autointerp.prompting import active_tokens, quote_list
 from autointerp.store import Store
 
@@ -49,5 +50,5 @@ class TopTokens(Explainer):
 
 
 @REGISTRY.register("top_tokens", TopTokensOptions)
-def top_tokens(options: TopTokensOptions, base_dir: Path | None, store: Store) -> TopTokens:
+def top_tokens(options: TopTokensOptions, base_dir: Path | None, store: Store, llms: LoadedLLMs) -> TopTokens:
     return TopTokens(options)

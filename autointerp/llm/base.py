@@ -62,6 +62,9 @@ class LLM(ABC):
         """Answer each judge request with CallResult(response={answer: log-probability})."""
         raise Unsupported(f"the {self.backend} backend cannot judge (yes/no log-probabilities)")
 
+    def close(self) -> None:
+        """Release what the backend holds open (an endpoint's connections); a local model needs nothing."""
+
 
 class CachedLLM:
     """An LLM behind the `llm_calls` cache: no request answered before is sent again, and the model itself is

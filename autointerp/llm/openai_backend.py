@@ -67,6 +67,9 @@ class OpenAILLM(LLM):
                                     timeout=options.timeout_s, max_retries=options.max_retries)
         self._echo_shift: int | None = None
 
+    def close(self) -> None:
+        self.client.close()
+
     # --- plumbing ---------------------------------------------------------------------------------
 
     def _call(self, fn: Callable[[], T]) -> T:

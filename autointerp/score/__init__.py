@@ -15,10 +15,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from autointerp.plugins import Registry
 from autointerp.record.records import ActivationRecord
+
+if TYPE_CHECKING:
+    from autointerp.llm import LoadedLLMs
 
 
 @dataclass(frozen=True)
@@ -53,9 +56,10 @@ class Scorer(ABC):
 REGISTRY: Registry[Scorer] = Registry("scorer", __name__)
 
 
-def build_scorer(kind: str, config: Any, store: Any) -> Scorer:
-    """The scorer `kind` as the config sets it up (`config.scoring`, and `config.simulator` for simulation)."""
-    return REGISTRY.get(kind, "scoring").factory(config, store)
+def build_scorer(kind: str, config: Any, store: Any, llms: LoadedLLMs) -> Scorer:
+    """The scorer `kind` as the config sets it up (`config.scoring`, and `config.simulator` for simulation); its
+    LLM, if any, loads into `llms` on first use."""
+    return REGISTRY.get(kind, "scoring").factory(config, store, llms)
 
 
 def score_items(scorer: Scorer, items: Sequence[ScoringItem]) -> list[Scored]:
@@ -68,9 +72,9 @@ def item_of(scorer: Scorer, explanation: str, record: Any, split: str) -> Scorin
     return ScoringItem(explanation, tuple(getattr(record, scorer.reads)(split)))
 
 
-def build_rankers(config: Any, store: Any) -> dict[str, Scorer]:
+def build_rankers(config: Any, store: Any, llms: LoadedLLMs) -> dict[str, Scorer]:
     """The scorers of `scoring.rank_by`, by name: what best-of-n chooses by."""
-    return {kind: build_scorer(kind, config, store) for kind in config.scoring.rank_by}
+    return {kind: build_scorer(kind, config, store, llms) for kind in config.scoring.rank_by}
 
 
 def ranking_value(values: dict[str, float | None], rank_by: Sequence[str]) -> float | None:
@@ -81,15 +85,23 @@ def ranking_value(values: dict[str, float | None], rank_by: Sequence[str]) -> fl
 
 
 def score_explanation(config: Any, explanation: str, excerpts: Sequence[tuple[Sequence[str], Sequence[float]]],
-                      store: Any = None) -> float | None:
+                      store: Any = None, llms: LoadedLLMs | None = None) -> float | None:
     """The config's default score (`scoring.rank_by`) of `explanation` on `excerpts`, a list of
     (tokens, real activations) pairs; higher is better. Excerpts may be silent (all activations 0) or all
     active: a scorer that cannot use the set says so by leaving its value out of the mean. LLM calls are cached
-    in `store` (default: the store at $AUTOINTERP_HOME)."""
+    in `store` (default: the store at $AUTOINTERP_HOME). Pass `llms` to keep a local model loaded from one call
+    to the next; without it, the scorers' LLM is loaded for this call and released after it."""
+    from autointerp.llm import LoadedLLMs
     from autointerp.store import Store
 
     store = store if store is not None else Store.from_home()
     item = ScoringItem(explanation, tuple(("top", ActivationRecord(tuple(t), tuple(a))) for t, a in excerpts))
-    values = {kind: score_items(build_scorer(kind, config, store), [item])[0].value
-              for kind in config.scoring.rank_by}
+    own = llms is None
+    llms = LoadedLLMs() if llms is None else llms
+    try:
+        values = {kind: score_items(build_scorer(kind, config, store, llms), [item])[0].value
+                  for kind in config.scoring.rank_by}
+    finally:
+        if own:
+            llms.close()
     return ranking_value(values, config.scoring.rank_by)

@@ -168,8 +168,8 @@ class JudgeScorer(AsksLLM, Scorer):
     system: str
     examples: tuple[tuple[str, str, str], ...]
 
-    def __init__(self, options: ScoringSpec, llm: Any, base_dir: Any, store: Any, seed: int = 0):
-        super().__init__(self.kind, llm, base_dir, store)
+    def __init__(self, options: ScoringSpec, llm: Any, base_dir: Any, store: Any, llms: Any, seed: int = 0):
+        super().__init__(self.kind, llm, base_dir, store, llms)
         self.options, self.seed = options, seed
 
     def judgements(self, records: Sequence[ActivationRecord]) -> list[Judgement]:
@@ -220,18 +220,18 @@ class Fuzzing(JudgeScorer):
         return fuzzing_set(records, self.options, self.seed)
 
 
-def _build(cls: type[JudgeScorer], config: Any, store: Any) -> JudgeScorer:
+def _build(cls: type[JudgeScorer], config: Any, store: Any, llms: Any) -> JudgeScorer:
     from autointerp.config import build_choice
 
     llm = config.scoring.llm or build_choice("llm", {}, "scoring.llm")
-    return cls(config.scoring, llm, config.base_dir, store, config.seed)
+    return cls(config.scoring, llm, config.base_dir, store, llms, config.seed)
 
 
 @REGISTRY.register("detection")
-def detection(config: Any, store: Any) -> JudgeScorer:
-    return _build(Detection, config, store)
+def detection(config: Any, store: Any, llms: Any) -> JudgeScorer:
+    return _build(Detection, config, store, llms)
 
 
 @REGISTRY.register("fuzzing")
-def fuzzing(config: Any, store: Any) -> JudgeScorer:
-    return _build(Fuzzing, config, store)
+def fuzzing(config: Any, store: Any, llms: Any) -> JudgeScorer:
+    return _build(Fuzzing, config, store, llms)

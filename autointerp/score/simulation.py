@@ -60,7 +60,7 @@ class SimulationScorer(Scorer):
 
 
 @REGISTRY.register("simulation")
-def simulation(config: Any, store: Any) -> SimulationScorer:
+def simulation(config: Any, store: Any, llms: Any) -> SimulationScorer:
     from autointerp.simulate import build_simulator
 
-    return SimulationScorer(build_simulator(config.simulator, config.base_dir, store))
+    return SimulationScorer(build_simulator(config.simulator, config.base_dir, store, llms))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from autointerp.plugins import Registry
 
 if TYPE_CHECKING:  # annotations only: the store (DuckDB) is not needed to explain or simulate
+    from autointerp.llm import LoadedLLMs
     from autointerp.store import Store
 
 
@@ -56,6 +57,6 @@ class Simulator(ABC):
 REGISTRY: Registry[Simulator] = Registry("simulator", __name__)
 
 
-def build_simulator(choice: Any, base_dir: Path | None, store: Store) -> Simulator:
-    """The simulator a config chose (`config.simulator`); its model, if any, loads on first use."""
-    return REGISTRY.get(choice.kind).factory(choice.options, base_dir, store)
+def build_simulator(choice: Any, base_dir: Path | None, store: Store, llms: LoadedLLMs) -> Simulator:
+    """The simulator a config chose (`config.simulator`); its LLM, if any, loads into `llms` on first use."""
+    return REGISTRY.get(choice.kind).factory(choice.options, base_dir, store, llms)

@@ -16,7 +16,7 @@ from autointerp.config import LLMChoice
 from autointerp.errors import ConfigError
 from autointerp.prompting import UNKNOWN
 from autointerp.fewshot import SIMULATOR_EXAMPLES
-from autointerp.llm import AsksLLM
+from autointerp.llm import AsksLLM, LoadedLLMs
 from autointerp.simulate import REGISTRY, SimulationJob, Simulator
 from autointerp.simulate.prompts import build_simulator_prompt, expected_value
 from autointerp.store import Store
@@ -41,8 +41,8 @@ class AllAtOnceOptions:
 
 
 class AllAtOnce(AsksLLM, Simulator):
-    def __init__(self, options: AllAtOnceOptions, base_dir: Path | None, store: Store):
-        super().__init__("all_at_once", options.llm, base_dir, store)
+    def __init__(self, options: AllAtOnceOptions, base_dir: Path | None, store: Store, llms: LoadedLLMs):
+        super().__init__("all_at_once", options.llm, base_dir, store, llms)
         self.options = options
 
     def simulate(self, jobs: Sequence[SimulationJob]) -> list[list[float]]:
@@ -53,5 +53,5 @@ class AllAtOnce(AsksLLM, Simulator):
 
 
 @REGISTRY.register("all_at_once", AllAtOnceOptions)
-def all_at_once(options: AllAtOnceOptions, base_dir: Path | None, store: Store) -> AllAtOnce:
-    return AllAtOnce(options, base_dir, store)
+def all_at_once(options: AllAtOnceOptions, base_dir: Path | None, store: Store, llms: LoadedLLMs) -> AllAtOnce:
+    return AllAtOnce(options, base_dir, store, llms)

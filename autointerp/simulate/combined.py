@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from autointerp.errors import ConfigError
+from autointerp.llm import LoadedLLMs
 from autointerp.simulate import REGISTRY, SimulationJob, Simulator
 from autointerp.simulate.embedding import DEFAULT_ENCODER, Embedding, EmbeddingOptions
 from autointerp.simulate.token_match import TokenMatch, TokenMatchOptions
@@ -63,5 +64,5 @@ class Combined(Simulator):
 
 
 @REGISTRY.register("combined", CombinedOptions)
-def combined(options: CombinedOptions, base_dir: Path | None, store: Store) -> Combined:
+def combined(options: CombinedOptions, base_dir: Path | None, store: Store, llms: LoadedLLMs) -> Combined:
     return Combined(options, base_dir)

@@ -22,6 +22,7 @@ from autointerp.errors import ConfigError, ModelLoadError
 from autointerp.simulate import REGISTRY, SimulationJob, Simulator
 
 if TYPE_CHECKING:  # the store (DuckDB) is not needed to encode: this module loads where only torch is installed
+    from autointerp.llm import LoadedLLMs
     from autointerp.store import Store
 
 DEFAULT_ENCODER = "embedded:all-minilm-l6-v2"
@@ -160,7 +161,7 @@ class Embedding(Simulator):
 
 
 @REGISTRY.register("embedding", EmbeddingOptions)
-def embedding(options: EmbeddingOptions, base_dir: Path | None, store: Store) -> Embedding:
+def embedding(options: EmbeddingOptions, base_dir: Path | None, store: Store, llms: LoadedLLMs) -> Embedding:
     return Embedding(options, base_dir)
 
 

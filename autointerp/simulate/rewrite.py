@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from autointerp.config import LLMChoice
 from autointerp.prompting import UNKNOWN
 from autointerp.fewshot import SIMULATOR_EXAMPLES
-from autointerp.llm import AsksLLM
+from autointerp.llm import AsksLLM, LoadedLLMs
 from autointerp.llm.base import value_distribution
 from autointerp.simulate import REGISTRY, SimulationJob, Simulator
 from autointerp.simulate.prompts import build_simulator_prompt, expected_value
@@ -36,8 +36,8 @@ class RewriteOptions:
 
 
 class Rewrite(AsksLLM, Simulator):
-    def __init__(self, kind: str, options: RewriteOptions, base_dir: Path | None, store: Store):
-        super().__init__(kind, options.llm, base_dir, store)
+    def __init__(self, kind: str, options: RewriteOptions, base_dir: Path | None, store: Store, llms: LoadedLLMs):
+        super().__init__(kind, options.llm, base_dir, store, llms)
         self.kind = kind
 
     def simulate(self, jobs: Sequence[SimulationJob]) -> list[list[float]]:
@@ -84,10 +84,10 @@ def _fit(values: list[float], n_tokens: int) -> list[float]:
 
 
 @REGISTRY.register("chat", RewriteOptions)
-def chat(options: RewriteOptions, base_dir: Path | None, store: Store) -> Rewrite:
-    return Rewrite("chat", options, base_dir, store)
+def chat(options: RewriteOptions, base_dir: Path | None, store: Store, llms: LoadedLLMs) -> Rewrite:
+    return Rewrite("chat", options, base_dir, store, llms)
 
 
 @REGISTRY.register("parse", RewriteOptions)
-def parse(options: RewriteOptions, base_dir: Path | None, store: Store) -> Rewrite:
-    return Rewrite("parse", options, base_dir, store)
+def parse(options: RewriteOptions, base_dir: Path | None, store: Store, llms: LoadedLLMs) -> Rewrite:
+    return Rewrite("parse", options, base_dir, store, llms)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from autointerp.errors import ConfigError
+from autointerp.llm import LoadedLLMs
 from autointerp.simulate import REGISTRY, SimulationJob, Simulator
 from autointerp.store import Store
 
@@ -70,5 +71,5 @@ class TokenMatch(Simulator):
 
 
 @REGISTRY.register("token_match", TokenMatchOptions)
-def token_match(options: TokenMatchOptions, base_dir: Path | None, store: Store) -> TokenMatch:
+def token_match(options: TokenMatchOptions, base_dir: Path | None, store: Store, llms: LoadedLLMs) -> TokenMatch:
     return TokenMatch(options)

@@ -8,6 +8,7 @@
     autointerp export --format neuron-explainer|parquet --out DIR [--model NAME] [--layers 0,2-4]
     autointerp import --format neuron-records|explanations PATH --model NAME
     autointerp train-sae
+    autointerp train-judge
     autointerp store copy --to ducklake:CATALOG --data-path DIR
 """
 
@@ -24,9 +25,10 @@ warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview)")
 
 from autointerp.config import load_config  # noqa: E402
 from autointerp.errors import AutointerpError  # noqa: E402
-from orchestration.cli.commands import data_command, manage_models, train_sae  # noqa: E402
+from orchestration.cli.commands import data_command, manage_models, train_judge, train_sae  # noqa: E402
 from orchestration.cli.reports import compare, list_models  # noqa: E402
-from orchestration.cli.run import STAGES, parse_layers, run  # noqa: E402
+from orchestration.cli.run import parse_layers, run  # noqa: E402
+from orchestration.stages import STAGES  # noqa: E402
 
 __all__ = ["main", "parse_layers"]
 
@@ -94,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     import_parser.add_argument("--source", default="neuron-explainer",
                                help="explanations: the explainer/simulator are named imported:SOURCE")
     commands.add_parser("train-sae", help="train the demo TopK SAE of the config's sae_training (docs/sae.md)")
+    commands.add_parser("train-judge", help="train the judge of the config's judge_training (docs/method.md s.11)")
     store_parser = commands.add_parser("store", help="`store copy --to ducklake:CATALOG --data-path DIR`: move the "
                                                      "store (README, Scaling out)")
     store_commands = store_parser.add_subparsers(dest="store_command", required=True)
@@ -125,11 +128,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             status(config, args.model, args.json)
         elif args.command == "compare":
             compare(config, args.model, args.old, args.new)
-        elif args.command == "train-sae":
-            from orchestration.cli.terminal import quiet_libraries
+        elif args.command in ("train-sae", "train-judge"):
+            from orchestration.cli.terminal import TerminalProgress, quiet_libraries
 
             quiet_libraries()
-            train_sae(config, " ".join(["autointerp", *argv]))
+            display = TerminalProgress()  # the training's progress and ETA
+            try:
+                (train_sae if args.command == "train-sae" else train_judge)(config, " ".join(["autointerp", *argv]))
+            finally:
+                display.close()
         else:
             from orchestration.cli.terminal import TerminalProgress, quiet_libraries
 

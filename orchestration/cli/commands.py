@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 from autointerp.config import Config, parse_config
@@ -125,6 +126,27 @@ def train_sae(config: Config, command: str) -> None:
     out = (config.base_dir / spec.out).resolve()
     print(f"SAE for layers {', '.join(map(str, spec.layers))} of {spec.model or config.models[0].name} in {out}\n"
           f"explain its latents with a model whose units are `{{kind: sae, path: {spec.out}}}` (docs/sae.md)")
+
+
+def train_judge(config: Config, command: str) -> None:
+    """`train-judge`: the trained judge (config `judge_training`) as the `judge_job`, after the excerpts of its model
+    (tokenized once, kept in the store), so it shows in the Dagster UI with its training and held-out metrics."""
+    from orchestration.cli.run import _Runner
+    from orchestration.definitions import build_definitions, resources
+
+    name = config.judge_training.model or config.models[0].name
+    instance = dagster_instance()
+    register_model(instance, name, Subject.of(config.model(name), config.base_dir).info.n_layers)
+    materialize = _Runner(build_definitions(resources(str(config.path))), instance, command)
+    materialize(["excerpts"], partition_key=name)
+    materialize(["trained_judge"])
+    out = (config.base_dir / config.judge_training.out).resolve()
+    info = json.loads((out / "judge.json").read_text())
+    held = info["held_out"]
+    print(f"trained judge in {out}: {info['steps']} steps in {format_duration(info['seconds'])}; valid correlation "
+          f"{info['valid']['correlation']:.3f}; held-out families ({held['rules']} rules): true explanation above its "
+          f"near-misses {held['above_near_misses']:.0%}, above the token list {held['above_token_list']:.0%}\n"
+          f"use it: simulator: {{kind: trained, path: {config.judge_training.out}}} (docs/method.md s.11)")
 
 
 def check_sae_training(config: Config) -> None:

@@ -13,21 +13,14 @@ from typing import Any, Sequence
 from autointerp.config import Config
 from autointerp.devices import describe_device
 from autointerp.errors import AutointerpError
-from autointerp.neurons import layer_selected
+from autointerp.neurons import selected_layers
 from autointerp.progress import format_duration
 from autointerp.store import Store, default_home, queries
 from autointerp.subject import Subject
 from orchestration.cli.reports import print_scores, print_summary
 from orchestration.launch import JobLauncher, settings_fields
 from orchestration.partitions import contiguous_ranges, model_layer_key, range_tags, register_model
-
-# Each stage and the assets it materializes, in pipeline order.
-STAGES = {
-    "record": ["activation_records", "neuron_stats"],
-    "explain": ["explanations"],
-    "simulate": ["simulations"],
-    "score": ["scores", "judge_scores"],  # the paper's score and the judges' (scoring.judges)
-}
+from orchestration.stages import LLM_STAGES, STAGES
 
 
 def parse_layers(spec: str, n_layers: int) -> list[int]:
@@ -67,11 +60,6 @@ def dagster_instance() -> Any:
     except OSError as exc:
         raise AutointerpError(f"cannot use the Dagster home {home} (DAGSTER_HOME): {exc.strerror}") from exc
     return dg.DagsterInstance.get()
-
-
-def explain_layers(config: Config, layers: list[int]) -> list[int]:
-    """The recorded layers whose neurons are explained: `neurons.layers` of the config, or all of them."""
-    return [layer for layer in layers if layer_selected(config.neurons, layer)]
 
 
 def ranges_text(layers: list[int]) -> str:
@@ -117,7 +105,7 @@ def plan(config: Config, store: Store, name: str, layer_spec: str | None, stages
     if stages[0] != "record" and not layer_spec:  # the layers recorded for the current revision
         recorded = set(queries.recorded_layers(store, name, queries.latest_revision(store, name)).layer)
         layers = [layer for layer in layers if layer in recorded]
-    explained = layers if layer_spec else explain_layers(config, layers)
+    explained = layers if layer_spec else selected_layers(config.neurons, layers)
     selection = config.neurons
     beyond = sorted(i for i in selection.ids if i >= n_neurons) if selection.select == "list" else []
     if beyond and explained and stages[-1] != "record":
@@ -145,6 +133,7 @@ def _stale_warning(config: Config, name: str, stored: str) -> str:
 
 def run(config: Config, models: Sequence[str], layer_spec: str | None, until: str, start: str = "record",
         explainer: str | None = None, verbose: bool = False, command: str = "autointerp run") -> None:
+    from autointerp.llm import LoadedLLMs
     from orchestration.definitions import build_definitions, resources
 
     started = time.monotonic()
@@ -163,10 +152,20 @@ def run(config: Config, models: Sequence[str], layer_spec: str | None, until: st
     for run_id in reap_dead_runs(instance):
         print(f"marked run {run_id} failed: the process that ran it is gone")
     explain_override = sorted({layer for p in plans for layer in p.explain}) if layer_spec else None
-    materialize = JobLauncher(build_definitions(resources(str(config.path), explain_override, explainer)), instance,
-                              command, verbose, config.executor,
-                              settings_fields(str(config.path), explain_override, explainer))
-    llm_keys = [key for stage in stages if stage != "record" for key in STAGES[stage]]
+    llms = LoadedLLMs()  # this command's: each LLM loads once for all of its runs, released at the end
+    try:
+        materialize = JobLauncher(build_definitions(resources(str(config.path), explain_override, explainer, llms)),
+                                  instance, command, verbose, config.executor,
+                                  settings_fields(str(config.path), explain_override, explainer))
+        _run_plans(plans, stages, store, config, materialize)
+    finally:
+        llms.close()
+    print(f"\ndone in {format_duration(time.monotonic() - started)}")
+
+
+def _run_plans(plans: Sequence[Plan], stages: list[str], store: Store, config: Config, materialize: JobLauncher) -> None:
+    instance = materialize.instance
+    llm_keys = [key for stage in stages if stage in LLM_STAGES for key in STAGES[stage]]
     for p in plans:
         register_model(instance, p.model, p.n_layers)
         if p.warning:
@@ -177,9 +176,9 @@ def run(config: Config, models: Sequence[str], layer_spec: str | None, until: st
         if p.record:
             materialize(["excerpts"], partition_key=p.model)
         # One run per contiguous range of layers: a single forward pass records all of them (and stops after
-        # the deepest). The LLM stages then run per range of the layers to explain, in this process, so a
-        # local LLM is loaded once.
-        for keys, chosen in ((STAGES["record"], p.record), (llm_keys, p.explain)):
+        # the deepest). The LLM stages then run per range of the layers to explain, in this process, with the
+        # LLMs the command holds: a local LLM is loaded once.
+        for keys, chosen in ((list(STAGES["record"]), p.record), (llm_keys, p.explain)):
             for first, last in contiguous_ranges(chosen) if keys else []:
                 if first == last:  # a single partition: its check results are recorded per partition
                     materialize(keys, partition_key=str(model_layer_key(p.model, first)))
@@ -194,7 +193,6 @@ def run(config: Config, models: Sequence[str], layer_spec: str | None, until: st
 
             print(f"\nNeuron viewer: {(site_dir(p.model) / 'index.html').resolve()}\n"
                   f"  serve it with: autointerp view --model {p.model}   (http://127.0.0.1:8000)")
-    print(f"\ndone in {format_duration(time.monotonic() - started)}")
 
 
 def reap_dead_runs(instance: Any) -> list[str]:

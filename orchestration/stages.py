@@ -1,0 +1,12 @@
+"""Which assets make each stage of `autointerp run`: the one table the jobs' selections, `JOB_OF` and the CLI's
+`--from`/`--until` choices derive from. Dagster-free, so the CLI parses its arguments without importing it."""
+
+# Each stage and the assets it materializes, in pipeline order.
+STAGES: dict[str, tuple[str, ...]] = {
+    "record": ("activation_records", "neuron_stats"),
+    "explain": ("explanations",),
+    "simulate": ("simulations",),
+    "score": ("scores", "judge_scores"),  # the paper's score and the judges' (scoring.judges)
+}
+# The stages that ask the LLM; they share one job, so a run over a layer range loads a local LLM once.
+LLM_STAGES = ("explain", "simulate", "score")

@@ -1,0 +1,164 @@
+"""The trained judge: rule units whose truth is checked by hand, a judge trained from a tiny BERT saved to disk
+(the real `from_pretrained` path), its files hash-checked on load, registered as the `trained` simulator, and
+trained through its Dagster asset."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from autointerp.errors import ModelLoadError
+from autointerp.judge.evaluate import by_correlation, pooled_correlation, rank_rules
+from autointerp.judge.model import judge_revision, load_judge, new_judge, predict
+from autointerp.judge.rules import HELD_OUT_FAMILIES, PLANTED_RULES, all_rules, split_rules
+from autointerp.judge.train import Example, TrainOptions, fit, make_examples, train_judge
+from conftest import WORDS
+
+TEXT = [" The", " cat", " of", " the", " house", ",", " said", " John", " Smith", " in", " 1998", ".", " Three",
+        " dogs", " (", " big", " )", " ran", " quickly", " to", " the", " house", "."]
+
+
+def test_rules_fire_where_a_hand_reading_says():
+    rules = all_rules()
+    fired = {name: [TEXT[i] for i, hit in enumerate(rules[name].labels(TEXT)) if hit] for name in (
+        "after_word/of", "before_word/of", "word_is/the", "context/after_comma", "shape/capitalised", "shape/years",
+        "context/in_parentheses", "position/first_word", "position/second_word", "suffix/ly", "context/repeated",
+        "context/name_continuation", "word_list/number_words", "position/last_word")}
+    assert fired == {
+        "after_word/of": [" the"], "before_word/of": [" cat"], "word_is/the": [" The", " the", " the"],
+        "context/after_comma": [" said"], "shape/capitalised": [" John", " Smith"], "shape/years": [" 1998"],
+        "context/in_parentheses": [" big"], "position/first_word": [" The", " Three"],
+        "position/second_word": [" cat", " dogs"], "suffix/ly": [" quickly"], "context/repeated": [" the", " the", " house"],
+        "context/name_continuation": [" Smith"], "word_list/number_words": [" Three"],
+        "position/last_word": [" 1998", " house"]}
+
+
+def test_held_out_families_and_planted_rules_never_reach_training():
+    every = all_rules()
+    train, held_out = split_rules(every)
+    assert len(every) >= 200 and len({r.family for r in every.values()}) >= 8
+    assert not {r.family for r in train} & set(HELD_OUT_FAMILIES)
+    assert {r.family for r in held_out} == set(HELD_OUT_FAMILIES)
+    assert not {r.name for r in train} & set(PLANTED_RULES)
+    # Each example's target is the truth of the rule its explanation describes, on that excerpt.
+    pool = [tuple(random.Random(i).choice(TEXT) for _ in range(16)) for i in range(200)]
+    examples = make_examples(train[:30], every, pool, 8, random.Random(0))
+    assert len(examples) == 30 * 8
+    for e in examples:
+        assert e.explanation in every[e.rule].phrasings and list(e.target) == every[e.rule].labels(e.tokens)
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory) -> Path:
+    """A 2-layer BERT with a word-level vocabulary, saved with save_pretrained (random weights)."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "|", ",", ".", "(", ")", '"', "-", "1998", *sorted(
+        {w.lower() for w in (*WORDS, *"word right after before the of said john smith house quickly".split())})]
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(directory)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=128, max_position_embeddings=256, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)  # no dropout: the few steps here then learn it surely
+    BertModel(config).save_pretrained(directory)
+    return directory
+
+
+def test_fitting_teaches_the_judge_to_read_the_explanation(tiny_encoder):
+    """Two rules on the same excerpts: 'the word "the"' and 'the word "cat"'. Only the explanation says which tokens
+    fire, so a judge that ends up right on both, and wrong when the explanations are swapped, has read it."""
+    import torch
+
+    torch.manual_seed(0)
+    rules = all_rules()
+    rng = random.Random(0)
+    pool = [tuple(rng.choice([" the", " cat", " dog", " house", " of", " river"]) for _ in range(12)) for _ in range(200)]
+    pick = ("word_is/the", "word_is/cat")
+    cat = rules["word_is/the"].__class__("word_is", "word_is/cat", ('the word "cat"',),
+                                         lambda tokens: [t.strip() == "cat" for t in tokens])
+    rules = {**rules, "word_is/cat": cat}
+    examples = [Example(name, rules[name].phrasings[0], t, tuple(rules[name].labels(t))) for t in pool for name in pick]
+    model, pairs = new_judge(tiny_encoder)
+
+    def fits(explained: str, truth: str) -> float:
+        return pooled_correlation(predict(model, pairs, [rules[explained].phrasings[0]] * 50, pool[:50]),
+                                  [rules[truth].labels(t) for t in pool[:50]])
+
+    before = {name: fits(name, name) for name in pick}
+    history = fit(model, pairs, examples, TrainOptions(epochs=6, batch_size=16, lr=2e-3), rng, log=lambda _: None)
+    after = {name: fits(name, name) for name in pick}
+    assert np.mean(history[-10:]) < np.mean(history[:10]) / 2
+    assert all(after[name] > 0.9 > 0.5 > before[name] for name in pick), (before, after)
+    # Swapped, the explanations fit not at all: the prediction follows the words, not the excerpt alone.
+    assert fits("word_is/cat", "word_is/the") < 0 and fits("word_is/the", "word_is/cat") < 0
+
+
+def test_a_trained_judge_is_saved_hash_checked_and_simulates(tiny_encoder, tmp_path):
+    from autointerp.config import build_choice
+    from autointerp.llm import LoadedLLMs
+    from autointerp.simulate import SimulationJob, build_simulator
+
+    rng = random.Random(1)
+    excerpts = [(i, tuple(rng.choice(TEXT) for _ in range(64))) for i in range(300)]
+    out = tmp_path / "judge"
+    result = train_judge(excerpts, tiny_encoder, out, TrainOptions(examples_per_rule=2, epochs=1, batch_size=32),
+                         log=lambda _: None)
+    assert result.revision == judge_revision(out) and result.steps >= 1
+    assert 0 <= result.held_out["above_near_misses"] <= 1 and result.held_out["rules"] > 0
+    choice = build_choice("simulator", {"kind": "trained", "path": str(out)}, "simulator")
+    simulator = build_simulator(choice, None, None, LoadedLLMs())
+    assert simulator.name == f"trained:{result.revision}"
+    jobs = [SimulationJob('the word right after "of"', tuple(TEXT)), SimulationJob("commas", tuple(TEXT[:5]))]
+    values = simulator.simulate(jobs)
+    assert [len(v) for v in values] == [len(TEXT), 5] and all(0 <= x <= 10 for v in values for x in v)
+    # The same as predicting with the saved files by hand.
+    model, pairs, _ = load_judge(out)
+    direct = predict(model, pairs, [j.explanation for j in jobs], [j.tokens for j in jobs])
+    assert np.allclose(np.asarray(values[0]), 10 * direct[0], atol=1e-5)
+
+    (out / "head.safetensors").write_bytes(b"tampered")
+    with pytest.raises(ModelLoadError, match="head.safetensors is missing or changed"):
+        load_judge(out, device="cpu:0")  # a new key: not the copy loaded above
+    with pytest.raises(ModelLoadError, match="train-judge"):
+        load_judge(tmp_path / "nowhere")
+    assert build_simulator(build_choice("simulator", {"kind": "trained", "path": str(tmp_path / "x")}, "s"),
+                           None, None, LoadedLLMs()).name == "trained:untrained"
+
+
+def test_ranking_counts_the_true_explanation_above_its_near_misses():
+    every = all_rules()
+    rule = every["after_word/of"]
+    pool = [tuple(TEXT)] * 5 + [tuple(t for t in TEXT if t.strip() != "of")] * 15
+    # A scorer that knows the truth puts the true explanation first; one that scores at random, sometimes not.
+    oracle = by_correlation(lambda xs, ts: [np.asarray(every[_rule_of(x, every)].labels(t), float) for x, t in zip(xs, ts)])
+    ranked = rank_rules(oracle, [rule], lambda r: {"word_is/of": every["word_is/of"].phrasings[0]}, pool,
+                        random.Random(0))
+    [only] = ranked.rules
+    assert only.true == pytest.approx(1.0) and only.near_misses["word_is/of"] < 0.5
+    assert ranked.summary()["above_near_misses"] == 1.0
+
+
+def _rule_of(explanation: str, every: dict) -> str:
+    return next((name for name, r in every.items() if explanation in r.phrasings), "word_is/of")
+
+
+def test_the_judge_asset_trains_from_the_recorded_excerpts(project, tiny_encoder, capsys):
+    from orchestration.cli import main
+    from orchestration.definitions import build_definitions, resources
+
+    project.write_text(project.read_text() + f"judge_training: {{encoder: '{tiny_encoder}', examples_per_rule: 2, "
+                                             "epochs: 1, out: judge}\n")
+    assert main(["run", "--model", "tiny-gpt2", "--layers", "0", "--until", "record"]) == 0, capsys.readouterr().err
+    defs = build_definitions(resources(str(project)))
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([defs.get_assets_def("trained_judge")], instance=instance,
+                                resources=resources(str(project)), selection=["trained_judge"])
+    assert result.success
+    [event] = result.get_asset_materialization_events()
+    metadata = {k: v.value for k, v in event.materialization.metadata.items()}
+    assert metadata["revision"] == judge_revision(project.parent / "judge")
+    assert metadata["examples"] > 0 and 0 <= metadata["held_out_above_near_misses"] <= 1
