@@ -22,7 +22,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import write_config, write_corpus
+from conftest import SCRIPTED_EXPLAINER, SCRIPTED_SIMULATOR, write_config, write_corpus
 from postgres import PASSWORD, USER, Postgres
 from redis_server import redis_server
 from servers import LOOPBACK, start_process, stop_process_group, tail
@@ -99,6 +99,7 @@ def make_cluster(postgres: Postgres, broker: str, tmp_path: Path, **env_extra: s
     model = _six_layer_model(tmp_path / "model")
     config = write_config(tmp_path, {MODEL: str(model)}, write_corpus(tmp_path / "corpus.jsonl", n_docs=60),
                           max_tokens=64 * 120, neurons={"select": "first", "count": 2}, store=store,
+                          explainer=SCRIPTED_EXPLAINER, simulator=SCRIPTED_SIMULATOR,
                           executor={"kind": "celery", "broker": broker, "visibility_timeout_s": VISIBILITY_S,
                                     "record_layers_per_run": 1})  # six record runs, shared by the workers
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "AUTOINTERP_HOME": str(tmp_path / "data"),
@@ -220,6 +221,17 @@ def test_a_layer_range_is_shared_by_two_workers(cluster):
     # Errors only before the store existed (the first excerpts run creates it).
     first_answer = observations.index(answered[0])
     assert not [o for o in observations[first_answer:] if o["error"]], [o["error"] for o in observations if o["error"]][:3]
+
+    # The LLM stages on the workers too, for the layers asked (the --layers override travels in the run config).
+    run = cluster.run("--layers", "1-3", "--from", "explain", "--until", "score")
+    output = run.communicate(timeout=900)[0]
+    assert run.returncode == 0, output[-4000:]
+    explain_steps = [worker for _, step, worker, _ in cluster.celery_steps() if step == "explanations"]
+    assert len(explain_steps) == 3, explain_steps  # one run per layer
+    code = ("from autointerp.store import Store; print(Store.from_home(read_only=True).query('SELECT layer, count(*) "
+            "FROM explanations WHERE chosen GROUP BY layer ORDER BY layer').values.tolist())")
+    chosen = subprocess.run([sys.executable, "-c", code], env=cluster.env, cwd=REPO, capture_output=True, text=True)
+    assert chosen.stdout.strip() == "[[1, 2], [2, 2], [3, 2]]", chosen.stdout + chosen.stderr[-2000:]
 
 
 def test_a_worker_killed_mid_step_is_replaced_by_the_other(cluster):
