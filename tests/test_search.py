@@ -1,0 +1,92 @@
+"""Search by meaning (autointerp/search.py): planted concepts found by plain words, only changes re-embedded,
+the CLI and the viewer's endpoint over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+from datetime import datetime
+
+import pytest
+
+from autointerp.config.schema import SearchSpec
+from autointerp.search import embed_layer, encoder_of, search
+from autointerp.store import Replacement, Store
+from autointerp.store.schema import table
+from eval.planted import CONCEPTS
+
+ENCODER = SearchSpec().encoder
+MODEL, REVISION = "planted", "rev1"
+# Each planted concept asked for in plain words, as a user would, not in its rule's wording.
+QUERIES = {
+    "digits": "numerals 0 to 9",
+    "months": "months of the year",
+    "water": "rivers, lakes and the sea",
+    "family": "relatives like parents and kids",
+    "weekdays": "days of the week",
+    "number_words": "numbers spelled out in words",
+    "capitalized": "proper nouns: people's names and places",
+    "after_comma": "the token that comes after a comma",
+    "after_of": "what follows the word of",
+    "in_parentheses": "text in brackets",
+    "in_quotes": "quoted speech",
+    "year": "calendar years like 1990",
+    "count": "quantities and amounts",
+    "second_word": "the second word in a sentence",
+}
+NEURON = {name: i for i, name in enumerate(CONCEPTS)}
+
+
+def write_explanations(store: Store, texts: dict[int, str], revision: str = REVISION) -> None:
+    n = len(texts)
+    store.replace([
+        Replacement("models", {"model": MODEL, "revision": revision}, table("models", rows=[{
+            "model": MODEL, "revision": revision, "source": "test", "architecture": "gpt2", "units": "mlp",
+            "n_layers": 1, "n_neurons": n, "registered_at": datetime.now()}]), ),
+        Replacement("explanations", {"model": MODEL, "revision": revision, "layer": [0], "explainer": "planted"},
+                    table("explanations", rows=[{"model": MODEL, "revision": revision, "layer": 0, "neuron": i,
+                                                 "explainer": "planted", "sample": 0, "explanation": text,
+                                                 "chosen": True} for i, text in texts.items()]))])
+
+
+@pytest.fixture
+def planted_store(tmp_path) -> Store:
+    store = Store(tmp_path / "autointerp.duckdb")
+    write_explanations(store, {NEURON[name]: concept.rule for name, concept in CONCEPTS.items()})
+    return store
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return encoder_of(SearchSpec(device="cpu"), None)
+
+
+def test_plain_words_find_each_planted_neuron_in_the_top_3(planted_store, encoder):
+    done = embed_layer(planted_store, encoder, ENCODER, MODEL, REVISION, 0)
+    assert (done.embedded, done.kept, done.dropped) == (len(CONCEPTS), 0, 0)
+    ranks = {}
+    for name, text in QUERIES.items():
+        found = search(planted_store, encoder, ENCODER, text, k=3)
+        assert list(found.model.unique()) == [MODEL]
+        ranks[name] = found.neuron.tolist().index(NEURON[name]) + 1 if NEURON[name] in found.neuron.tolist() else None
+    assert all(ranks.values()), f"not in the top 3: {[n for n, r in ranks.items() if not r]} ({ranks})"
+    # cosine of normalised vectors, best first
+    found = search(planted_store, encoder, ENCODER, "months of the year", k=5)
+    assert found.similarity.is_monotonic_decreasing and -1 <= found.similarity.min() <= found.similarity.max() <= 1
+
+
+def test_only_changed_explanations_are_re_embedded(planted_store, encoder):
+    embed_layer(planted_store, encoder, ENCODER, MODEL, REVISION, 0)
+    before = planted_store.query("SELECT neuron, created_at FROM explanation_embeddings ORDER BY neuron")
+    again = embed_layer(planted_store, encoder, ENCODER, MODEL, REVISION, 0)
+    assert (again.embedded, again.kept, again.dropped) == (0, len(CONCEPTS), 0)
+    texts = {NEURON[name]: concept.rule for name, concept in CONCEPTS.items()}
+    texts[NEURON["water"]] = "the colour red and things that are red"
+    write_explanations(planted_store, texts)
+    changed = embed_layer(planted_store, encoder, ENCODER, MODEL, REVISION, 0)
+    assert (changed.embedded, changed.kept, changed.dropped) == (1, len(CONCEPTS) - 1, 1)
+    after = planted_store.query("SELECT neuron, created_at FROM explanation_embeddings ORDER BY neuron")
+    moved = set(after.neuron[after.created_at != before.created_at])
+    assert moved == {NEURON["water"]}
+    assert search(planted_store, encoder, ENCODER, "crimson, scarlet", k=1).neuron.tolist() == [NEURON["water"]]
