@@ -90,3 +90,33 @@ def test_only_changed_explanations_are_re_embedded(planted_store, encoder):
     moved = set(after.neuron[after.created_at != before.created_at])
     assert moved == {NEURON["water"]}
     assert search(planted_store, encoder, ENCODER, "crimson, scarlet", k=1).neuron.tolist() == [NEURON["water"]]
+
+
+def test_assets_embed_and_the_cli_prints_the_closest_units_with_links(project, capsys):
+    import dagster as dg
+
+    from orchestration.cli import main
+    from orchestration.partitions import register_model
+    from tests.test_explain_pipeline import metadata
+    from tests.test_pipeline import check_results, run
+
+    project.write_text(project.read_text() + "viewer: {url: 'http://127.0.0.1:8000'}\n")
+    with dg.instance_for_test(temp_dir=str(project.parent / "dagster")) as instance:
+        register_model(instance, "tiny-gpt2", 3)
+        assert run(instance, ["excerpts"], "tiny-gpt2").success
+        result = run(instance, ["activation_records", "neuron_stats", "unit_logits", "explanations",
+                                "explanation_embeddings"], "tiny-gpt2", layers=[1, 1])
+        assert result.success and all(check_results(result).values())
+        assert {"unit_logits_are_valid", "explanation_embeddings_are_valid"} <= set(check_results(result))
+        assert metadata(result, "explanation_embeddings")["embedded"] == 2
+        again = run(instance, ["unit_logits", "explanation_embeddings"], "tiny-gpt2", layers=[1, 1])
+        assert metadata(again, "explanation_embeddings")["embedded"] == 0
+        assert metadata(again, "unit_logits")["layers_written"] == {"tiny-gpt2": []}  # once per revision
+    store = Store.from_home()
+    [text] = store.query("SELECT explanation FROM explanations WHERE neuron = 1").explanation
+    capsys.readouterr()
+    assert main(["search", text, "--model", "tiny-gpt2", "--layers", "1", "--k", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "http://127.0.0.1:8000/tiny-gpt2/neurons/1-1.html" in out and "1.000" in out  # the same text: cosine 1
+    assert main(["search", "anything", "--layers", "0"]) == 0
+    assert "nothing embedded" in capsys.readouterr().out
