@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import urllib.error
 import urllib.request
 from datetime import datetime
 
@@ -120,3 +121,40 @@ def test_assets_embed_and_the_cli_prints_the_closest_units_with_links(project, c
     assert "http://127.0.0.1:8000/tiny-gpt2/neurons/1-1.html" in out and "1.000" in out  # the same text: cosine 1
     assert main(["search", "anything", "--layers", "0"]) == 0
     assert "nothing embedded" in capsys.readouterr().out
+    # the neuron page shows what the unit writes, the tokens of its unit_logits row
+    from autointerp.viewer.server import Viewer
+
+    [row] = store.query("SELECT promoted_tokens, suppressed_tokens FROM unit_logits WHERE layer = 1 AND neuron = 1")\
+        .itertuples(index=False)
+    page = Viewer(store).render("/tiny-gpt2/neurons/1-1.html")
+    promoted = page.split('id="promoted">')[1].split("</span></div>")[0]
+    assert [f">{t}<" in promoted for t in row.promoted_tokens] == [True] * len(row.promoted_tokens)
+    assert 'id="suppressed"' in page
+
+
+def test_the_served_viewer_searches_by_meaning_over_http(planted_store, encoder):
+    from autointerp.viewer.server import Viewer, make_server
+
+    embed_layer(planted_store, encoder, ENCODER, MODEL, REVISION, 0)
+    server = make_server(Viewer(planted_store, rank_by=("simulation",)), port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with urllib.request.urlopen(f"{base}/search?q=months+of+the+year&k=3&model={MODEL}") as answer:
+            assert answer.headers["Content-Type"] == "application/json"
+            found = json.load(answer)
+        assert found["query"] == "months of the year" and len(found["results"]) == 3
+        assert NEURON["months"] in [r["neuron"] for r in found["results"]]
+        first = found["results"][0]
+        assert first["href"] == f"/{MODEL}/neurons/0-{first['neuron']}.html" and 0 < first["similarity"] <= 1
+        with urllib.request.urlopen(f"{base}/{MODEL}/index.html") as page:
+            assert 'id="meaning-form"' in page.read().decode()
+        for bad, status in (("/search?q=", 400), ("/search?q=x&k=1000", 400), ("/search?q=x&model=nope", 404)):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(base + bad)
+            assert refused.value.code == status, bad
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
