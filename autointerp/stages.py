@@ -234,7 +234,9 @@ class Stages:
             return result
         calls = _CallCounter(explainer, *(self.rankers.values() if explainer.candidates > 1 else ()))
         progress = Progress(f"explaining {model} layer {layer}", len(records), "neurons", self.log)
-        inputs = [ExplainerInput.of(r) for r in records.values()]
+        writes = queries.unit_logits(self.store, model, revision, layer, list(records))  # empty: not computed
+        promoted = {int(row.neuron): list(row.promoted_tokens) for row in writes.itertuples()}
+        inputs = [ExplainerInput.of(r, promoted.get(n, ())) for n, r in records.items()]
         candidates: list[Explanation] = []
         for lo in range(0, len(inputs), explainer.batch):
             chunk = inputs[lo:lo + explainer.batch]

@@ -87,3 +87,31 @@ def test_unit_logits_match_the_lens_by_hand_and_are_computed_once(models):
                 np.testing.assert_allclose(row.suppressed_logits, want[order[::-1][:TOP_K]], rtol=1e-4, atol=1e-5)
                 assert list(row.promoted_tokens) == [tokenizer.decode([int(i)]) for i in row.promoted_ids]
         assert stages.unit_logits(name, layers) == []  # once per revision: nothing to do the second time
+
+
+def test_the_writes_format_shows_the_promoted_tokens_and_those_after_the_peaks(project):
+    import json
+
+    from autointerp.explain.formats.writes import Writes, following_peaks
+    from autointerp.record.records import ActivationRecord
+
+    records = [ActivationRecord(("a", " trip", " to", " Rome"), (0.0, 0.1, 2.0, 0.0)),
+               ActivationRecord(("flew", " to", " Oslo"), (0.0, 3.0, 0.0))]
+    assert following_peaks(records) == [" Rome", " Oslo"]
+    target = Writes().messages(records, (" Paris", " Oslo"))[-2]["content"]
+    assert 'Tokens right after the peaks: "' in target and 'Promotes: " Paris", " Oslo"' in target
+    assert "Promotes:" not in Writes().messages(records)[-2]["content"]  # not computed: not shown
+
+    raw = yaml.safe_load(project.read_text())
+    raw["explainer"]["formats"] = ["writes"]
+    project.write_text(yaml.safe_dump(raw))
+    stages = Stages(load_config(), Store.from_home(), lambda _: None)
+    revision = stages.excerpts("tiny-gpt2").revision
+    stages.record("tiny-gpt2", [1])
+    stages.unit_logits("tiny-gpt2", [1])
+    result = stages.explain("tiny-gpt2", 1)
+    assert result.role.startswith("writes:") and len(result.rows) == 2
+    promoted = queries.unit_logits(stages.store, "tiny-gpt2", revision, 1, [0]).promoted_tokens[0]
+    requests = [json.loads(r) for r in stages.store.query("SELECT request FROM llm_calls").request]
+    shown = [m["content"] for r in requests for m in r["messages"] if "Neuron 4" in m["content"]]
+    assert any("Promotes: " + ", ".join(f'"{t}"' for t in promoted[:8]) in text for text in shown)
