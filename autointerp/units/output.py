@@ -6,7 +6,8 @@ How the norm applies to a direction, not to a residual stream, is a choice; ours
 
 - LayerNorm (GPT-2 `ln_f`): centre `d` (LayerNorm removes the mean of whatever the residual holds, so the mean of
   `d` never reaches the logits), then multiply by the gain `weight`;
-- RMSNorm (Llama `model.norm`): multiply by `weight` (Gemma's RMSNorm scales by `1 + weight`);
+- RMSNorm (Llama `model.norm`): multiply by `weight` (Gemma's RMSNorm scales by `1 + weight`; OLMo's norm has no
+  weight: gain 1);
 - no division by a norm (the real one divides by the whole residual's, a positive per-token scale that changes
   no ranking), no LayerNorm `bias` and no `lm_head` bias (they add the same logits whatever the unit: they would
   rank the same tokens first for every unit).
@@ -28,11 +29,17 @@ _CHUNK = 256  # units per matmul: (chunk, vocab) float32 logits stay small for a
 
 
 def final_norm_gain(model: Any) -> tuple[Any, bool]:
-    """(the final norm's gain as float32 (d_model,), whether it centres): LayerNorm for GPT-2, RMSNorm otherwise."""
-    if model.config.model_type == "gpt2":
-        return model.transformer.ln_f.weight.detach().float(), True
-    weight = model.model.norm.weight.detach().float()
-    return (1.0 + weight if model.config.model_type.startswith("gemma") else weight), False
+    """(the final norm's gain as float32 (d_model,), whether it centres): GPT-2's `ln_f`, the Llama family's
+    `model.norm`; a LayerNorm centres, an RMSNorm does not; a norm without weights (OLMo's) has gain 1."""
+    import torch
+
+    norm = model.transformer.ln_f if model.config.model_type == "gpt2" else model.model.norm
+    centre = "LayerNorm" in type(norm).__name__
+    weight = getattr(norm, "weight", None)
+    if weight is None:
+        return torch.ones(model.get_output_embeddings().weight.shape[1]), centre
+    weight = weight.detach().float()
+    return (1.0 + weight if model.config.model_type.startswith("gemma") else weight), centre
 
 
 def direction_logits(model: Any, directions: Any) -> Any:
