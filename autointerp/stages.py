@@ -9,7 +9,7 @@ transaction, checked by the table's quality suite (`store/quality.py`).
     score(model, layer)        simulated vs real activations
     judge(model, layer)        the chosen explanations judged by detection and fuzzing (scoring.judges)
     embed(model, layer)        the chosen explanations embedded for search by meaning (only new or changed ones)
-    unit_logits(model, layer)  the tokens each unit's output direction promotes and suppresses (once per revision)
+    unit_logits(model, layers) the tokens each unit's output direction promotes and suppresses (once per revision)
 """
 
 from __future__ import annotations
@@ -346,7 +346,6 @@ class Stages:
             self.store.replace(replacements)
         calls.finish(result)
         return result
-
 
     # --- beside the stages: search by meaning, what units write ---------------------------------------------
 

@@ -366,7 +366,8 @@ def check_unit_logits(con: duckdb.DuckDBPyConnection, scope: Scope) -> QualityRe
                   count(*) OVER (PARTITION BY u.layer) AS rows_in_layer,
                   len(u.promoted_ids) AS k,
                   len(u.promoted_ids) = len(u.promoted_tokens) AND len(u.promoted_ids) = len(u.promoted_logits)
-                      AND len(u.promoted_ids) = len(u.suppressed_ids) AND len(u.suppressed_ids) = len(u.suppressed_tokens)
+                      AND len(u.promoted_ids) = len(u.suppressed_ids)
+                      AND len(u.suppressed_ids) = len(u.suppressed_tokens)
                       AND len(u.suppressed_ids) = len(u.suppressed_logits) AS aligned,
                   len(list_filter(u.promoted_logits || u.suppressed_logits,
                                   lambda x: x IS NULL OR NOT isfinite(x))) = 0 AS finite,

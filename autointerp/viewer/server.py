@@ -4,8 +4,8 @@ Pages are rendered per request from read-only connections held only while a page
 run keeps writing meanwhile. The paths are the static site's (`/<model>/index.html`,
 `/<model>/neurons/<layer>-<neuron>.html`) plus a page per layer (`/<model>/layers/<layer>.html`) with the
 distributions of its scores and max activations, and `/search?q=TEXT[&model=M][&k=20]`, the units closest in
-meaning to TEXT as JSON (autointerp/search.py), which the index's search box asks; anything else answers 404. `--no-serve` writes the static
-site of the explained neurons instead, for sharing (site.py).
+meaning to TEXT as JSON (autointerp/search.py), which the index's search box asks; anything else answers 404.
+`--no-serve` writes the static site of the explained neurons instead, for sharing (site.py).
 """
 
 from __future__ import annotations
@@ -184,7 +184,8 @@ def make_server(viewer: Viewer, port: int = 8000) -> http.server.ThreadingHTTPSe
             except NotFound:
                 status, body = 404, "<!DOCTYPE html><title>not found</title><h1>404: not found</h1>"
             except BadRequest as exc:
-                status, body = 400, f"<!DOCTYPE html><title>bad request</title><h1>{html.escape(str(exc), quote=False)}</h1>"
+                status = 400
+                body = f"<!DOCTYPE html><title>bad request</title><h1>{html.escape(str(exc), quote=False)}</h1>"
             except AutointerpError as exc:
                 status, body = 503, f"<!DOCTYPE html><title>unavailable</title><h1>{exc}</h1>"
             data = body.encode()

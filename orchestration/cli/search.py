@@ -36,9 +36,11 @@ def search_command(config: Config, text: str, models: Sequence[str] | None, laye
         print(f"nothing embedded by {spec.encoder} yet: `autointerp run` embeds the explanations it scores "
               "(the explanation_embeddings asset)")
         return
-    found["url"] = [neuron_url(config, m, int(layer), int(n)) for m, layer, n in zip(found.model, found.layer, found.neuron)]
+    found["url"] = [neuron_url(config, m, int(layer), int(n))
+                    for m, layer, n in zip(found.model, found.layer, found.neuron)]
     for column in ("similarity", "score"):  # not scored yet: '-'
         found[column] = ["-" if pd.isna(v) else f"{float(v):.3f}" for v in found[column]]
-    print(f"closest to \"{text}\" by {spec.encoder} (score: the viewer's, the mean of {' + '.join(config.scoring.rank_by)}):")
+    print(f"closest to \"{text}\" by {spec.encoder} (score: the viewer's, the mean of "
+          f"{' + '.join(config.scoring.rank_by)}):")
     with pd.option_context("display.max_colwidth", 100, "display.width", 1000, "display.max_columns", None):
         print(found[["model", "layer", "neuron", "similarity", "score", "explanation", "url"]].to_string(index=False))
