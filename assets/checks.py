@@ -11,8 +11,8 @@ from autointerp.record.recorder import expected_counts
 from assets.common import stages
 from autointerp.store import queries
 from autointerp.store.quality import (QualityReport, Scope, check_activation_records, check_excerpts,
-                                      check_explanations, check_judge_scores, check_neuron_stats, check_scores,
-                                      check_simulations)
+                                      check_explanation_embeddings, check_explanations, check_judge_scores,
+                                      check_neuron_stats, check_scores, check_simulations, check_unit_logits)
 from orchestration.partitions import layers_by_model, model_layer_key, model_layer_partitions, model_partitions
 from resources import AutointerpSettings, DuckDBStore, LLMResource
 
@@ -145,5 +145,20 @@ def judge_scores_are_valid(context: dg.AssetCheckExecutionContext, settings: Aut
     return _check_layers(context, settings, store, check_judge_scores, llm)
 
 
-record_checks = [excerpts_are_well_formed, activation_records_are_valid, neuron_stats_are_valid]
-explain_checks = [explanations_are_valid, simulations_are_valid, scores_are_valid, judge_scores_are_valid]
+@_layer_check("unit_logits", "Every unit of the layer has k promoted and k suppressed tokens, finite logits, "
+              "strongest first, every promoted logit above every suppressed one.")
+def unit_logits_are_valid(context: dg.AssetCheckExecutionContext, settings: AutointerpSettings,
+                          store: DuckDBStore) -> dg.AssetCheckResult:
+    return _check_layers(context, settings, store, check_unit_logits)
+
+
+@_layer_check("explanation_embeddings", "Embeddings finite and of unit norm, one length per encoder, one per "
+              "explanation and encoder.")
+def explanation_embeddings_are_valid(context: dg.AssetCheckExecutionContext, settings: AutointerpSettings,
+                                     store: DuckDBStore, llm: LLMResource) -> dg.AssetCheckResult:
+    return _check_layers(context, settings, store, check_explanation_embeddings, llm)
+
+
+record_checks = [excerpts_are_well_formed, activation_records_are_valid, neuron_stats_are_valid, unit_logits_are_valid]
+explain_checks = [explanations_are_valid, simulations_are_valid, scores_are_valid, judge_scores_are_valid,
+                  explanation_embeddings_are_valid]

@@ -101,3 +101,16 @@ def judge_scores(context: dg.AssetExecutionContext, settings: AutointerpSettings
             means[f"mean_balanced_accuracy_{kind}"] = (float(group.balanced_accuracy.mean())
                                                        if group.balanced_accuracy.notna().any() else None)
     return dg.MaterializeResult(metadata={**_metadata(results, "scorers"), **means, "explainer": pipeline.explained_by})
+
+
+@dg.asset(deps=["explanations"], description="Every chosen explanation embedded by the sentence encoder of "
+          "`search.encoder` (FLOAT[] in DuckDB), for search by meaning: `autointerp search`, the viewer's search box. "
+          "Only explanations new or changed since the last run are embedded.", **_common)
+def explanation_embeddings(context: dg.AssetExecutionContext, settings: AutointerpSettings,
+                           store: DuckDBStore) -> dg.MaterializeResult:
+    pipeline = stages(context, settings, store)
+    done = [pipeline.embed(model, layer) for model, layers in layers_by_model(context.partition_keys).items()
+            for layer in selected_layers(pipeline.config.neurons, layers)]
+    return dg.MaterializeResult(metadata={"embedded": sum(d.embedded for d in done), "kept": sum(d.kept for d in done),
+                                          "dropped": sum(d.dropped for d in done),
+                                          "encoder": pipeline.config.search.encoder})

@@ -65,3 +65,17 @@ def record(context: dg.AssetExecutionContext, settings: AutointerpSettings, stor
     stats = pd.concat([r.stats.to_pandas() for r in done.values()])
     yield dg.MaterializeResult(asset_key="neuron_stats", metadata={**metadata, "rows": len(stats),
                                                                    **stats_metadata(stats)})
+
+
+@dg.asset(deps=_record_deps, partitions_def=model_layer_partitions, group_name=RECORD_GROUP,
+          kinds={"duckdb", "pytorch"}, backfill_policy=dg.BackfillPolicy.single_run(),
+          description="Per unit: the tokens its output direction (MLP down_proj/c_proj column, SAE decoder row) "
+                      "promotes and suppresses most through the final norm and the unembedding (logit lens); "
+                      "computed once per model revision.")
+def unit_logits(context: dg.AssetExecutionContext, settings: AutointerpSettings,
+                store: DuckDBStore) -> dg.MaterializeResult:
+    pipeline = stages(context, settings, store)
+    written = {model: pipeline.unit_logits(model, layers)
+               for model, layers in layers_by_model(context.partition_keys).items()}
+    skipped = "none" if any(written.values()) else "layers already done for this revision"
+    return dg.MaterializeResult(metadata={"layers_written": dg.MetadataValue.json(written), "skipped": skipped})

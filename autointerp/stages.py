@@ -8,6 +8,8 @@ transaction, checked by the table's quality suite (`store/quality.py`).
     simulate(model, layer)     the chosen explanations simulated on the test split
     score(model, layer)        simulated vs real activations
     judge(model, layer)        the chosen explanations judged by detection and fuzzing (scoring.judges)
+    embed(model, layer)        the chosen explanations embedded for search by meaning (only new or changed ones)
+    unit_logits(model, layers) the tokens each unit's output direction promotes and suppresses (once per revision)
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import pyarrow as pa
 
@@ -40,6 +42,9 @@ from autointerp.simulate import Simulation, Simulator, build_simulator
 from autointerp.store import Replacement, Store, queries
 from autointerp.store.schema import table
 from autointerp.subject import ModelInfo, Subject
+
+if TYPE_CHECKING:  # the sentence encoder loads on first use
+    from autointerp.search import Embedded
 
 
 def _now() -> datetime:
@@ -229,7 +234,9 @@ class Stages:
             return result
         calls = _CallCounter(explainer, *(self.rankers.values() if explainer.candidates > 1 else ()))
         progress = Progress(f"explaining {model} layer {layer}", len(records), "neurons", self.log)
-        inputs = [ExplainerInput.of(r) for r in records.values()]
+        writes = queries.unit_logits(self.store, model, revision, layer, list(records))  # empty: not computed
+        promoted = {int(row.neuron): list(row.promoted_tokens) for row in writes.itertuples()}
+        inputs = [ExplainerInput.of(r, promoted.get(n, ())) for n, r in records.items()]
         candidates: list[Explanation] = []
         for lo in range(0, len(inputs), explainer.batch):
             chunk = inputs[lo:lo + explainer.batch]
@@ -339,6 +346,31 @@ class Stages:
             self.store.replace(replacements)
         calls.finish(result)
         return result
+
+    # --- beside the stages: search by meaning, what units write ---------------------------------------------
+
+    def embed(self, model: str, layer: int) -> "Embedded":
+        from autointerp.search import embed_layer, encoder_of
+
+        revision = queries.current_model(self.store, model)["revision"]
+        spec = self.config.search
+        return embed_layer(self.store, encoder_of(spec, self.config.base_dir), spec.encoder, model, revision, layer)
+
+    def unit_logits(self, model: str, layers: Sequence[int]) -> list[int]:
+        """Write the `unit_logits` of those `layers` the model's current revision lacks (weights do not change
+        within a revision); returns the layers written."""
+        from autointerp.units.output import unit_logits_table
+
+        subject = Subject.of(self.config.model(model), self.config.base_dir)
+        revision = subject.revision
+        todo = [layer for layer in layers if not queries.has_unit_logits(self.store, model, revision, layer)]
+        if not todo:
+            return []
+        loaded, tokenizer = subject.load(), subject.tokenizer()
+        tables = [unit_logits_table(loaded, subject.units, layer, tokenizer, model, revision) for layer in todo]
+        self.store.replace([Replacement("unit_logits", {"model": model, "revision": revision, "layer": [layer]}, t)
+                            for layer, t in zip(todo, tables)])
+        return todo
 
 
 def record_shortfall(spec: Any, n_excerpts: int) -> list[str]:

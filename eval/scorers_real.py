@@ -8,6 +8,8 @@ the same test splits and with the same scorers (the config's simulator and judge
 - baseline: every neuron scored with the top_tokens explanation of its own train split (no LLM);
 - pattern (with --pattern): the config's explainer again, with the `pattern` format, whose answers name the
   pattern without quoting tokens: does quoting tokens help or hurt under each scorer?
+- writes (with --writes): again with the `writes` format, which also shows the tokens after the peaks and the
+  unit's promoted tokens (`unit_logits`, computed here where missing): does naming what a unit says help?
 Reports per scorer the mean own, shuffled and baseline values with 95% bootstrap intervals over neurons, the
 gaps (own - shuffled, own - baseline), and the Spearman rank correlation between scorers on the own values.
 An undefined value is left out of its mean (the count says how many remain).
@@ -50,6 +52,7 @@ def main() -> None:
     parser.add_argument("--model", help="default: the config's first model")
     parser.add_argument("--limit", type=int, help="at most this many neurons (spread over the layers)")
     parser.add_argument("--pattern", action="store_true", help="also explain with the pattern format")
+    parser.add_argument("--writes", action="store_true", help="also explain with the writes format")
     parser.add_argument("--out", type=Path, default=RESULTS / "scorers_real.json")
     args = parser.parse_args()
     config = config_of(args)
@@ -77,16 +80,24 @@ def main() -> None:
     baseline = {k: TopTokens(TopTokensOptions()).explain([ExplainerInput.of(records[k])], config.seed)[0].explanation
                 for k in keys}
     compared = {"shuffled": shuffled, "baseline": baseline}
-    if args.pattern:
+    for name in [n for n, wanted in (("pattern", args.pattern), ("writes", args.writes)) if wanted]:
         from dataclasses import replace
 
         explainer = build_explainer(replace(config.explainer, options=replace(config.explainer.options,
-                                                                                formats=("pattern",))),
+                                                                                formats=(name,))),
                                     config.base_dir, store, stages.llms)
-        inputs = [ExplainerInput.of(records[k]) for k in keys]
+        promoted: dict[tuple[int, int], list[str]] = {}
+        if name == "writes":
+            layers_used = sorted({k[0] for k in keys})
+            if model in [m.name for m in config.models]:
+                stages.unit_logits(model, layers_used)
+            for layer in layers_used:
+                rows = queries.unit_logits(store, model, revision, layer, [k[1] for k in keys if k[0] == layer])
+                promoted.update({(layer, int(r.neuron)): list(r.promoted_tokens) for r in rows.itertuples()})
+        inputs = [ExplainerInput.of(records[k], promoted.get(k, ())) for k in keys]
         found = [e for lo in range(0, len(inputs), explainer.batch)
                  for e in explainer.explain(inputs[lo:lo + explainer.batch], config.seed)]
-        compared["pattern"] = {(e.layer, e.neuron): e.explanation for e in found}
+        compared[name] = {(e.layer, e.neuron): e.explanation for e in found}
     scorers = {kind: build_scorer(kind, config, store, stages.llms) for kind in KINDS}
     values: dict[str, dict[str, list[float | None]]] = {kind: {} for kind in KINDS}
     seconds = {}
@@ -102,7 +113,7 @@ def main() -> None:
     result = {"model": model, "revision": revision, "neurons": len(keys), "layers": sorted({k[0] for k in keys}),
               "scorers": {k: s.name for k, s in scorers.items()}, "seconds": seconds,
               "rows": [{"layer": k[0], "neuron": k[1], "explanation": texts[k], "baseline": baseline[k],
-                        **({"pattern": compared["pattern"][k]} if "pattern" in compared else {}),
+                        **{name: compared[name][k] for name in ("pattern", "writes") if name in compared},
                         **{f"{kind}_{name}": values[kind][name][i] for kind in KINDS for name in values[kind]}}
                        for i, k in enumerate(keys)]}
     result["summary"] = summary(values)
@@ -157,13 +168,14 @@ def _fmt(cell: dict[str, Any]) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    pattern = any("pattern" in row for row in result["summary"].values())
+    formats = [name for name in ("pattern", "writes") if any(name in row for row in result["summary"].values())]
     lines = [f"{result['neurons']} neurons of {result['model']} (layers {result['layers']}), test splits:", "",
              "| scorer | own explanation | another neuron's (shuffled) | top_tokens baseline | own - shuffled "
-             "| own - baseline |" + (" pattern format | own - pattern |" if pattern else "") + " neurons defined |",
-             "| --- " * (7 + 2 * pattern) + "|"]
+             "| own - baseline |" + "".join(f" {name} format | own - {name} |" for name in formats)
+             + " neurons defined |",
+             "| --- " * (7 + 2 * len(formats)) + "|"]
     for kind, row in result["summary"].items():
-        extra = f" {_fmt(row['pattern'])} | {_fmt(row['gap_pattern'])} |" if pattern else ""
+        extra = "".join(f" {_fmt(row[name])} | {_fmt(row['gap_' + name])} |" for name in formats)
         lines.append(f"| {kind} | {_fmt(row['own'])} | {_fmt(row['shuffled'])} | {_fmt(row['baseline'])} "
                      f"| {_fmt(row['gap_shuffled'])} | {_fmt(row['gap_baseline'])} |{extra} {row['own']['n']} |")
     lines += ["", "| scorers | Spearman (own values) | neurons |", "| --- | --- | --- |"]

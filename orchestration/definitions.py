@@ -3,9 +3,9 @@
 import dagster as dg
 
 from assets.checks import explain_checks, record_checks
-from assets.explain import explanations, judge_scores, scores, simulations
+from assets.explain import explanation_embeddings, explanations, judge_scores, scores, simulations
 from assets.judge import trained_judge
-from assets.record import excerpts, record
+from assets.record import excerpts, record, unit_logits
 from assets.sae import sae_dictionary
 from assets.subject import subject_model
 from assets.view import neuron_viewer
@@ -17,8 +17,8 @@ from orchestration.schedules import build_schedule
 from orchestration.sensors import build_sensor
 from resources import AutointerpSettings, DuckDBStore, LLMResource
 
-ASSETS = [subject_model, excerpts, record, explanations, simulations, scores, judge_scores, neuron_viewer,
-          sae_dictionary, trained_judge]
+ASSETS = [subject_model, excerpts, record, unit_logits, explanations, simulations, scores, judge_scores,
+          explanation_embeddings, neuron_viewer, sae_dictionary, trained_judge]
 CHECKS = [*record_checks, *explain_checks]
 
 

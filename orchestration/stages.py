@@ -3,10 +3,11 @@
 
 # Each stage and the assets it materializes, in pipeline order.
 STAGES: dict[str, tuple[str, ...]] = {
-    "record": ("activation_records", "neuron_stats"),
+    "record": ("activation_records", "neuron_stats", "unit_logits"),  # unit_logits: the weights' logit lens
     "explain": ("explanations",),
     "simulate": ("simulations",),
-    "score": ("scores", "judge_scores"),  # the paper's score and the judges' (scoring.judges)
+    # the paper's score, the judges' (scoring.judges), the explanations embedded for search by meaning
+    "score": ("scores", "judge_scores", "explanation_embeddings"),
 }
 # The stages that ask the LLM; they share one job, so a run over a layer range loads a local LLM once.
 LLM_STAGES = ("explain", "simulate", "score")

@@ -146,7 +146,7 @@ def test_the_terminal_gets_progress_and_stage_lines_not_dagsters_event_stream(pr
     assert "DEBUG" not in output and "STEP_START" not in output and "\x1b[" not in output  # no colour when piped
     assert "recording layers 1: 2,560 tokens in" in done.stdout  # the finished step, as one plain line
     assert "excerpts_job tiny-gpt2: excerpts done in" in done.stdout
-    assert "record_job 1|tiny-gpt2: activation_records, neuron_stats done in" in done.stdout
+    assert "record_job 1|tiny-gpt2: activation_records, neuron_stats, unit_logits done in" in done.stdout
     loud = cli("run", "--model", "tiny-gpt2", "--layers", "1", "--until", "record", "--verbose")
     assert loud.returncode == 0 and "STEP_START" in loud.stdout + loud.stderr
 

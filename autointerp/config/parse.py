@@ -17,8 +17,9 @@ from typing import Any
 
 import yaml
 
-from autointerp.config.schema import (JudgeTrainSpec, DEFAULT_CONFIG_PATH, Choice, Config, CorpusSpec, ExecutorSpec, LLMChoice, ModelSpec,
-                                      NeuronSelection, RecordSpec, SAETrainSpec, ScoringSpec, StoreSpec, UnitsChoice, ViewerSpec,
+from autointerp.config.schema import (JudgeTrainSpec, DEFAULT_CONFIG_PATH, Choice, Config, CorpusSpec, ExecutorSpec,
+                                      LLMChoice, ModelSpec, NeuronSelection, RecordSpec, SAETrainSpec, ScoringSpec,
+                                      SearchSpec, StoreSpec, UnitsChoice, ViewerSpec,
                                       WatchSpec)
 from autointerp.errors import ConfigError
 from autointerp.names import check_model_name
@@ -104,6 +105,7 @@ def parse_config(raw: Any, path: Path, registered: list[dict] | None = None) -> 
         "neurons": build(NeuronSelection, raw.pop("neurons", {}), f"{path}: neurons"),
         "watch": build(WatchSpec, raw.pop("watch", {}), f"{path}: watch"),
         "viewer": build(ViewerSpec, raw.pop("viewer", {}), f"{path}: viewer"),
+        "search": build(SearchSpec, raw.pop("search", {}), f"{path}: search"),
         "sae_training": build(SAETrainSpec, raw.pop("sae_training", {}), f"{path}: sae_training"),
         "scoring": _scoring(raw.pop("scoring", {}), f"{path}: scoring"),
         "executor": _executor(raw.pop("executor", {}), f"{path}: executor"),

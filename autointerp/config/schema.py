@@ -87,6 +87,15 @@ class ViewerSpec:
 
 
 @dataclass(frozen=True)
+class SearchSpec:
+    """Search by meaning (`autointerp search`, the viewer's search box, autointerp/search.py): the sentence encoder
+    that embeds every chosen explanation and the query."""
+
+    encoder: str = "embedded:all-minilm-l6-v2"  # embedded:NAME, a sentence-transformers directory, or a Hub id
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+
+@dataclass(frozen=True)
 class SAETrainSpec:
     """The demo dictionary (`autointerp train-sae`, autointerp/units/train.py): a TopK SAE per layer, trained on a
     configured model's activations at `site` over the corpus, saved in the SAELens layout under `out`."""
@@ -179,6 +188,7 @@ class Config:
     neurons: NeuronSelection = field(default_factory=NeuronSelection)
     watch: WatchSpec = field(default_factory=WatchSpec)
     viewer: ViewerSpec = field(default_factory=ViewerSpec)
+    search: SearchSpec = field(default_factory=SearchSpec)
     sae_training: SAETrainSpec = field(default_factory=SAETrainSpec)
     scoring: ScoringSpec = field(default_factory=ScoringSpec)
     store: StoreSpec = field(default_factory=StoreSpec)

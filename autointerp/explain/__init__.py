@@ -27,10 +27,11 @@ class ExplainerInput:
     layer: int
     neuron: int
     records: tuple[ActivationRecord, ...]
+    writes: tuple[str, ...] = ()  # the tokens its output promotes most (`unit_logits`; empty where not computed)
 
     @classmethod
-    def of(cls, record: NeuronRecord) -> "ExplainerInput":
-        return cls(record.layer, record.neuron, tuple(record.train_top()))
+    def of(cls, record: NeuronRecord, writes: Sequence[str] = ()) -> "ExplainerInput":
+        return cls(record.layer, record.neuron, tuple(record.train_top()), tuple(writes))
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,7 @@ class LLMExplainer(AsksLLM, Explainer):
             if not todo:
                 break
             formats = list(self.formats.values())
-            requests = [{"messages": formats[f].messages(n.records[: o.examples]), "n": o.samples,
+            requests = [{"messages": formats[f].messages(n.records[: o.examples], n.writes), "n": o.samples,
                          "max_tokens": o.max_tokens, "temperature": o.temperature, "top_p": o.top_p,
                          "seed": seed * 1_000_003 + n.layer * 10_007 + n.neuron + 7_919 * attempt + 104_729 * f}
                         for n, f in todo]

@@ -60,6 +60,7 @@ class Scope:
     explainer: str | None = None
     simulator: str | None = None
     scorer: str | None = None
+    encoder: str | None = None
 
     @classmethod
     def of(cls, where: Mapping[str, Any]) -> "Scope":
@@ -67,7 +68,7 @@ class Scope:
         if layers is not None:
             layers = tuple(int(x) for x in (layers if isinstance(layers, (list, tuple)) else [layers]))
         return cls(where["model"], where.get("revision"), layers, where.get("explainer"), where.get("simulator"),
-                   where.get("scorer"))
+                   where.get("scorer"), where.get("encoder"))
 
     def clause(self, alias: str = "") -> tuple[str, dict[str, Any]]:
         """SQL condition and named parameters selecting the scope's rows."""
@@ -78,7 +79,7 @@ class Scope:
             where["revision"] = self.revision
         if self.layers is not None:
             where["layer"] = list(self.layers)
-        where.update({column: getattr(self, column) for column in ("explainer", "simulator", "scorer")
+        where.update({column: getattr(self, column) for column in ("explainer", "simulator", "scorer", "encoder")
                       if getattr(self, column) is not None})
         return where_clause(where, alias)
 
@@ -336,6 +337,55 @@ def check_judge_scores(con: duckdb.DuckDBPyConnection, scope: Scope) -> QualityR
     ])
 
 
+def check_explanation_embeddings(con: duckdb.DuckDBPyConnection, scope: Scope) -> QualityReport:
+    """Every embedding finite and of unit norm (search ranks by their dot product), one length per encoder, one
+    row per explanation and encoder."""
+    clause, params = scope.clause()
+    frame = con.execute(
+        f"""SELECT layer, neuron, explainer, sample, encoder, len(embedding) AS dims,
+                  count(DISTINCT len(embedding)) OVER (PARTITION BY encoder) AS dims_per_encoder,
+                  len(list_filter(embedding, lambda x: x IS NULL OR NOT isfinite(x))) = 0 AS finite,
+                  abs(sqrt(list_dot_product(embedding, embedding)) - 1) < 1e-3 AS unit_norm,
+                  length(explanation_hash) = 64 AS hashed
+           FROM explanation_embeddings WHERE {clause}""", params).df()
+    e = _gxe()
+    return validate("explanation_embeddings", frame, [
+        e.ExpectColumnValuesToBeBetween(column="dims", min_value=1),
+        e.ExpectColumnValuesToBeBetween(column="dims_per_encoder", min_value=1, max_value=1),
+        *(e.ExpectColumnValuesToBeInSet(column=c, value_set=[True]) for c in ("finite", "unit_norm", "hashed")),
+        e.ExpectCompoundColumnsToBeUnique(column_list=["layer", "neuron", "explainer", "sample", "encoder"]),
+    ])
+
+
+def check_unit_logits(con: duckdb.DuckDBPyConnection, scope: Scope) -> QualityReport:
+    """k promoted and k suppressed tokens per unit, strongest first, finite, every promoted logit above every
+    suppressed one; each layer complete (one row per unit of the model)."""
+    clause, params = scope.clause("u")
+    frame = con.execute(
+        f"""SELECT u.layer, u.neuron, m.n_neurons,
+                  count(*) OVER (PARTITION BY u.layer) AS rows_in_layer,
+                  len(u.promoted_ids) AS k,
+                  len(u.promoted_ids) = len(u.promoted_tokens) AND len(u.promoted_ids) = len(u.promoted_logits)
+                      AND len(u.promoted_ids) = len(u.suppressed_ids)
+                      AND len(u.suppressed_ids) = len(u.suppressed_tokens)
+                      AND len(u.suppressed_ids) = len(u.suppressed_logits) AS aligned,
+                  len(list_filter(u.promoted_logits || u.suppressed_logits,
+                                  lambda x: x IS NULL OR NOT isfinite(x))) = 0 AS finite,
+                  u.promoted_logits = list_reverse_sort(u.promoted_logits) AS promoted_sorted,
+                  u.suppressed_logits = list_sort(u.suppressed_logits) AS suppressed_sorted,
+                  list_min(u.promoted_logits) >= list_max(u.suppressed_logits) AS separated
+           FROM unit_logits u JOIN models m ON m.model = u.model AND m.revision = u.revision
+           WHERE {clause}""", params).df()
+    e = _gxe()
+    return validate("unit_logits", frame, [
+        e.ExpectColumnValuesToBeBetween(column="k", min_value=1),
+        e.ExpectColumnPairValuesToBeEqual(column_A="rows_in_layer", column_B="n_neurons"),
+        *(e.ExpectColumnValuesToBeInSet(column=c, value_set=[True])
+          for c in ("aligned", "finite", "promoted_sorted", "suppressed_sorted", "separated")),
+        e.ExpectCompoundColumnsToBeUnique(column_list=["layer", "neuron"]),
+    ])
+
+
 # table -> its suite; `Replacement.expect` supplies the suite's extra arguments.
 SUITES: dict[str, Callable[..., QualityReport]] = {
     "models": check_models,
@@ -346,6 +396,8 @@ SUITES: dict[str, Callable[..., QualityReport]] = {
     "simulations": check_simulations,
     "scores": check_scores,
     "judge_scores": check_judge_scores,
+    "explanation_embeddings": check_explanation_embeddings,
+    "unit_logits": check_unit_logits,
 }
 
 

@@ -276,3 +276,47 @@ def judge_scores(store: Store, model: str, revision: str, layers: Sequence[int] 
                                   balanced_accuracy
                            FROM judge_scores WHERE model = ? AND revision = ?{layer_filter}
                            ORDER BY layer, neuron, explainer, sample, kind""", [model, revision])
+
+
+# --- search by meaning and what units write --------------------------------------------------------------------
+
+
+def closest_explanations(store: Store, model: str, revision: str, encoder: str, query: list[float],
+                         layers: Sequence[int] | None, k: int, rank_by: Sequence[str]) -> pd.DataFrame:
+    """The `k` units of a revision whose current chosen explanation embeds closest to `query` (normalised, the
+    same encoder), one row per unit (its closest explanation), with the viewer's ranking score."""
+    layer_filter = f" AND e.layer IN {_in(layers)}" if layers is not None else ""
+    rank = rank_expression(rank_by)
+    return store.query(f"""WITH {_JUDGED}, hits AS (
+            SELECT x.layer, x.neuron, x.explainer, x.sample, x.explanation,
+                   list_cosine_similarity(e.embedding, $query::FLOAT[]) AS similarity
+            FROM explanation_embeddings e
+            JOIN explanations x ON x.model = e.model AND x.revision = e.revision AND x.layer = e.layer
+                 AND x.neuron = e.neuron AND x.explainer = e.explainer AND x.sample = e.sample
+                 AND sha256(x.explanation) = e.explanation_hash  -- changed since embedded: not found until re-embedded
+            WHERE e.model = $model AND e.revision = $revision AND e.encoder = $encoder{layer_filter}
+            QUALIFY row_number() OVER (PARTITION BY x.layer, x.neuron ORDER BY similarity DESC, x.explainer,
+                                       x.sample) = 1
+            ORDER BY similarity DESC LIMIT $k)
+        SELECT h.layer, h.neuron, h.explanation, h.similarity, max({rank}) AS score, h.explainer, h.sample
+        FROM hits h LEFT JOIN scores s ON s.model = $model AND s.revision = $revision AND s.layer = h.layer
+             AND s.neuron = h.neuron AND s.explainer = h.explainer AND s.sample = h.sample
+             LEFT JOIN judged j ON j.layer = h.layer AND j.neuron = h.neuron AND j.explainer = h.explainer
+             AND j.sample = h.sample
+        GROUP BY ALL ORDER BY h.similarity DESC, h.layer, h.neuron""",
+        {"model": model, "revision": revision, "encoder": encoder, "query": query, "k": int(k)})
+
+
+def unit_logits(store: Store, model: str, revision: str, layer: int,
+                neurons: Sequence[int] | None = None) -> pd.DataFrame:
+    """The layer's `unit_logits` rows (of `neurons`, default all), by neuron."""
+    neuron_filter = f" AND neuron IN {_in(neurons)}" if neurons is not None else ""
+    return store.query(f"""SELECT * EXCLUDE (model, revision) FROM unit_logits WHERE model = ? AND revision = ?
+                           AND layer = ?{neuron_filter} ORDER BY neuron""", [model, revision, layer])
+
+
+def has_unit_logits(store: Store, model: str, revision: str, layer: int) -> bool:
+    with store.connect() as con:
+        row = con.execute("SELECT count(*) FROM unit_logits WHERE model = ? AND revision = ? AND layer = ?",
+                          [model, revision, layer]).fetchone()
+    return bool(row and row[0])

@@ -47,6 +47,18 @@ TABLES: dict[str, pa.Schema] = {
         ("n_positive", pa.int32()), ("n_negative", pa.int32()), ("excerpt_ids", pa.list_(pa.int32())),
         ("labels", pa.list_(pa.bool_())), ("log_odds", pa.list_(pa.float32())), ("reason", pa.string()),
         ("created_at", pa.timestamp("us"))]),
+    # One row per chosen explanation and sentence encoder, for search by meaning (autointerp/search.py): the
+    # normalised embedding, and the sha256 of the text it embeds, so only changed explanations are re-embedded.
+    "explanation_embeddings": pa.schema([
+        *_UNIT, ("explainer", pa.string()), ("sample", pa.int16()), ("explanation_hash", pa.string()),
+        ("encoder", pa.string()), ("embedding", pa.list_(pa.float32())), ("created_at", pa.timestamp("us"))]),
+    # What each unit writes (autointerp/units/output.py): the tokens its output direction promotes and suppresses
+    # most through the final norm and the unembedding, strongest first, with their logits.
+    "unit_logits": pa.schema([
+        *_UNIT, ("promoted_ids", pa.list_(pa.int32())), ("promoted_tokens", pa.list_(pa.string())),
+        ("promoted_logits", pa.list_(pa.float32())), ("suppressed_ids", pa.list_(pa.int32())),
+        ("suppressed_tokens", pa.list_(pa.string())), ("suppressed_logits", pa.list_(pa.float32())),
+        ("created_at", pa.timestamp("us"))]),
     "llm_calls": pa.schema([
         ("key", pa.string()), ("backend", pa.string()), ("model", pa.string()), ("kind", pa.string()),
         pa.field("request", pa.string(), metadata=_JSON), pa.field("response", pa.string(), metadata=_JSON),

@@ -43,6 +43,11 @@ class UnitSource(ABC):
         """(B, T, width) float32 unit activations from the hooked (B, T, D) tensor."""
         return hooked.float()
 
+    def output_directions(self, model: Any, layer: int) -> Any:
+        """(width, d_model) float32: what each unit adds to the residual stream per unit of its activation (the
+        logit lens of what a unit writes, `output.py`)."""
+        raise NotImplementedError(f"{self.label} units do not say what they write")
+
     def files(self) -> list[Path]:
         """Files besides the model's own whose bytes define the units (their hash joins the revision)."""
         return []

@@ -42,6 +42,13 @@ class MLPNeurons(UnitSource):
             return model.transformer.h[layer].mlp.c_proj, "input"
         return model.model.layers[layer].mlp.down_proj, "input"
 
+    def output_directions(self, model: Any, layer: int) -> Any:
+        """A neuron's column of the output projection: GPT-2's `c_proj` is a Conv1D, weight (d_mlp, d_model), so a
+        neuron is a row; Llama's `down_proj` is a Linear, weight (d_model, d_mlp), so a neuron is a column."""
+        module, _ = self.hook_point(model, layer)
+        weight = module.weight.detach().float()
+        return weight if model.config.model_type in GPT2_FAMILY else weight.T
+
 
 @REGISTRY.register("mlp", NoOptions)
 def mlp_neurons(_options: NoOptions, _base_dir: Path | None = None) -> MLPNeurons:

@@ -8,7 +8,8 @@ MLP input. One directory per hook point, in either of two on-disk layouts (docs/
   `num_latents` or `expansion_factor`, `k`, `transcode`) and `sae.safetensors` (`encoder.weight` (d_sae, d_in),
   `encoder.bias`, `W_dec`, `b_dec`).
 
-Only the encoder matters here: a latent's activation is what the recorder stores, like a neuron's.
+The encoder gives a latent's activation, what the recorder stores, like a neuron's; the decoder row what it
+writes (`output.py`).
 """
 
 from __future__ import annotations
@@ -106,6 +107,22 @@ class Dictionary:
             return None if t is None else t.to(torch.float32).contiguous()
 
         return Encoder(self, f32(w_enc), f32(b_enc), f32(b_dec), f32(threshold))
+
+    def decoder(self) -> Any:
+        """(d_sae, d_in) float32 `W_dec`: each latent's decoder row, what it writes (both layouts store it so)."""
+        import torch
+        from safetensors import safe_open
+
+        where = f"SAE file {self.weights_file}"
+        try:
+            with safe_open(str(self.weights_file), framework="pt") as f:
+                w_dec = f.get_tensor("W_dec")
+        except Exception as exc:  # a missing tensor or a foreign file
+            raise ModelLoadError(f"{where}: cannot read W_dec: {' '.join(str(exc).split())[:200]}") from None
+        if tuple(w_dec.shape) != (self.d_sae, self.d_in):
+            raise ModelLoadError(f"{where}: W_dec has shape {tuple(w_dec.shape)}, but cfg.json says "
+                                 f"{(self.d_sae, self.d_in)}")
+        return w_dec.to(torch.float32)
 
 
 @dataclass
@@ -304,6 +321,9 @@ class DictionaryLatents(UnitSource):
     def hook_point(self, model: Any, layer: int) -> tuple[Any, Literal["input", "output"]]:
         self.check_architecture(model.config)
         return module_at(model, layer, self.dictionary(layer).site)
+
+    def output_directions(self, model: Any, layer: int) -> Any:
+        return self.dictionary(layer).decoder()
 
     def activations(self, layer: int, hooked: Any) -> Any:
         if layer not in self._encoders:

@@ -57,6 +57,19 @@ class ExcerptView:
 
 
 @dataclass
+class Writes:
+    """What a unit writes (the `unit_logits` row): (token, logit) pairs it promotes and suppresses most."""
+
+    promoted: list[tuple[str, float]]
+    suppressed: list[tuple[str, float]]
+
+    @classmethod
+    def of(cls, row: Any) -> "Writes":
+        return cls([(str(t), float(v)) for t, v in zip(row.promoted_tokens, row.promoted_logits)],
+                   [(str(t), float(v)) for t, v in zip(row.suppressed_tokens, row.suppressed_logits)])
+
+
+@dataclass
 class NeuronPage:
     layer: int
     neuron: int
@@ -64,6 +77,7 @@ class NeuronPage:
     explanations: list[dict[str, Any]]  # one row per (explainer, sample, simulator), best first
     top: list[ExcerptView] = field(default_factory=list)
     random: list[ExcerptView] = field(default_factory=list)
+    writes: Writes | None = None  # None: the unit_logits asset has not run for this revision
 
     @property
     def best(self) -> dict[str, Any] | None:
@@ -99,7 +113,7 @@ def _excerpts(kind: str, records: Sequence[ActivationRecord], splits: dict[str, 
 
 
 def neuron_page(record: NeuronRecord, stats: dict[str, Any] | None, explanations: list[dict[str, Any]],
-                simulations: pd.DataFrame) -> NeuronPage:
+                simulations: pd.DataFrame, writes: Writes | None = None) -> NeuronPage:
     """Everything one neuron page shows. Heat maps scale by the neuron's largest activation."""
     scale = (finite(stats["max"]) if stats else None) or max((r.max_activation for r in record.top), default=0.0)
     simulated: dict[tuple[str, int], list[tuple[str, list[float]]]] = {}
@@ -108,7 +122,7 @@ def neuron_page(record: NeuronRecord, stats: dict[str, Any] | None, explanations
         simulated.setdefault((row.kind, int(row.excerpt_id)), []).append((label, [float(v) for v in row.simulated]))
     # The peak: the argmax token of the rank-0 top record, the neuron's single strongest activation.
     peak = int(np.argmax(record.top[0].activations)) if record.top else None
-    page = NeuronPage(record.layer, record.neuron, stats, explanations)
+    page = NeuronPage(record.layer, record.neuron, stats, explanations, writes=writes)
     page.top = _excerpts("top", record.top, split_top(record.top), scale, simulated, peak)
     page.random = _excerpts("random", record.random, split_random(record.random), scale, simulated, None)
     return page

@@ -3,21 +3,26 @@
 Pages are rendered per request from read-only connections held only while a page is built, so a pipeline
 run keeps writing meanwhile. The paths are the static site's (`/<model>/index.html`,
 `/<model>/neurons/<layer>-<neuron>.html`) plus a page per layer (`/<model>/layers/<layer>.html`) with the
-distributions of its scores and max activations; anything else answers 404. `--no-serve` writes the static
-site of the explained neurons instead, for sharing (site.py).
+distributions of its scores and max activations, and `/search?q=TEXT[&model=M][&k=20]`, the units closest in
+meaning to TEXT as JSON (autointerp/search.py), which the index's search box asks; anything else answers 404.
+`--no-serve` writes the static site of the explained neurons instead, for sharing (site.py).
 """
 
 from __future__ import annotations
 
+import html
 import http.server
+import json
 import re
 import signal
 import webbrowser
 from typing import Any, Sequence
-from urllib.parse import unquote, urlsplit
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pandas as pd
 
+from autointerp.config.schema import SearchSpec
 from autointerp.errors import AutointerpError, StoreError
 from autointerp.names import MODEL_NAME_PATTERN
 from autointerp.store import Store, queries
@@ -37,13 +42,52 @@ class NotFound(Exception):
     pass
 
 
+class BadRequest(Exception):
+    pass
+
+
+_MAX_K = 100  # results one search may ask for
+
+
 class Viewer:
     """Renders the viewer's pages from the store (read-only)."""
 
-    def __init__(self, store: Store, rank_by: Sequence[str] = RANK_BY):
+    def __init__(self, store: Store, rank_by: Sequence[str] = RANK_BY, search: SearchSpec = SearchSpec(),
+                 base_dir: Path | None = None):
         self.store = store.reader()
         self.env = environment()
         self.rank_by = tuple(rank_by)  # what "best" means: the config's scoring.rank_by
+        self.search_spec, self.base_dir = search, base_dir  # the encoder loads on the first search
+
+    def respond(self, path: str) -> tuple[str, str]:
+        """(content type, body) of any request: the search endpoint's JSON, or a page."""
+        if urlsplit(path).path == "/search":
+            return "application/json", json.dumps(self.search(path))
+        return "text/html; charset=utf-8", self.render(path)
+
+    def search(self, path: str) -> dict[str, Any]:
+        from autointerp.search import encoder_of, search
+
+        query = parse_qs(urlsplit(path).query)
+        text = (query.get("q") or [""])[0].strip()
+        if not text:
+            raise BadRequest("search: q= is empty")
+        try:
+            k = int((query.get("k") or ["20"])[0])
+        except ValueError:
+            raise BadRequest("search: k= is not a number") from None
+        if not 1 <= k <= _MAX_K:
+            raise BadRequest(f"search: k= must be within 1-{_MAX_K}")
+        models = query.get("model") or None
+        known = queries.models(self.store)
+        if models and not set(models) <= set(known):
+            raise NotFound(f"no model {sorted(set(models) - set(known))}")
+        spec = self.search_spec
+        found = search(self.store, encoder_of(spec, self.base_dir), spec.encoder, text, models, None, k, self.rank_by)
+        return {"query": text, "encoder": spec.encoder, "results": [
+            {"model": r.model, "layer": int(r.layer), "neuron": int(r.neuron), "explanation": r.explanation,
+             "similarity": finite(r.similarity), "score": finite(r.score),
+             "href": f"/{r.model}/{page_name(int(r.layer), int(r.neuron))}"} for r in found.itertuples()]}
 
     def render(self, path: str) -> str:
         parts = [unquote(p) for p in urlsplit(path).path.split("/") if p]
@@ -82,7 +126,7 @@ class Viewer:
             model=model, revision=revision, info=info, rows=rows, layers=all_layers,
             root="", title=f"{model} neurons", n_explained=len(rows), n_scored=len(scored),
             mean_score=sum(scored) / len(scored) if scored else None, layer_pages=True, all_layers=all_layers,
-            rank_by=" + ".join(self.rank_by))
+            rank_by=" + ".join(self.rank_by), meaning_search=True)
 
     def layer_page(self, model: str, revision: str, layer: int) -> str:
         frame = queries.layer_rows(self.store, model, revision, layer, self.rank_by)
@@ -134,15 +178,19 @@ def make_server(viewer: Viewer, port: int = 8000) -> http.server.ThreadingHTTPSe
             self._answer(send_body=False)
 
         def _answer(self, send_body: bool) -> None:
+            kind = "text/html; charset=utf-8"
             try:
-                status, body = 200, viewer.render(self.path)
+                status, (kind, body) = 200, viewer.respond(self.path)
             except NotFound:
                 status, body = 404, "<!DOCTYPE html><title>not found</title><h1>404: not found</h1>"
+            except BadRequest as exc:
+                status = 400
+                body = f"<!DOCTYPE html><title>bad request</title><h1>{html.escape(str(exc), quote=False)}</h1>"
             except AutointerpError as exc:
                 status, body = 503, f"<!DOCTYPE html><title>unavailable</title><h1>{exc}</h1>"
             data = body.encode()
             self.send_response(status)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             if send_body:
@@ -155,7 +203,8 @@ def make_server(viewer: Viewer, port: int = 8000) -> http.server.ThreadingHTTPSe
 
 
 def view(store: Store, models: Sequence[str] | None, port: int = 8000, serve_site: bool = True,
-         open_browser: bool = False, only_explained: bool = True, rank_by: Sequence[str] = RANK_BY) -> None:
+         open_browser: bool = False, only_explained: bool = True, rank_by: Sequence[str] = RANK_BY,
+         search: SearchSpec = SearchSpec(), base_dir: Path | None = None) -> None:
     """`autointerp view`: serve every model's pages from the store, or (no serve) write the static sites."""
     if not serve_site:
         from autointerp.viewer.site import viewable_models
@@ -168,7 +217,7 @@ def view(store: Store, models: Sequence[str] | None, port: int = 8000, serve_sit
     if not store.exists():
         raise StoreError(f"no store at {store}: run `autointerp run` first")
     try:
-        server = make_server(Viewer(store, rank_by), port)
+        server = make_server(Viewer(store, rank_by, search, base_dir), port)
     except OSError as exc:
         raise AutointerpError(f"cannot serve the viewer on 127.0.0.1:{port}: {exc.strerror}; try another --port") from exc
     # SIGTERM stops it as Ctrl-C does, also where a parent (a background shell) left SIGINT ignored and a library

@@ -14,7 +14,8 @@ from autointerp.errors import StoreError
 from autointerp.names import check_model_name
 from autointerp.record.records import load_neuron_records
 from autointerp.store import Store, default_home, queries
-from autointerp.viewer.pages import NeuronPage, explanation_rows, finite, neuron_page, page_name, short_llm, visible
+from autointerp.viewer.pages import (NeuronPage, Writes, explanation_rows, finite, neuron_page, page_name, short_llm,
+                                     visible)
 
 
 RANK_BY = ScoringSpec().rank_by  # the default ranking; the CLI and the Dagster asset pass the config's
@@ -37,9 +38,11 @@ def layer_pages(store: Store, model: str, revision: str, layer: int, neurons: li
     for lo in range(0, len(neurons), chunk):
         with store.connect() as con:
             records = load_neuron_records(con, model, revision, layer, neurons[lo:lo + chunk])
+        writes = {int(row.neuron): Writes.of(row)
+                  for row in queries.unit_logits(store, model, revision, layer, neurons[lo:lo + chunk]).itertuples()}
         for r in records:
             yield neuron_page(r, stats.get(r.neuron), explanations.get(r.neuron, []),
-                              by_neuron.get(r.neuron, sims.iloc[:0]))
+                              by_neuron.get(r.neuron, sims.iloc[:0]), writes.get(r.neuron))
 
 
 # --- rendering ---------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
     autointerp models [add NAME SOURCE | remove NAME]
     autointerp status [--model NAME] [--json]
     autointerp compare --model NAME [--old REV --new REV]
+    autointerp search "TEXT" [--model NAME] [--layers 0,2-4] [--k 20]
     autointerp view --model NAME [--port 8000] [--no-serve] [--open]
     autointerp export --format neuron-explainer|parquet --out DIR [--model NAME] [--layers 0,2-4]
     autointerp import --format neuron-records|explanations PATH --model NAME
@@ -76,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     compare_parser.add_argument("--model", required=True)
     compare_parser.add_argument("--old", help="revision (default: the second most recent)")
     compare_parser.add_argument("--new", help="revision (default: the most recent)")
+    search_parser = commands.add_parser("search", help="the units whose explanation is closest in meaning to TEXT")
+    search_parser.add_argument("text", help="what to look for, in plain words")
+    search_parser.add_argument("--model", action="append", help="model in the store (repeatable; default: all)")
+    search_parser.add_argument("--layers", help="e.g. 0,2-4 (default: all)")
+    search_parser.add_argument("--k", type=int, default=20, help="how many units (default 20)")
     view_parser = commands.add_parser("view", help="serve every recorded neuron on 127.0.0.1 (or write the static site)")
     view_parser.add_argument("--model", action="append", help="model in the store (repeatable; default: all recorded)")
     view_parser.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0: any free port)")
@@ -128,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             status(config, args.model, args.json)
         elif args.command == "compare":
             compare(config, args.model, args.old, args.new)
+        elif args.command == "search":
+            from orchestration.cli.search import search_command
+
+            search_command(config, args.text, args.model, args.layers, args.k)
         elif args.command in ("train-sae", "train-judge"):
             from orchestration.cli.terminal import TerminalProgress, quiet_libraries
 

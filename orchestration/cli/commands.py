@@ -36,17 +36,19 @@ def manage_models(config: Config, args: argparse.Namespace) -> None:
           f"revision {revision}\nrecord it with: autointerp run --model {args.name}")
 
 
-def _rank_by(args: argparse.Namespace) -> tuple[str, ...]:
-    """The config's `scoring.rank_by` for the viewer; the viewer reads the store alone, so a config it cannot
-    read leaves the default ranking (said once)."""
+def _viewer_settings(args: argparse.Namespace) -> dict:
+    """The config's `scoring.rank_by` and `search` for the viewer; the viewer reads the store alone, so a config it
+    cannot read leaves the defaults (said once)."""
     from autointerp.config import ScoringSpec, load_config
+    from autointerp.config.schema import SearchSpec
     from autointerp.errors import AutointerpError
 
     try:
-        return load_config(args.config).scoring.rank_by
+        config = load_config(args.config)
+        return {"rank_by": config.scoring.rank_by, "search": config.search, "base_dir": config.base_dir}
     except AutointerpError as exc:
         print(f"warning: ranking by {' + '.join(ScoringSpec().rank_by)}: {exc}")
-        return ScoringSpec().rank_by
+        return {"rank_by": ScoringSpec().rank_by, "search": SearchSpec()}
 
 
 def data_command(args: argparse.Namespace) -> None:
@@ -61,7 +63,7 @@ def data_command(args: argparse.Namespace) -> None:
         for model in args.model or []:
             check_model_name(model, "autointerp view --model")
         view(store, args.model, args.port, not args.no_serve, args.open, only_explained=not args.all_neurons,
-             rank_by=_rank_by(args))
+             **_viewer_settings(args))
     elif args.command == "import":
         from autointerp.io.imports import import_explanations, import_neuron_records
 

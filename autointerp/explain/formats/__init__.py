@@ -15,8 +15,9 @@ from autointerp.record.records import ActivationRecord
 
 class PromptFormat(ABC):
     @abstractmethod
-    def messages(self, records: Sequence[ActivationRecord]) -> list[dict[str, str]]:
-        """Chat messages; a final assistant turn is a prefill the answer continues."""
+    def messages(self, records: Sequence[ActivationRecord], writes: Sequence[str] = ()) -> list[dict[str, str]]:
+        """Chat messages; a final assistant turn is a prefill the answer continues. `writes`: the tokens the
+        unit's output promotes most (`unit_logits`), for the formats that show them (`writes`)."""
 
     @abstractmethod
     def parse(self, completion: str) -> str:

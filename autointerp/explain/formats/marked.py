@@ -64,7 +64,7 @@ class Marked(PromptFormat):
     label = len(EXAMPLES) + 1
     system, examples = SYSTEM, EXAMPLES
 
-    def messages(self, records: Sequence[ActivationRecord]) -> list[dict[str, str]]:
+    def messages(self, records: Sequence[ActivationRecord], writes: Sequence[str] = ()) -> list[dict[str, str]]:
         messages = [{"role": "system", "content": self.system}]
         for i, example in enumerate(self.examples, start=1):
             messages.append({"role": "user", "content": neuron_block(i, example.records)})

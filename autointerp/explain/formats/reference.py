@@ -116,7 +116,7 @@ def parse_explanation(completion: str, prefix: str | None = None) -> str:
 class Listing(PromptFormat):
     label = len(EXPLAINER_EXAMPLES) + 1
 
-    def messages(self, records: Sequence[ActivationRecord]) -> list[dict[str, str]]:
+    def messages(self, records: Sequence[ActivationRecord], writes: Sequence[str] = ()) -> list[dict[str, str]]:
         return build_explainer_messages(EXPLAINER_EXAMPLES, records, self.label)
 
     def parse(self, completion: str) -> str:
