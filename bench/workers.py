@@ -33,25 +33,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-from conftest import LOCAL_EXPLAINER, LOCAL_SIMULATOR, make_tokenizer, tiny_config, write_config, write_corpus  # noqa: E402
+from conftest import LOCAL_EXPLAINER, LOCAL_SIMULATOR, save_tiny_model, write_config, write_corpus  # noqa: E402
 from postgres import PASSWORD, USER, running_postgres  # noqa: E402
 from redis_server import redis_server  # noqa: E402
 from servers import LOOPBACK, start_process, stop_process_group, tail  # noqa: E402
 from test_postgres_instance import DAGSTER_YAML  # noqa: E402
 
 MODEL = "tiny"
-
-
-def tiny_model(directory: Path, n_layers: int) -> Path:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    config = tiny_config("gpt2")
-    config.n_layer = n_layers
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
-    make_tokenizer().save_pretrained(directory)
-    return directory
 
 
 def start_worker(name: str, env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -124,7 +112,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="autointerp-bench-workers-"))
     try:
         with running_postgres() as pg, redis_server() as broker:
-            model = tiny_model(root / "model", args.layers)
+            model = save_tiny_model("gpt2", root / "model", n_layers=args.layers)
             runs = [one_configuration(n, pg, broker, model, root, args) for n in (1, 2)]
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -68,12 +68,15 @@ def tiny_config(kind: str):
     raise ValueError(kind)
 
 
-def save_tiny_model(kind: str, directory: Path, seed: int = 0) -> Path:
+def save_tiny_model(kind: str, directory: Path, seed: int = 0, n_layers: int | None = None) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
+    config = tiny_config(kind)
+    if n_layers is not None:
+        config.num_hidden_layers = n_layers  # n_layer for GPT-2 (an attribute alias)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(kind))
+    model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(directory)
     make_tokenizer().save_pretrained(directory)
     return directory

@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import SCRIPTED_EXPLAINER, SCRIPTED_SIMULATOR, write_config, write_corpus
+from conftest import SCRIPTED_EXPLAINER, SCRIPTED_SIMULATOR, save_tiny_model, write_config, write_corpus
 from postgres import PASSWORD, USER, Postgres
 from redis_server import redis_server
 from servers import LOOPBACK, start_process, stop_process_group, tail
@@ -96,7 +95,7 @@ def make_cluster(postgres: Postgres, broker: str, tmp_path: Path, **env_extra: s
     catalog = postgres.create_database(f"lake_{uuid.uuid4().hex[:8]}")
     store = {"kind": "ducklake", "catalog": f"postgres:dbname={catalog} host={LOOPBACK} port={postgres.port} user={USER}",
              "data_path": str(tmp_path / "lake")}
-    model = _six_layer_model(tmp_path / "model")
+    model = save_tiny_model("gpt2", tmp_path / "model", n_layers=N_LAYERS)
     config = write_config(tmp_path, {MODEL: str(model)}, write_corpus(tmp_path / "corpus.jsonl", n_docs=60),
                           max_tokens=64 * 120, neurons={"select": "first", "count": 2}, store=store,
                           explainer=SCRIPTED_EXPLAINER, simulator=SCRIPTED_SIMULATOR,
@@ -116,20 +115,6 @@ def make_cluster(postgres: Postgres, broker: str, tmp_path: Path, **env_extra: s
         for name, process in result.workers.items():
             report = stop_process_group(process, timeout=20)
             assert not report.group_left, f"worker {name} left processes behind"
-
-
-def _six_layer_model(directory: Path) -> Path:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from conftest import make_tokenizer, tiny_config
-
-    config = tiny_config("gpt2")
-    config.n_layer = N_LAYERS
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
-    make_tokenizer().save_pretrained(directory)
-    return directory
 
 
 @contextlib.contextmanager

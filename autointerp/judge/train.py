@@ -196,7 +196,7 @@ def fit(model: Any, pairs: Any, examples: Sequence[Example], options: TrainOptio
 
 def train_configured_judge(config: Any, store: Any, log: Callable[[str], None] = print) -> TrainResult:
     """`judge_training` of a config, over the recorded excerpts of its model's latest revision."""
-    from autointerp.simulate.embedding import _locate
+    from autointerp.simulate.embedding import locate_encoder
     from autointerp.store import queries
 
     spec = config.judge_training
@@ -210,4 +210,4 @@ def train_configured_judge(config: Any, store: Any, log: Callable[[str], None] =
     options = TrainOptions(spec.window, spec.examples_per_rule, spec.epochs, spec.batch_size, spec.lr, spec.seed,
                            spec.max_minutes)
     return train_judge([(int(i), tuple(t)) for i, t in zip(rows.excerpt_id, rows.tokens)],
-                       _locate(spec.encoder, config.base_dir), (config.base_dir / spec.out).resolve(), options, log)
+                       locate_encoder(spec.encoder, config.base_dir), (config.base_dir / spec.out).resolve(), options, log)

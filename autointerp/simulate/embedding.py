@@ -62,7 +62,7 @@ class Encoder:
     def __init__(self, model: str, base_dir: Path | None = None, device: Any = "cpu"):
         from transformers import AutoModel, AutoTokenizer
 
-        location = _locate(model, base_dir)
+        location = locate_encoder(model, base_dir)
         self.device = device
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(location)
@@ -113,7 +113,7 @@ class Encoder:
         return rows
 
 
-def _locate(model: str, base_dir: Path | None) -> str:
+def locate_encoder(model: str, base_dir: Path | None) -> str:
     if model.startswith("embedded:"):
         from autointerp.subject.embedded import embedded_encoder_path
 

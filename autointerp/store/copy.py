@@ -47,12 +47,11 @@ def copy_store(source: Store, target: Store) -> list[TableCopy]:
         raise StoreError(f"source and target are the same store ({source})")
     if not source.exists():
         raise StoreError(f"no store at {source}: nothing to copy")
-    with target.connect() as con:
-        filled = [name for name in TABLES if con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]]
-    if filled:
-        raise StoreError(f"{target} already holds rows in {', '.join(filled)}: copy into an empty store")
-    copied = [table_summary(source, name) for name in TABLES]
     with source.reader().connect() as read, target.connect() as write:
+        filled = [name for name in TABLES if write.execute(f"SELECT count(*) FROM {name}").fetchone()[0]]
+        if filled:
+            raise StoreError(f"{target} already holds rows in {', '.join(filled)}: copy into an empty store")
+        copied = [_summary(read, name) for name in TABLES]
         write.execute("BEGIN TRANSACTION")
         try:
             for name in TABLES:
@@ -70,11 +69,6 @@ def copy_store(source: Store, target: Store) -> list[TableCopy]:
             write.execute("ROLLBACK")
             raise
     return copied
-
-
-def table_summary(store: Store, name: str) -> TableCopy:
-    with store.connect() as con:
-        return _summary(con, name)
 
 
 def _summary(con: duckdb.DuckDBPyConnection, name: str) -> TableCopy:
