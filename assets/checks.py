@@ -11,7 +11,8 @@ from autointerp.record.recorder import expected_counts
 from assets.common import stages
 from autointerp.store import queries
 from autointerp.store.quality import (QualityReport, Scope, check_activation_records, check_excerpts,
-                                      check_explanation_embeddings, check_explanations, check_judge_scores,
+                                      check_explanation_embeddings, check_explanations, check_intruder_scores,
+                                      check_judge_scores,
                                       check_neuron_stats, check_scores, check_simulations, check_unit_logits)
 from orchestration.partitions import layers_by_model, model_layer_key, model_layer_partitions, model_partitions
 from resources import AutointerpSettings, DuckDBStore, LLMResource
@@ -48,19 +49,22 @@ def _check_layers(context: dg.AssetCheckExecutionContext, settings: AutointerpSe
 
     With `llm` (the LLM stages' tables): layers outside `neurons.layers` are skipped (nothing is explained there
     by design), and the rows checked are the configured explainer's (and simulator's, for the tables that have
-    one), named by the run's roles (naming one loads no model).
+    one; the intruder judge's for intruder_scores), named by the run's roles (naming one loads no model).
     """
     pipeline = stages(context, settings, store, llm)
     db, config = pipeline.store, pipeline.config
     names: dict[str, str] = {}
-    if llm is not None:
+    if suite is check_intruder_scores:  # a unit's score: no explainer, the configured intruder judge's rows
+        names["scorer"] = pipeline.intruder_scorer.name
+    elif llm is not None:
         names["explainer"] = pipeline.explainer.name if suite is check_explanations else pipeline.explained_by
         if suite in (check_simulations, check_scores):
             names["simulator"] = pipeline.simulator.name
     reports = []
     ranged = not context.op_execution_context.has_partition_key  # a run over a range of partitions
     for model, layers in layers_by_model(context.partition_keys).items():
-        layers = selected_layers(config.neurons, layers) if llm is not None else layers
+        # the LLM stages' tables and unit_logits exist for the explained layers only (neurons.layers)
+        layers = selected_layers(config.neurons, layers) if llm is not None or suite is check_unit_logits else layers
         if not layers:
             continue
         row = queries.current_model(db, model)
@@ -145,6 +149,15 @@ def judge_scores_are_valid(context: dg.AssetCheckExecutionContext, settings: Aut
     return _check_layers(context, settings, store, check_judge_scores, llm)
 
 
+@_layer_check("intruder_scores", "Accuracy and the intruder's probability within [0, 1] or NULL with a stated "
+              "reason, accuracy equal to the stored picks', every pick a place shown.")
+def intruder_scores_are_valid(context: dg.AssetCheckExecutionContext, settings: AutointerpSettings,
+                              store: DuckDBStore, llm: LLMResource) -> dg.AssetCheckResult:
+    if not settings.load().scoring.intruder_trials:
+        return dg.AssetCheckResult(passed=True, metadata={"rows_checked": 0, "result": "scoring.intruder_trials is 0"})
+    return _check_layers(context, settings, store, check_intruder_scores, llm)
+
+
 @_layer_check("unit_logits", "Every unit of the layer has k promoted and k suppressed tokens, finite logits, "
               "strongest first, every promoted logit above every suppressed one.")
 def unit_logits_are_valid(context: dg.AssetCheckExecutionContext, settings: AutointerpSettings,
@@ -161,4 +174,5 @@ def explanation_embeddings_are_valid(context: dg.AssetCheckExecutionContext, set
 
 record_checks = [excerpts_are_well_formed, activation_records_are_valid, neuron_stats_are_valid, unit_logits_are_valid]
 explain_checks = [explanations_are_valid, simulations_are_valid, scores_are_valid, judge_scores_are_valid,
+                  intruder_scores_are_valid,
                   explanation_embeddings_are_valid]

@@ -103,6 +103,27 @@ def judge_scores(context: dg.AssetExecutionContext, settings: AutointerpSettings
     return dg.MaterializeResult(metadata={**_metadata(results, "scorers"), **means, "explainer": pipeline.explained_by})
 
 
+@dg.asset(deps=["activation_records"], description="How interpretable each selected unit is before any explanation: "
+          "the judge LLM picks the one silent excerpt among excerpts where the unit fires at a similar strength "
+          "(intruder detection); share of trials right (chance 1/(shown+1)) and the intruder's mean probability.",
+          **_common)
+def intruder_scores(context: dg.AssetExecutionContext, settings: AutointerpSettings, store: DuckDBStore,
+                    llm: LLMResource) -> dg.MaterializeResult:
+    pipeline = stages(context, settings, store, llm)
+    scoring = pipeline.config.scoring
+    if not scoring.intruder_trials:
+        context.log.info("scoring.intruder_trials is 0: no intruder score")
+        return dg.MaterializeResult(metadata={"rows": 0})
+    results = _each_layer(context, pipeline, pipeline.intruder)
+    frame = pd.DataFrame([row for r in results for row in r.rows])
+    scored = frame[frame.accuracy.notna()] if len(frame) else frame
+    return dg.MaterializeResult(metadata={
+        **_metadata(results, "scorer"), "chance": 1 / (scoring.intruder_shown + 1),
+        "mean_accuracy": float(scored.accuracy.mean()) if len(scored) else None,
+        "mean_p_intruder": float(scored.p_intruder.mean()) if len(scored) else None,
+        "units_without_trials": int(len(frame) - len(scored))})
+
+
 @dg.asset(deps=["explanations"], description="Every chosen explanation embedded by the sentence encoder of "
           "`search.encoder` (FLOAT[] in DuckDB), for search by meaning: `autointerp search`, the viewer's search box. "
           "Only explanations new or changed since the last run are embedded.", **_common)

@@ -6,6 +6,7 @@ import pandas as pd
 from assets.common import stage_op_tags, stages
 from assets.metadata import stats_metadata
 from assets.subject import subject_model
+from autointerp.neurons import selected_layers
 from orchestration.partitions import by_model, layers_by_model, model_layer_partitions, model_partitions
 from resources import AutointerpSettings, DuckDBStore
 
@@ -75,7 +76,9 @@ def record(context: dg.AssetExecutionContext, settings: AutointerpSettings, stor
 def unit_logits(context: dg.AssetExecutionContext, settings: AutointerpSettings,
                 store: DuckDBStore) -> dg.MaterializeResult:
     pipeline = stages(context, settings, store)
-    written = {model: pipeline.unit_logits(model, layers)
+    # the layers whose units are explained (neurons.layers; all when it is empty): what the explainer's `writes`
+    # format and the neuron pages read; another layer's are one materialization of its partition away
+    written = {model: pipeline.unit_logits(model, selected_layers(pipeline.config.neurons, layers))
                for model, layers in layers_by_model(context.partition_keys).items()}
-    skipped = "none" if any(written.values()) else "layers already done for this revision"
+    skipped = "none" if any(written.values()) else "layers already done for this revision, or none selected"
     return dg.MaterializeResult(metadata={"layers_written": dg.MetadataValue.json(written), "skipped": skipped})

@@ -10,8 +10,8 @@ from resources import AutointerpSettings, DuckDBStore
 VIEW_GROUP = "view"
 
 # Every (model, layer) partition of the upstream tables feeds the model's one site.
-_deps = [dg.AssetDep(key, partition_mapping=by_model) for key in ("scores", "judge_scores", "neuron_stats",
-                                                                          "unit_logits")]
+_deps = [dg.AssetDep(key, partition_mapping=by_model) for key in ("scores", "judge_scores", "intruder_scores",
+                                                                          "neuron_stats", "unit_logits")]
 
 
 @dg.asset(partitions_def=model_partitions, deps=_deps, group_name=VIEW_GROUP, kinds={"html"},

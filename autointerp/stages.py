@@ -8,6 +8,7 @@ transaction, checked by the table's quality suite (`store/quality.py`).
     simulate(model, layer)     the chosen explanations simulated on the test split
     score(model, layer)        simulated vs real activations
     judge(model, layer)        the chosen explanations judged by detection and fuzzing (scoring.judges)
+    intruder(model, layer)     how interpretable each selected unit is without an explanation (intruder trials)
     embed(model, layer)        the chosen explanations embedded for search by meaning (only new or changed ones)
     unit_logits(model, layers) the tokens each unit's output direction promotes and suppresses (once per revision)
 """
@@ -36,6 +37,7 @@ from autointerp.devices import describe_device
 from autointerp.record.recorder import expected_counts, record_activations, recording_batch_size
 from autointerp.record.tables import records_table, stats_table
 from autointerp.score import Scorer, ScoringItem, build_rankers, build_scorer, item_of, score_items
+from autointerp.score.intruder import IntruderScorer, build_intruder
 from autointerp.score.scoring import score_simulations
 from autointerp.score.simulation import simulate_items
 from autointerp.simulate import Simulation, Simulator, build_simulator
@@ -117,6 +119,10 @@ class Stages:
     def rankers(self) -> dict[str, Scorer]:
         """The scorers best-of-n chooses by (`scoring.rank_by`)."""
         return build_rankers(self.config, self.store, self.llms)
+
+    @cached_property
+    def intruder_scorer(self) -> IntruderScorer:
+        return build_intruder(self.config, self.store, self.llms)
 
     @cached_property
     def judges(self) -> dict[str, Scorer]:
@@ -344,6 +350,33 @@ class Stages:
         result.neurons = len(records)
         if replacements:
             self.store.replace(replacements)
+        calls.finish(result)
+        return result
+
+    def intruder(self, model: str, layer: int) -> StageResult:
+        """The intruder score of the layer's selected units (no explanation read): `scoring.intruder_trials`
+        trials each, judged by the scoring LLM; one transaction."""
+        scorer = self.intruder_scorer
+        revision = queries.current_model(self.store, model)["revision"]
+        records = self.neuron_records(model, revision, layer)
+        result = StageResult(model, revision, layer, scorer.name, neurons=len(records))
+        calls = _CallCounter(scorer)
+        units = list(records.values())
+        progress = Progress(f"intruder trials {model} layer {layer}", len(units), "units", self.log)
+        now = _now()
+        shown = self.config.scoring.intruder_shown + 1
+        for lo in range(0, len(units), 8):  # a few units per call: progress moves and the cache fills as it goes
+            chunk = units[lo:lo + 8]
+            for unit, scored in zip(chunk, scorer.score(chunk)):
+                result.rows.append({"model": model, "revision": revision, "layer": layer, "neuron": unit.neuron,
+                                    "scorer": scorer.name, "accuracy": scored.accuracy,
+                                    "p_intruder": scored.p_intruder, "n_trials": len(scored.picks),
+                                    "n_shown": shown, "intruders": scored.intruders, "picks": scored.picks,
+                                    "excerpt_ids": [i for ids in scored.excerpt_ids for i in ids],
+                                    "reason": scored.reason, "created_at": now})
+            progress.advance(len(chunk))
+        self.store.replace([Replacement("intruder_scores", _where(model, revision, layer, scorer=scorer.name),
+                                        table("intruder_scores", rows=result.rows))])
         calls.finish(result)
         return result
 

@@ -13,9 +13,9 @@ torch, transformers and numpy only). What it measures:
 3. explaining: the project's explain path (the `marked` prompt format's messages, LocalLLM.chat's batched
    generation with the shared few-shot prefix computed once, parsing) on a Qwen2.5-1.5B shape (target >= 20,000
    explanations/hour) and a Llama-3.1-8B shape (>= 10,000/hour), ~1,200-token prompts, 40 new tokens;
-4. judging, prefill only, per neuron: the judging scorer is not on this branch, so its equivalent with the project's
-   LocalLLM is measured and named as such: a prefix (instructions + explanation) computed once, then 40 excerpt
-   suffixes of ~40 tokens prefilled in one batch, reading the last position's log-odds of " yes" vs " no".
+4. judging, prefill only, per neuron: the judging scorers' own excerpt sets and prompts (detection and fuzzing
+   over 20 activating and 20 silent excerpts) answered by LocalLLM.judge, as the judge stage runs them: the shared
+   prefix computed once, the rows prefilled in batches, yes/no log-probabilities read at the last position.
 
     python bench/gpu.py --device cuda --sizes full --out bench/results/gpu-h100.json   # on the GPU machine
     python bench/gpu.py --device cpu --sizes tiny                                      # the CPU demo
@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from autointerp.config import RecordSpec  # noqa: E402
+from autointerp.config import RecordSpec, ScoringSpec  # noqa: E402
 from autointerp.devices import describe_device, free_memory, resolve_device, synchronize  # noqa: E402
 from autointerp.explain import ExplainerInput  # noqa: E402
 from autointerp.explain.formats import REGISTRY as FORMATS  # noqa: E402
@@ -52,6 +52,7 @@ from autointerp.explain.llm import LLMExplainer, LLMExplainerOptions, usable  # 
 from autointerp.llm.local import LocalLLM, LocalOptions  # noqa: E402
 from autointerp.record.recorder import record_activations, recording_batch_size  # noqa: E402
 from autointerp.record.records import ActivationRecord  # noqa: E402
+from autointerp.score.judging import ANSWERS, Detection, Fuzzing, detection_set, fuzzing_set  # noqa: E402
 from autointerp.units.mlp import MLPNeurons  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -342,52 +343,45 @@ def explain_throughput(shape: str, config: Any, device: torch.device, tiny: bool
     return result, llm
 
 
-def judge_equivalent(llm: LocalLLM, device: torch.device, n_neurons: int, suffixes: int = 40,
-                     suffix_tokens: int = 40) -> dict[str, Any]:
-    """Per neuron: its prefix (instructions + explanation) computed once through LocalLLM's prefix cache, then
-    `suffixes` excerpts of ~`suffix_tokens` tokens, left padded, prefilled in one batch on top of it; the last
-    position's log p(" yes") - log p(" no") per excerpt."""
-    tokenizer = llm.tokenizer
-    yes, no = (tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ("yes", "no"))
+def judging(llm: LocalLLM, n_neurons: int, per_class: int = 20) -> dict[str, Any]:
+    """Per neuron, the project's judging path as the judge stage runs it: detection and fuzzing excerpt sets
+    (autointerp/score/judging.py) over `per_class` activating and `per_class` silent synthetic excerpts of 64
+    random words, their prompts (the scorers' instructions and examples, then explanation and excerpt), answered by
+    LocalLLM.judge: the shared prefix computed once, the rows prefilled in batches (sized by free memory on CUDA),
+    the log-probabilities of yes and no read at the last position, no decoding."""
     rng = np.random.default_rng(5)
-    vocab = [w for w in tokenizer.get_vocab() if w.isalpha() and not w.startswith("w")]
-    instructions = ("We are studying neurons in a neural network. Each neuron looks for some particular thing in a "
-                    "short document. Look at an explanation of what the neuron does, and decide whether the last "
-                    "token of the excerpt activates it. Answer yes or no. ") * 4
-    pad = tokenizer.pad_token_id
+    vocab = [w for w in llm.tokenizer.get_vocab() if w.isalpha() and not w.startswith("w")]
+    options = ScoringSpec(per_class=per_class)
 
-    def one(neuron: int) -> Any:
-        explanation = " ".join(vocab[i] for i in rng.integers(0, len(vocab), 12))
-        prefix_ids, cache = llm._prefix_cache(f"{instructions}\nExplanation: {explanation}\n")
-        tails = [tokenizer(" ".join(vocab[i] for i in rng.integers(0, len(vocab), suffix_tokens - 2)) + " Answer :",
-                           add_special_tokens=False)["input_ids"] for _ in range(suffixes)]
-        width, shared = max(len(t) for t in tails), len(prefix_ids)
-        batch_cache = copy.deepcopy(cache)
-        batch_cache.batch_repeat_interleave(len(tails))
-        input_ids = torch.tensor([[pad] * (width - len(t)) + t for t in tails], device=device)
-        mask = torch.tensor([[1] * shared + [0] * (width - len(t)) + [1] * len(t) for t in tails], device=device)
-        positions = torch.tensor([[shared] * (width - len(t)) + list(range(shared, shared + len(t))) for t in tails],
-                                 device=device)
-        with torch.inference_mode():
-            logits = llm.lm(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                            past_key_values=batch_cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
-        logprobs = torch.log_softmax(logits, dim=-1)
-        return (logprobs[:, yes] - logprobs[:, no]).cpu()
+    def records() -> list[ActivationRecord]:
+        out = []
+        for i in range(2 * per_class):
+            activations = [0.0] * 64
+            if i < per_class:
+                activations[int(rng.integers(20, 60))] = 5.0
+            out.append(ActivationRecord(tuple(" " + vocab[k] for k in rng.integers(0, len(vocab), 64)),
+                                        tuple(activations), i))
+        return out
 
-    one(-1)  # warm-up
-    synchronize(device)
+    def one() -> list[float]:
+        explanation = " ".join(vocab[k] for k in rng.integers(0, len(vocab), 12))
+        unit = records()
+        requests = [{"messages": scorer.messages(explanation, j.text), "answers": list(ANSWERS)}
+                    for scorer, judged in ((Detection, detection_set(unit, options)),
+                                           (Fuzzing, fuzzing_set(unit, options)))
+                    for j in judged]
+        return [float(a.response["yes"] - a.response["no"]) for a in llm.judge(requests)]
+
+    one()  # warm-up
     started = time.perf_counter()
-    for neuron in range(n_neurons):
-        log_odds = one(neuron)
-    synchronize(device)
+    for _ in range(n_neurons):
+        log_odds = one()
     per_neuron = (time.perf_counter() - started) / n_neurons
-    return {"what": "judging equivalent, not the judging scorer (not on this branch): LocalLLM prefix cache "
-                    "(instructions + explanation, computed once per neuron) + a batch of excerpt suffixes prefilled "
-                    "on top of it, last-position log-odds of ' yes' vs ' no'",
-            "neurons": n_neurons, "suffixes_per_neuron": suffixes, "suffix_tokens": suffix_tokens,
-            "prefix_tokens": len(llm._prefix[1]) if llm._prefix else None,
+    return {"what": "the judging scorers' path (detection + fuzzing sets and prompts, LocalLLM.judge): "
+                    f"{per_class} activating + {per_class} silent excerpts per neuron, 24-token windows",
+            "neurons": n_neurons, "judgements_per_neuron": len(log_odds),
             "seconds_per_neuron": round(per_neuron, 4), "neurons_per_hour": round(3600 / per_neuron),
-            "log_odds_finite": bool(torch.isfinite(log_odds).all())}
+            "log_odds_finite": bool(np.isfinite(log_odds).all())}
 
 
 # --- main ----------------------------------------------------------------------------------------------------------
@@ -435,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             part_started = time.perf_counter()
             result, llm = explain_throughput(shape, config, device, tiny, 8 if tiny else count, target)
             report["explain"].append(result)
-            report["judging"].append({"shape": result["shape"], **judge_equivalent(llm, device, 3 if tiny else 16)})
+            report["judging"].append({"shape": result["shape"], **judging(llm, 3 if tiny else 16)})
             drop(llm)
             print(f"explain+judge {shape}: {time.perf_counter() - part_started:.1f}s", file=sys.stderr, flush=True)
     report["seconds_total"] = round(time.perf_counter() - started, 1)

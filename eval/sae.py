@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eval.common import RESULTS, config_of, explain_records, explanation_scores, parser, record_neurons  # noqa: E402
 from eval.quality import bootstrap  # noqa: E402
-from autointerp.config import Config, ModelSpec, NeuronSelection, UnitsChoice  # noqa: E402
+from autointerp.config import Config, NeuronSelection, UnitsChoice  # noqa: E402
 from autointerp.plugins import NoOptions  # noqa: E402
 from autointerp.store import Store, queries  # noqa: E402
 from autointerp.units.sae import SAEOptions  # noqa: E402
@@ -40,7 +40,7 @@ from autointerp.units.sae import SAEOptions  # noqa: E402
 def with_units(config: Config, units: UnitsChoice, name: str) -> Config:
     """The config's first model alone, as `name`, with `units` (whatever units the config gives it)."""
     subject = config.models[0]
-    return replace(config, models=(ModelSpec(name, subject.source, subject.dtype, units),))
+    return replace(config, models=(replace(subject, name=name, units=units),))
 
 
 def scored(config: Config, layers: Sequence[int], store: Store) -> dict[str, Any]:

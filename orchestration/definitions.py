@@ -3,7 +3,8 @@
 import dagster as dg
 
 from assets.checks import explain_checks, record_checks
-from assets.explain import explanation_embeddings, explanations, judge_scores, scores, simulations
+from assets.explain import (explanation_embeddings, explanations, intruder_scores, judge_scores, scores,
+                            simulations)
 from assets.judge import trained_judge
 from assets.record import excerpts, record, unit_logits
 from assets.sae import sae_dictionary
@@ -18,7 +19,7 @@ from orchestration.sensors import build_sensor
 from resources import AutointerpSettings, DuckDBStore, LLMResource
 
 ASSETS = [subject_model, excerpts, record, unit_logits, explanations, simulations, scores, judge_scores,
-          explanation_embeddings, neuron_viewer, sae_dictionary, trained_judge]
+          explanation_embeddings, intruder_scores, neuron_viewer, sae_dictionary, trained_judge]
 CHECKS = [*record_checks, *explain_checks]
 
 

@@ -6,8 +6,9 @@ STAGES: dict[str, tuple[str, ...]] = {
     "record": ("activation_records", "neuron_stats", "unit_logits"),  # unit_logits: the weights' logit lens
     "explain": ("explanations",),
     "simulate": ("simulations",),
-    # the paper's score, the judges' (scoring.judges), the explanations embedded for search by meaning
-    "score": ("scores", "judge_scores", "explanation_embeddings"),
+    # the paper's score, the judges' (scoring.judges), the explanations embedded for search by meaning, and the
+    # explanation-free intruder score (it reads only the records, but asks the judge LLM like the others)
+    "score": ("scores", "judge_scores", "explanation_embeddings", "intruder_scores"),
 }
 # The stages that ask the LLM; they share one job, so a run over a layer range loads a local LLM once.
 LLM_STAGES = ("explain", "simulate", "score")

@@ -10,7 +10,9 @@ what only a real model shows (prompt formats, KV reuse, endpoint behaviour) use 
   line of the prompt's last neuron, else 0;
 - judge: a word-list judge. With marks (fuzzing): yes if every marked token is quoted in the explanation;
   without (detection): yes if a quoted token is a word of the text. "yes" gets log-probability -0.1 and "no" -3
-  (or the reverse), so the log-odds are +-2.9.
+  (or the reverse), so the log-odds are +-2.9. Asked for a number (intruder trials: numbered excerpts), it names
+  the excerpt whose marked tokens are the rarest among all the excerpts' marks (-0.1; the others -3; the first
+  such excerpt on a tie).
 """
 
 from __future__ import annotations
@@ -78,6 +80,9 @@ class ScriptedLLM(LLM):
         results = []
         for request in requests:
             prompt = request["messages"][-1]["content"]
+            if request["answers"] != ["yes", "no"]:
+                results.append(CallResult(_intruder(prompt, request["answers"])))
+                continue
             explanation, _, text = prompt.partition("\nText: ")
             quoted = {q.strip() for q in _QUOTED.findall(explanation)}
             marked = [t.strip() for t in _MARKED.findall(text)]
@@ -98,3 +103,12 @@ class ScriptedLLM(LLM):
                 values.append({"10": 1.0} if token in quoted else {"0": 1.0})
             results.append(CallResult(values))
         return results
+
+
+def _intruder(prompt: str, answers: Sequence[str]) -> dict[str, float]:
+    lines = [line.split(". ", 1)[1] for line in prompt.splitlines() if re.match(r"^\d+\. ", line)]
+    marks = [[t.strip() for t in _MARKED.findall(line)] for line in lines]
+    seen = Counter(t for m in marks for t in m)
+    commonness = [sum(seen[t] for t in m) / max(len(m), 1) for m in marks]
+    named = min(range(len(lines)), key=lambda i: (commonness[i], i))
+    return {a: -0.1 if i == named else -3.0 for i, a in enumerate(answers)}

@@ -400,4 +400,5 @@ def test_the_device_check_runs_end_to_end_at_tiny_sizes_on_the_cpu(tmp_path):
     assert explained["neurons"] == 8 and 0 < explained["generated_tokens"] <= 8 * 40
     assert explained["parsed_usable"] == 8 and explained["passed"] is None
     [judged] = report["judging"]
-    assert judged["log_odds_finite"] and judged["suffixes_per_neuron"] == 40 and "not the judging scorer" in judged["what"]
+    # detection: 20 + 20 excerpts; fuzzing: each activating excerpt marked right and wrong
+    assert judged["log_odds_finite"] and judged["judgements_per_neuron"] == 80 and "LocalLLM.judge" in judged["what"]

@@ -152,3 +152,32 @@ def test_the_judge_stage_lands_checked_auroc_rows_that_follow_from_its_judgement
     ScriptedLLM.calls.clear()
     assert run(instance, ["judge_scores"], "tiny-gpt2", layers=[1, 1]).success
     assert ScriptedLLM.calls == [] and store.query("SELECT count(*) AS n FROM judge_scores").n[0] == 4
+
+
+def test_the_intruder_asset_lands_checked_rows_for_the_selected_units_without_any_explanation(project, instance):
+    register_model(instance, "tiny-gpt2", 3)
+    assert run(instance, ["excerpts"], "tiny-gpt2").success
+    assert run(instance, ["activation_records", "neuron_stats"], "tiny-gpt2", layers=[1, 1]).success
+    ScriptedLLM.calls.clear()
+    result = run(instance, ["intruder_scores"], "tiny-gpt2", layers=[1, 1])  # nothing explained: none needed
+    assert result.success and all(check_results(result).values())
+    store = Store.from_home()
+    rows = store.query("SELECT * FROM intruder_scores ORDER BY neuron")
+    assert rows.neuron.tolist() == [0, 1] and set(rows.scorer) == {"intruder:scripted:rule"}
+    with store.connect() as con:
+        records = {r.neuron: r for r in load_neuron_records(con, "tiny-gpt2", rows.revision[0], 1)}
+    for row in rows.itertuples():
+        if row.reason is not None:
+            assert row.n_trials == 0 and (row.accuracy is None or np.isnan(row.accuracy))
+            continue
+        hits = sum(int(p) == int(i) for p, i in zip(row.picks, row.intruders))
+        assert row.accuracy == pytest.approx(hits / row.n_trials)
+        unit = records[row.neuron]
+        known = {r.excerpt_id for r in unit.top + unit.quantile + unit.random}
+        assert set(row.excerpt_ids) <= known and len(row.excerpt_ids) == row.n_trials * row.n_shown
+    assert ScriptedLLM.calls.count("judge") == int(rows.n_trials.sum())
+    shown = metadata(result, "intruder_scores")
+    assert shown["rows"] == 2 and shown["chance"] == pytest.approx(0.2)
+    ScriptedLLM.calls.clear()
+    assert run(instance, ["intruder_scores"], "tiny-gpt2", layers=[1, 1]).success
+    assert ScriptedLLM.calls == []  # cached

@@ -32,6 +32,15 @@ def test_status_reports_each_stage_and_staleness(project, tiny_gpt2, capsys):
     for row in judged.itertuples():  # the judges' mean AUROC of the layer (None: undefined), beside the simulation's
         assert model["layers"][1][f"mean_{row.kind}"] == (None if pd.isna(row.m) else round(float(row.m), 4))
     assert set(judged.kind) == {"detection", "fuzzing"} and model["layers"][0]["mean_detection"] is None
+    intruded = Store.from_home().query("SELECT avg(accuracy) AS m FROM intruder_scores WHERE layer = 1").m[0]
+    assert model["layers"][1]["mean_intruder"] == (None if pd.isna(intruded) else round(float(intruded), 4))
+    assert model["layers"][0]["mean_intruder"] is None
+    # the workbench's two other parts: explanations in the search index, output sides computed (layers explained)
+    counted = Store.from_home().query(
+        "SELECT l.layer, (SELECT count(DISTINCT neuron) FROM explanation_embeddings e WHERE e.layer = l.layer) AS s, "
+        "(SELECT count(*) FROM unit_logits u WHERE u.layer = l.layer) AS w FROM (VALUES (0), (1)) l(layer) ORDER BY 1")
+    assert [(r["searchable"], r["writes"]) for r in model["layers"]] == list(zip(counted.s, counted.w))
+    assert model["layers"][1]["searchable"] == 2 and model["layers"][1]["writes"] == 128
     assert not model["stale"] and model["stale_layers"] == []
     runs = {r["job"]: r for r in found["last_runs"]}
     assert runs["record_job"]["status"] == "SUCCESS" and runs["explain_job"]["status"] == "SUCCESS"

@@ -84,3 +84,25 @@ def test_an_unsupported_architecture_is_named(tmp_path):
                                      intermediate_size=32)).save_pretrained(tmp_path)
     with pytest.raises(UnsupportedArchitectureError, match="unsupported architecture 'gpt_neox'.*Llama family"):
         describe_model(resolve_source(str(tmp_path)))
+
+
+def test_a_subject_loads_once_per_revision_and_a_new_revision_loads_anew(tiny_gpt2, tmp_path):
+    """A record run's steps share the loaded model (no second dequantization); new weights are never served old."""
+    import torch
+
+    from autointerp.config import ModelSpec, UnitsChoice
+    from autointerp.plugins import NoOptions
+    from autointerp.subject import Subject
+    from tests.conftest import save_tiny_model
+
+    directory = save_tiny_model("gpt2", tmp_path / "m", seed=1)
+    spec = ModelSpec("m", str(directory), units=UnitsChoice("mlp", NoOptions()))
+    first = Subject.of(spec).load()
+    assert Subject.of(spec).load() is first  # a fresh Subject (another step), the same revision: the same model
+    save_tiny_model("gpt2", directory, seed=2)  # new weights in place: a new revision
+    second = Subject.of(spec).load()
+    assert second is not first
+    reference = load_model(resolve_source(str(directory)))  # independent: straight from the files
+    for (name, a), (_, b) in zip(second.state_dict().items(), reference.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert Subject.of(ModelSpec("m", str(directory), "bfloat16", units=spec.units)).load().dtype == torch.bfloat16  # key: dtype

@@ -487,3 +487,29 @@ def test_judge_scores_rank_explanations_and_show_on_every_page(recorded, tmp_pat
     by_simulation = Viewer(copy, rank_by=("simulation",)).render(f"/{MODEL}/neurons/1-0.html")
     assert re.search(r'<span class="explanation">(.*?)</span>', by_simulation.split('id="best-explanation"')[1],
                      re.S).group(1) == str(markupsafe.escape(EXPLAINED[1][2]))
+
+
+def test_the_intruder_score_shows_on_the_neuron_page_and_in_the_index(recorded, tmp_path):
+    copy = Store(tmp_path / "copy.duckdb")
+    shutil.copy(recorded.path, copy.path)
+    revision = queries.latest_revision(copy, MODEL)
+    from autointerp.store.schema import table
+
+    rows = [{"model": MODEL, "revision": revision, "layer": 1, "neuron": 0, "scorer": "intruder:test",
+             "accuracy": 0.75, "p_intruder": 0.625, "n_trials": 4, "n_shown": 5, "intruders": [0, 1, 2, 3],
+             "picks": [0, 1, 2, 4], "excerpt_ids": list(range(20)), "reason": None},
+            {"model": MODEL, "revision": revision, "layer": 1, "neuron": 1, "scorer": "intruder:test",
+             "accuracy": None, "p_intruder": None, "n_trials": 0, "n_shown": 5, "intruders": [], "picks": [],
+             "excerpt_ids": [], "reason": "no silent excerpt"}]
+    copy.replace([Replacement("intruder_scores", {"model": MODEL, "revision": revision, "layer": [1]},
+                              table("intruder_scores", rows=rows))])
+    viewer = Viewer(copy)
+    scored = re.search(r'<p id="intruder">(.*?)</p>', viewer.render(f"/{MODEL}/neurons/1-0.html"), re.S).group(1)
+    assert "<b>0.75</b> of 4 trials" in scored and "0.62" in scored
+    assert "no intruder trial" in viewer.render(f"/{MODEL}/neurons/1-1.html")
+    assert "not scored yet" in viewer.render(f"/{MODEL}/neurons/0-0.html")
+    index = viewer.render(f"/{MODEL}/index.html")
+    assert 'data-intruder="0.75"' in re.search(r'<tr data-layer="1" data-neuron="0".*?>', index, re.S).group(0)
+    static = build_site(copy, MODEL, tmp_path / "site", only_explained=False)  # the static site says the same
+    assert 'data-intruder="0.75"' in static.read_text() and "<b>0.75</b> of 4 trials" in (
+        tmp_path / "site" / "neurons" / "1-0.html").read_text()

@@ -294,6 +294,8 @@ def _check_scoring(s: ScoringSpec, where: str) -> None:
         raise ConfigError(f"{where}: window must be >= 0 and per_class positive")
     if not (0 < s.silent_below <= s.active_from <= 1 and 0 < s.mark_from <= 1):
         raise ConfigError(f"{where}: need 0 < silent_below <= active_from <= 1 and 0 < mark_from <= 1")
+    if s.intruder_trials < 0 or s.intruder_shown < 2:
+        raise ConfigError(f"{where}: intruder_trials must be >= 0 (0: no intruder score) and intruder_shown >= 2")
 
 
 EXECUTOR_KINDS = ("in_process", "celery")

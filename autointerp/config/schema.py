@@ -127,6 +127,10 @@ class ScoringSpec:
     active_from: float = 0.2  # an excerpt whose max reaches this fraction of the unit's max is activating
     silent_below: float = 0.1  # ... one whose max stays below this fraction is silent (in between: left out)
     mark_from: float = 0.4  # fuzzing marks the tokens from this fraction of the unit's max (the peak always)
+    # The intruder score (autointerp/score/intruder.py), judged by the same LLM: trials per unit (0: not run) and
+    # activating excerpts shown beside the one intruder in each
+    intruder_trials: int = 5
+    intruder_shown: int = 4
 
 
 @dataclass(frozen=True)

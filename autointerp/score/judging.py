@@ -69,11 +69,11 @@ def _mark(token: str) -> str:
     return f"{text[:len(text) - len(body)]}<<{body}>>" if body else text
 
 
-def _text(tokens: Sequence[str], marked: set[int] = frozenset()) -> str:  # type: ignore[assignment]
+def marked_text(tokens: Sequence[str], marked: set[int] = frozenset()) -> str:  # type: ignore[assignment]
     return "".join(_mark(t) if i in marked else escape_token(t) for i, t in enumerate(tokens)).strip()
 
 
-def _window(record: ActivationRecord, window: int, centre: int | None) -> range:
+def window_around(record: ActivationRecord, window: int, centre: int | None) -> range:
     """`window` tokens with `centre` three quarters of the way in (what leads up to a token decides whether it
     fires); the whole excerpt for window 0; a fixed place per excerpt, not chosen by activation, without a centre."""
     n = len(record.tokens)
@@ -86,11 +86,11 @@ def _window(record: ActivationRecord, window: int, centre: int | None) -> range:
     return range(start, start + window)
 
 
-def _peak(record: ActivationRecord) -> int:
+def peak(record: ActivationRecord) -> int:
     return max(range(len(record.activations)), key=lambda i: (record.activations[i], -i))
 
 
-def _lookalike(record: ActivationRecord, peak_tokens: set[str]) -> int | None:
+def lookalike(record: ActivationRecord, peak_tokens: set[str]) -> int | None:
     """Where a silent excerpt holds a token the unit fires on elsewhere: its window goes there, so that a token
     list is tested on the token in a context where the unit stays silent (a hard negative)."""
     return next((i for i, t in enumerate(record.tokens) if t.strip() and t.strip() in peak_tokens), None)
@@ -108,14 +108,14 @@ def classify(records: Sequence[ActivationRecord], options: ScoringSpec) -> tuple
 
 def detection_set(records: Sequence[ActivationRecord], options: ScoringSpec) -> list[Judgement]:
     active, silent = classify(records, options)
-    peak_tokens = {records[i].tokens[_peak(records[i])].strip() for i in active}
+    peak_tokens = {records[i].tokens[peak(records[i])].strip() for i in active}
     out = []
     for label, indices in ((True, active), (False, silent)):
         for i in indices:
             r = records[i]
-            span = _window(r, options.window, _peak(r) if label else _lookalike(r, peak_tokens))
+            span = window_around(r, options.window, peak(r) if label else lookalike(r, peak_tokens))
             out.append(Judgement(r.excerpt_id if r.excerpt_id is not None else i, label,
-                                 _text([r.tokens[k] for k in span])))
+                                 marked_text([r.tokens[k] for k in span])))
     return out
 
 
@@ -125,7 +125,7 @@ def fuzzing_set(records: Sequence[ActivationRecord], options: ScoringSpec, seed:
     out = []
     for n, i in enumerate(active):
         r = records[i]
-        span = list(_window(r, options.window, _peak(r)))
+        span = list(window_around(r, options.window, peak(r)))
         acts = [r.activations[k] for k in span]
         threshold = min(options.mark_from * top, max(acts))
         right = {j for j, a in enumerate(acts) if a >= threshold}
@@ -140,7 +140,7 @@ def fuzzing_set(records: Sequence[ActivationRecord], options: ScoringSpec, seed:
         wrong += rng.sample(rest, min(len(right) - len(wrong), len(rest)))
         tokens = [r.tokens[k] for k in span]
         ident = r.excerpt_id if r.excerpt_id is not None else i
-        out += [Judgement(ident, True, _text(tokens, right)), Judgement(ident, False, _text(tokens, set(wrong)))]
+        out += [Judgement(ident, True, marked_text(tokens, right)), Judgement(ident, False, marked_text(tokens, set(wrong)))]
     return out
 
 
@@ -175,9 +175,11 @@ class JudgeScorer(AsksLLM, Scorer):
     def judgements(self, records: Sequence[ActivationRecord]) -> list[Judgement]:
         raise NotImplementedError
 
-    def messages(self, explanation: str, text: str) -> list[dict[str, str]]:
-        messages = [{"role": "system", "content": self.system}]
-        for example, excerpt, answer in self.examples:
+    @classmethod
+    def messages(cls, explanation: str, text: str) -> list[dict[str, str]]:
+        """The judge's prompt for one excerpt (a class method: bench/gpu.py builds the requests without a store)."""
+        messages = [{"role": "system", "content": cls.system}]
+        for example, excerpt, answer in cls.examples:
             messages += [{"role": "user", "content": _question(example, excerpt)},
                          {"role": "assistant", "content": answer}]
         return messages + [{"role": "user", "content": _question(explanation, text)}]

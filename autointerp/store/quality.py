@@ -337,6 +337,31 @@ def check_judge_scores(con: duckdb.DuckDBPyConnection, scope: Scope) -> QualityR
     ])
 
 
+def check_intruder_scores(con: duckdb.DuckDBPyConnection, scope: Scope) -> QualityReport:
+    """Accuracy and the intruder's probability within [0, 1] (NULL only with a reason), the accuracy the one the
+    stored picks give, every pick and intruder a place shown, one row per unit and scorer."""
+    clause, params = scope.clause()
+    frame = con.execute(
+        f"""SELECT layer, neuron, scorer, accuracy, p_intruder, n_trials, n_shown,
+                  len(intruders) = n_trials AND len(picks) = n_trials
+                      AND len(excerpt_ids) = n_trials * n_shown AS aligned,
+                  len(list_filter(intruders || picks, lambda x: x < 0 OR x >= n_shown)) = 0 AS in_range,
+                  n_trials = 0 OR abs(accuracy - len(list_filter(list_zip(intruders, picks),
+                                                                 lambda x: x[1] = x[2])) / n_trials) < 1e-9
+                      AS accuracy_counted,
+                  (accuracy IS NULL) = (reason IS NOT NULL) AND (accuracy IS NULL) = (n_trials = 0) AS null_explained
+           FROM intruder_scores WHERE {clause}""", params).df()
+    e = _gxe()
+    return validate("intruder_scores", frame, [
+        e.ExpectColumnValuesToBeBetween(column="accuracy", min_value=0, max_value=1),
+        e.ExpectColumnValuesToBeBetween(column="p_intruder", min_value=0, max_value=1),
+        e.ExpectColumnValuesToBeBetween(column="n_shown", min_value=3),
+        *(e.ExpectColumnValuesToBeInSet(column=c, value_set=[True])
+          for c in ("aligned", "in_range", "accuracy_counted", "null_explained")),
+        e.ExpectCompoundColumnsToBeUnique(column_list=["layer", "neuron", "scorer"]),
+    ])
+
+
 def check_explanation_embeddings(con: duckdb.DuckDBPyConnection, scope: Scope) -> QualityReport:
     """Every embedding finite and of unit norm (search ranks by their dot product), one length per encoder, one
     row per explanation and encoder."""
@@ -396,6 +421,7 @@ SUITES: dict[str, Callable[..., QualityReport]] = {
     "simulations": check_simulations,
     "scores": check_scores,
     "judge_scores": check_judge_scores,
+    "intruder_scores": check_intruder_scores,
     "explanation_embeddings": check_explanation_embeddings,
     "unit_logits": check_unit_logits,
 }

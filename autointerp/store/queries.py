@@ -248,12 +248,16 @@ _BEST = """best AS (  -- each neuron's best-ranked explanation; unjudged: by sim
 
 
 def index_rows(store: Store, model: str, revision: str, rank_by: Sequence[str] = ("simulation",)) -> pd.DataFrame:
-    """One row per explained neuron: its best explanation (by `rank_by`) and scores, and its max activation."""
+    """One row per explained neuron: its best explanation (by `rank_by`) and scores, its max activation and its
+    intruder accuracy."""
     return store.query(f"""WITH {_JUDGED}, {_BEST.format(layer="", rank=rank_expression(rank_by))}
         SELECT b.layer, b.neuron, b.explanation, b.score, b.simulation, b.random_only, b.detection, b.fuzzing,
-               b.reason, st.max AS max_activation
+               b.reason, st.max AS max_activation, i.accuracy AS intruder
         FROM best b LEFT JOIN neuron_stats st ON st.model = $model AND st.revision = $revision
              AND st.layer = b.layer AND st.neuron = b.neuron
+        LEFT JOIN (SELECT layer, neuron, accuracy FROM intruder_scores WHERE model = $model AND revision = $revision
+                   QUALIFY row_number() OVER (PARTITION BY layer, neuron ORDER BY created_at DESC) = 1) i
+             ON i.layer = b.layer AND i.neuron = b.neuron
         ORDER BY b.layer, b.neuron""", {"model": model, "revision": revision})
 
 
@@ -276,6 +280,15 @@ def judge_scores(store: Store, model: str, revision: str, layers: Sequence[int] 
                                   balanced_accuracy
                            FROM judge_scores WHERE model = ? AND revision = ?{layer_filter}
                            ORDER BY layer, neuron, explainer, sample, kind""", [model, revision])
+
+
+def intruder_scores(store: Store, model: str, revision: str, layers: Sequence[int] | None = None) -> pd.DataFrame:
+    """(layer, neuron, intruder, p_intruder, n_trials): each unit's intruder accuracy (the latest scorer's)."""
+    layer_filter = f" AND layer IN {_in(layers)}" if layers is not None else ""
+    return store.query(f"""SELECT layer, neuron, accuracy AS intruder, p_intruder, n_trials
+                           FROM intruder_scores WHERE model = ? AND revision = ?{layer_filter}
+                           QUALIFY row_number() OVER (PARTITION BY layer, neuron ORDER BY created_at DESC) = 1
+                           ORDER BY layer, neuron""", [model, revision])
 
 
 # --- search by meaning and what units write --------------------------------------------------------------------

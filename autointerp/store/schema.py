@@ -47,6 +47,13 @@ TABLES: dict[str, pa.Schema] = {
         ("n_positive", pa.int32()), ("n_negative", pa.int32()), ("excerpt_ids", pa.list_(pa.int32())),
         ("labels", pa.list_(pa.bool_())), ("log_odds", pa.list_(pa.float32())), ("reason", pa.string()),
         ("created_at", pa.timestamp("us"))]),
+    # How interpretable a unit is without an explanation (autointerp/score/intruder.py): per trial, where the
+    # intruder was, which excerpt the judge named, and the excerpts shown in order (n_shown per trial).
+    "intruder_scores": pa.schema([
+        *_UNIT, ("scorer", pa.string()), ("accuracy", pa.float64()), ("p_intruder", pa.float64()),
+        ("n_trials", pa.int32()), ("n_shown", pa.int32()), ("intruders", pa.list_(pa.int16())),
+        ("picks", pa.list_(pa.int16())), ("excerpt_ids", pa.list_(pa.int32())), ("reason", pa.string()),
+        ("created_at", pa.timestamp("us"))]),
     # One row per chosen explanation and sentence encoder, for search by meaning (autointerp/search.py): the
     # normalised embedding, and the sha256 of the text it embeds, so only changed explanations are re-embedded.
     "explanation_embeddings": pa.schema([

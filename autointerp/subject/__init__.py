@@ -16,6 +16,8 @@ __all__ = ["ModelInfo", "ModelSource", "Subject", "describe_model", "file_hash",
            "model_config", "model_revision", "resolve_source"]
 
 
+_LAST_LOADED: dict[str, Any] = {}  # the subject model Subject.load gave last in this process, and its key
+
 @dataclass
 class Subject:
     """A configured model, resolved: where its files are and what its units are."""
@@ -51,7 +53,15 @@ class Subject:
         return resolve_device(self.spec.device, self.device_key)
 
     def load(self) -> Any:
-        return load_model(self.source, self.spec.dtype, self.device())
+        """The model, loaded once per process for its revision, dtype and device: a record run's steps (recording,
+        then unit_logits) each ask for it, and loading a GGUF subject dequantizes it again (44 s for SmolLM2-135M
+        on 2 cores). One model is kept, the last asked for, so memory holds at most one subject beyond what runs."""
+        device = self.device()
+        key = (self.source.location, self.source.gguf_file, self.revision, self.spec.dtype, str(device))
+        if _LAST_LOADED.get("key") != key:
+            _LAST_LOADED.clear()  # the previous model goes before the next loads
+            _LAST_LOADED.update(key=key, model=load_model(self.source, self.spec.dtype, device))
+        return _LAST_LOADED["model"]
 
     def tokenizer(self) -> Any:
         return load_tokenizer(self.source)

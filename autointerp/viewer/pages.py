@@ -78,6 +78,7 @@ class NeuronPage:
     top: list[ExcerptView] = field(default_factory=list)
     random: list[ExcerptView] = field(default_factory=list)
     writes: Writes | None = None  # None: the unit_logits asset has not run for this revision
+    intruder: dict[str, Any] | None = None  # the intruder_scores row (accuracy, p_intruder, n_trials); None: not run
 
     @property
     def best(self) -> dict[str, Any] | None:
@@ -113,7 +114,8 @@ def _excerpts(kind: str, records: Sequence[ActivationRecord], splits: dict[str, 
 
 
 def neuron_page(record: NeuronRecord, stats: dict[str, Any] | None, explanations: list[dict[str, Any]],
-                simulations: pd.DataFrame, writes: Writes | None = None) -> NeuronPage:
+                simulations: pd.DataFrame, writes: Writes | None = None,
+                intruder: dict[str, Any] | None = None) -> NeuronPage:
     """Everything one neuron page shows. Heat maps scale by the neuron's largest activation."""
     scale = (finite(stats["max"]) if stats else None) or max((r.max_activation for r in record.top), default=0.0)
     simulated: dict[tuple[str, int], list[tuple[str, list[float]]]] = {}
@@ -122,7 +124,7 @@ def neuron_page(record: NeuronRecord, stats: dict[str, Any] | None, explanations
         simulated.setdefault((row.kind, int(row.excerpt_id)), []).append((label, [float(v) for v in row.simulated]))
     # The peak: the argmax token of the rank-0 top record, the neuron's single strongest activation.
     peak = int(np.argmax(record.top[0].activations)) if record.top else None
-    page = NeuronPage(record.layer, record.neuron, stats, explanations, writes=writes)
+    page = NeuronPage(record.layer, record.neuron, stats, explanations, writes=writes, intruder=intruder)
     page.top = _excerpts("top", record.top, split_top(record.top), scale, simulated, peak)
     page.random = _excerpts("random", record.random, split_random(record.random), scale, simulated, None)
     return page

@@ -118,6 +118,7 @@ class Viewer:
         rows = [{"layer": int(r.layer), "neuron": int(r.neuron), "href": page_name(int(r.layer), int(r.neuron)),
                  "explanation": r.explanation, "score": finite(r.score), "random_only": finite(r.random_only),
                  "simulation": finite(r.simulation), "detection": finite(r.detection), "fuzzing": finite(r.fuzzing),
+                 "intruder": finite(r.intruder),
                  "reason": None if pd.isna(r.reason) else r.reason, "max_activation": finite(r.max_activation)}
                 for r in frame.itertuples()]
         scored = [r["score"] for r in rows if r["score"] is not None]

@@ -35,6 +35,9 @@ def layer_pages(store: Store, model: str, revision: str, layer: int, neurons: li
     explanations = explanation_rows(queries.explanation_scores(store, model, revision, layer, rank_by))
     sims = queries.simulations(store, model, revision, layer)
     by_neuron = dict(tuple(sims.groupby("neuron"))) if len(sims) else {}
+    intruded = {int(r["neuron"]): {"accuracy": finite(r["intruder"]), "p_intruder": finite(r["p_intruder"]),
+                                   "n_trials": int(r["n_trials"])}
+                for r in queries.intruder_scores(store, model, revision, [layer]).to_dict("records")}
     for lo in range(0, len(neurons), chunk):
         with store.connect() as con:
             records = load_neuron_records(con, model, revision, layer, neurons[lo:lo + chunk])
@@ -42,7 +45,7 @@ def layer_pages(store: Store, model: str, revision: str, layer: int, neurons: li
                   for row in queries.unit_logits(store, model, revision, layer, neurons[lo:lo + chunk]).itertuples()}
         for r in records:
             yield neuron_page(r, stats.get(r.neuron), explanations.get(r.neuron, []),
-                              by_neuron.get(r.neuron, sims.iloc[:0]), writes.get(r.neuron))
+                              by_neuron.get(r.neuron, sims.iloc[:0]), writes.get(r.neuron), intruded.get(r.neuron))
 
 
 # --- rendering ---------------------------------------------------------------------------------
@@ -66,6 +69,7 @@ def _index_row(page: NeuronPage) -> dict[str, Any]:
             "simulation": best["score_top_and_random"] if best else None,
             "detection": best["detection"] if best else None,
             "fuzzing": best["fuzzing"] if best else None,
+            "intruder": page.intruder["accuracy"] if page.intruder else None,
             "reason": best["reason"] if best else None,
             "random_only": best["score_random_only"] if best else None,
             "max_activation": finite(page.stats["max"]) if page.stats else

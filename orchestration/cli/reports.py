@@ -28,7 +28,7 @@ def print_summary(store: Store, model: str, layers: list[int], rows: int = 8) ->
 def explanation_table(store: Store, model: str, layers: list[int], rank_by: Sequence[str]) -> pd.DataFrame:
     """One row per scored explanation: the simulation score, the judges' AUROCs (columns named by scorer kind) and
     `rank`, the mean of the `rank_by` scorers' values (what best-of-n chose by; the simulation score where none
-    is defined)."""
+    is defined), and the unit's intruder accuracy (explanation-free) where it has one."""
     revision = queries.current_model(store, model)["revision"]
     frame = queries.scores(store, model, revision, layers).rename(columns={"score_top_and_random": "simulation"})
     judged = queries.judge_scores(store, model, revision, layers)
@@ -37,6 +37,9 @@ def explanation_table(store: Store, model: str, layers: list[int], rank_by: Sequ
         wide = judged.groupby(["layer", "neuron", "explainer", "sample", "kind"]).auroc.last().unstack("kind")
         wide = wide.reset_index()
         frame = frame.merge(wide, on=["layer", "neuron", "explainer", "sample"], how="outer")
+    intruded = queries.intruder_scores(store, model, revision, layers)
+    if len(intruded) and len(frame):  # a unit's score, whatever its explanation
+        frame = frame.merge(intruded[["layer", "neuron", "intruder"]], on=["layer", "neuron"], how="left")
     for kind in rank_by:
         if kind not in frame:
             frame[kind] = float("nan")
@@ -52,13 +55,14 @@ def print_scores(store: Store, model: str, layers: list[int], rank_by: Sequence[
     if frame.empty:
         print(f"\n{model}: nothing scored in layers {layers}")
         return
-    columns = [c for c in ("simulation", "detection", "fuzzing") if c in frame]
+    columns = [c for c in ("simulation", "detection", "fuzzing", "intruder") if c in frame]
     by_layer = frame.groupby("layer")[columns].mean()
     by_layer.insert(0, "neurons", frame.groupby("layer").size())
     ranking = " + ".join(rank_by)
     print(f"\nScores of {model} on held-out excerpts, mean by layer (docs/method.md s.7 and s.10): simulation = "
           "correlation of simulated with real activations; detection, fuzzing = AUROC of a judge's yes/no "
-          f"(0.5 is chance). Ranked by {ranking}.")
+          "(0.5 is chance); intruder = share of intruder trials the judge got right, without an explanation "
+          f"(chance 1/(shown+1)). Ranked by {ranking}.")
     print(by_layer.round(3).to_string())
     print(f"all: {len(frame)} explanations; " + ", ".join(
         f"{c} mean {frame[c].mean():.3f} (undefined {int(frame[c].isna().sum())})" for c in columns))

@@ -192,7 +192,8 @@ def _run_plans(plans: Sequence[Plan], stages: list[str], store: Store, config: C
             from autointerp.viewer.site import site_dir
 
             print(f"\nNeuron viewer: {(site_dir(p.model) / 'index.html').resolve()}\n"
-                  f"  serve it with: autointerp view --model {p.model}   (http://127.0.0.1:8000)")
+                  f"  serve it with: autointerp view --model {p.model}   (http://127.0.0.1:8000)\n"
+                  f"Search by meaning: autointerp search \"TEXT\" --model {p.model}")
 
 
 def reap_dead_runs(instance: Any) -> list[str]:

@@ -41,9 +41,11 @@ def collect(config: Config, store: Store, instance: Any, model: str | None = Non
 def _layer_row(r: Any) -> dict[str, Any]:
     return {"layer": int(r.layer), "recorded": int(r.recorded), "explained": int(r.explained),
             "simulated": int(r.simulated), "scored": int(r.scored),
+            # units whose explanation is in the search index, and whose output side (unit_logits) is computed
+            "searchable": int(r.searchable), "writes": int(r.writes),
             **{name: None if pd.isna(value) else round(float(value), 4)
                for name, value in (("mean_score", r.mean_score), ("mean_detection", r.mean_detection),
-                                   ("mean_fuzzing", r.mean_fuzzing))}}
+                                   ("mean_fuzzing", r.mean_fuzzing), ("mean_intruder", r.mean_intruder))}}
 
 
 def _current_revision(config: Config, name: str) -> tuple[str | None, str | None]:
@@ -130,10 +132,12 @@ def status(config: Config, model: str | None, as_json: bool) -> None:
 
 def layer_status(store: Store, model: str | None = None) -> pd.DataFrame:
     """Per (model, revision, layer) recorded or explained: neurons recorded, explained, simulated, scored, the
-    mean top-and-random score (over every explainer and simulator) and the judges' mean AUROCs."""
+    mean top-and-random score (over every explainer and simulator), the judges' mean AUROCs, the mean intruder
+    accuracy (explanation-free), and how many units are searchable by meaning and have their output side."""
     if not store.exists():
         return pd.DataFrame(columns=["model", "revision", "layer", "recorded", "explained", "simulated", "scored",
-                                     "mean_score", "mean_detection", "mean_fuzzing"])
+                                     "mean_score", "mean_detection", "mean_fuzzing", "mean_intruder", "searchable",
+                                     "writes"])
     where = "WHERE model = $model" if model else ""
     return store.query(f"""
         WITH recorded AS (SELECT model, revision, layer, count(*) AS recorded FROM neuron_stats {where} GROUP BY ALL),
@@ -146,13 +150,19 @@ def layer_status(store: Store, model: str | None = None) -> pd.DataFrame:
              judged AS (SELECT model, revision, layer,
                                avg(auroc) FILTER (WHERE scorer LIKE 'detection:%') AS mean_detection,
                                avg(auroc) FILTER (WHERE scorer LIKE 'fuzzing:%') AS mean_fuzzing
-                        FROM judge_scores {where} GROUP BY ALL)
+                        FROM judge_scores {where} GROUP BY ALL),
+             intruded AS (SELECT model, revision, layer, avg(accuracy) AS mean_intruder FROM intruder_scores {where}
+                          GROUP BY ALL),
+             embedded AS (SELECT model, revision, layer, count(DISTINCT neuron) AS searchable
+                          FROM explanation_embeddings {where} GROUP BY ALL),
+             writes AS (SELECT model, revision, layer, count(*) AS writes FROM unit_logits {where} GROUP BY ALL)
         SELECT model, revision, layer, coalesce(recorded, 0) AS recorded, coalesce(explained, 0) AS explained,
                coalesce(simulated, 0) AS simulated, coalesce(scored, 0) AS scored, mean_score, mean_detection,
-               mean_fuzzing
+               mean_fuzzing, mean_intruder, coalesce(searchable, 0) AS searchable, coalesce(writes, 0) AS writes
         FROM recorded FULL OUTER JOIN explained USING (model, revision, layer)
              FULL OUTER JOIN simulated USING (model, revision, layer) FULL OUTER JOIN scored USING (model, revision, layer)
-             FULL OUTER JOIN judged USING (model, revision, layer)
+             FULL OUTER JOIN judged USING (model, revision, layer) FULL OUTER JOIN intruded USING (model, revision, layer)
+             FULL OUTER JOIN embedded USING (model, revision, layer) FULL OUTER JOIN writes USING (model, revision, layer)
         ORDER BY model, revision, layer""", {"model": model} if model else None)
 
 

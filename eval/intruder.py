@@ -1,0 +1,196 @@
+"""How interpretable units are without an explanation: the intruder score of SAE latents against MLP neurons of
+the same layer (a script, not a test; docs/method.md s.12).
+
+Records the config's first model twice over its corpus, with its MLP neurons and with the latents of an SAE (as
+eval/sae.py does, whose recordings and store it shares), picks `--units` random units of each kind per layer and
+runs the intruder trials of the pipeline's stage on each (autointerp/score/intruder.py, the judge `--judge` or
+the config's `scoring.llm`). Beside the LLM judge, on the very same trials:
+
+- the simplest thing that could work, with no LLM: the sentence encoder (all-MiniLM-L6-v2) names the excerpt
+  least similar to the others (mean cosine);
+- a control that no judge should pass: "mixed" units, whose activating excerpts come from different units (the
+  k-th strongest excerpt of the k-th next unit, each scaled by its own unit's max), so the excerpts shown share
+  nothing but strength. A judge that beats chance there reads something other than a shared pattern.
+
+Each mean is the share of trials named right, averaged over units (units without a trial left out and counted),
+with a 95% bootstrap interval over units; chance is 1 / (shown + 1). The SAE-minus-MLP difference carries its own
+interval (units resampled on each side).
+
+    .venv/bin/python eval/intruder.py [--config autointerp-sae.yaml] [--layers 4] [--units 24] [--train]
+        [--judge embedded:qwen2.5-coder-0.5b-instruct]
+
+Writes eval/results/intruder.json, the histogram eval/results/intruder.png and prints a Markdown table (README,
+Evaluation).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from autointerp.config import Config, NeuronSelection, UnitsChoice  # noqa: E402
+from autointerp.llm import LoadedLLMs  # noqa: E402
+from autointerp.plugins import NoOptions  # noqa: E402
+from autointerp.record.records import ActivationRecord, NeuronRecord  # noqa: E402
+from autointerp.score.intruder import build_intruder, trials  # noqa: E402
+from autointerp.simulate.embedding import Encoder  # noqa: E402
+from autointerp.store import Store  # noqa: E402
+from autointerp.units.sae import SAEOptions  # noqa: E402
+from eval.common import RESULTS, config_of, local_llm, parser, record_neurons  # noqa: E402
+from eval.quality import bootstrap  # noqa: E402
+from eval.sae import difference_ci, with_units  # noqa: E402
+
+
+def scaled(record: ActivationRecord, by: float) -> ActivationRecord:
+    return ActivationRecord(record.tokens, tuple(a / by for a in record.activations), record.excerpt_id)
+
+
+def mixed_units(units: Sequence[NeuronRecord]) -> list[NeuronRecord]:
+    """Unit i's k-th activating excerpt is unit (i + k)'s k-th strongest, scaled to its own unit's max; its silent
+    excerpts stay its own. Every unit's max becomes 1, so strengths line up across the units mixed."""
+    units = [u for u in units if u.top and u.top[0].max_activation > 0]
+    tops = [[scaled(r, u.top[0].max_activation) for r in u.top] for u in units]
+    out = []
+    for i, unit in enumerate(units):
+        top = [tops[(i + k) % len(units)][k] for k in range(min(len(t) for t in tops))]
+        top.sort(key=lambda r: -r.max_activation)
+        own = unit.top[0].max_activation
+        out.append(NeuronRecord(unit.model, unit.revision, unit.layer, unit.neuron, top,
+                                [scaled(r, own) for r in unit.random], []))
+    return out
+
+
+def _plain(text: str) -> str:
+    return text.replace("<<", "").replace(">>", "")
+
+
+def embedding_picks(encoder: Encoder, planned: Sequence[Any]) -> list[int]:
+    """Per trial: the excerpt whose embedding is least similar, on average, to the others'."""
+    picks = []
+    for t in planned:
+        vectors = encoder.embed([_plain(x) for x in t.texts])
+        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        similarity = vectors @ vectors.T
+        mean_to_others = (similarity.sum(1) - 1) / (len(t.texts) - 1)
+        picks.append(int(np.argmin(mean_to_others)))
+    return picks
+
+
+def judged(units: Sequence[NeuronRecord], config: Config, store: Store, llms: LoadedLLMs,
+           encoder: Encoder) -> dict[str, Any]:
+    started = time.monotonic()
+    results = build_intruder(config, store, llms).score(units)
+    llm_seconds = time.monotonic() - started
+    llm_accuracy = [r.accuracy for r in results if r.accuracy is not None]
+    baseline = []
+    for unit in units:
+        planned = trials(unit, config.scoring, config.seed)
+        if planned:
+            picks = embedding_picks(encoder, planned)
+            baseline.append(sum(p == t.intruder for p, t in zip(picks, planned)) / len(planned))
+    return {"units": [[u.layer, u.neuron] for u in units], "llm": llm_accuracy,
+            "p_intruder": [r.p_intruder for r in results if r.p_intruder is not None],
+            "embedding": baseline, "without_trials": sum(r.accuracy is None for r in results),
+            "llm_seconds": round(llm_seconds, 1)}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    chance = result["chance"]
+    lines = [f"| units | n | LLM judge ({result['judge_name']}) | embedding outlier (no LLM) | trials/unit |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, r in result["kinds"].items():
+        cells = []
+        for key in ("llm", "embedding"):
+            values = np.asarray(r[key], dtype=float)
+            low, high = bootstrap(values) if len(values) else (float("nan"),) * 2
+            cells.append(f"{values.mean():.2f} ({low:.2f} to {high:.2f})" if len(values) else "-")
+        lines.append(f"| {name} | {len(r['llm'])} (+{r['without_trials']} without a trial) | {cells[0]} | {cells[1]} "
+                     f"| {result['trials']} |")
+    low, high = result["sae_minus_mlp_ci"]
+    lines.append(f"\nChance: {chance:.2f}. SAE latents minus MLP neurons (LLM judge): {result['sae_minus_mlp']:+.2f} "
+                 f"(95% CI {low:+.2f} to {high:+.2f}).")
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], out: Path) -> None:
+    """Per unit kind, the distribution of the LLM judge's intruder accuracy, with chance marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    trials = result["trials"]
+    bins = np.linspace(-0.5 / trials, 1 + 0.5 / trials, trials + 2)
+    values = [r["llm"] for r in result["kinds"].values()]
+    ax.hist(values, bins=bins, label=[f"{k} (mean {np.mean(v):.2f})" for k, v in zip(result["kinds"], values)])
+    ax.axvline(result["chance"], color="black", linestyle="--", linewidth=1, label=f"chance {result['chance']:.2f}")
+    ax.set_xlabel(f"intruder accuracy per unit ({trials} trials, judge {result['judge_name']})")
+    ax.set_ylabel("units")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    args_parser = parser(__doc__)
+    args_parser.add_argument("--layers", help="comma-separated (default: the layers of sae_training)")
+    args_parser.add_argument("--units", type=int, default=24, help="random units of each kind per layer")
+    args_parser.add_argument("--sae", type=Path, help="SAE directory (default: the config's sae_training.out)")
+    args_parser.add_argument("--train", action="store_true", help="train the demo SAE first if --sae has none")
+    args_parser.add_argument("--judge", help="a local model for the judge, e.g. embedded:qwen2.5-coder-0.5b-instruct "
+                                             "(default: the config's scoring.llm)")
+    args_parser.add_argument("--store", type=Path, default=Path("data/eval/sae.duckdb"))
+    args_parser.add_argument("--out", type=Path, default=RESULTS / "intruder.json")
+    args = args_parser.parse_args()
+    config = config_of(args)
+    layers = [int(x) for x in args.layers.split(",")] if args.layers else list(config.sae_training.layers)
+    config = replace(config, neurons=NeuronSelection(select="random", count=args.units, layers=tuple(layers)))
+    if args.judge:
+        config = replace(config, scoring=replace(config.scoring, llm=local_llm(args.judge, config.scoring.llm)))
+    sae_dir = (args.sae or config.base_dir / config.sae_training.out).resolve()
+    if args.train and not sae_dir.exists():
+        from autointerp.units.train import train_dictionaries
+
+        train_dictionaries(replace(config, sae_training=replace(config.sae_training, layers=tuple(layers))), print)
+    args.store.parent.mkdir(parents=True, exist_ok=True)
+    store = Store(args.store)
+    llms = LoadedLLMs()
+    encoder = Encoder.get(config.search.encoder, config.base_dir)
+    kinds: dict[str, Any] = {}
+    mlp_config = with_units(config, UnitsChoice("mlp", NoOptions()), "mlp-neurons")
+    sae_config = with_units(config, UnitsChoice("sae", SAEOptions(str(sae_dir), "saelens")), "sae-latents")
+    for name, unit_config in (("MLP neurons", mlp_config), ("SAE latents", sae_config)):
+        stages, _, units = record_neurons(unit_config, layers, store)
+        kinds[name] = judged(units, unit_config, store, llms, encoder)
+        print(name, json.dumps({k: float(np.mean(v)) for k, v in kinds[name].items()
+                                if k in ("llm", "embedding") and v}), flush=True)
+        if name == "MLP neurons":
+            control = mixed_units(units)
+    kinds["mixed (control)"] = judged(control, mlp_config, store, llms, encoder)
+    judge = build_intruder(config, store, llms).name  # its name: nothing is loaded
+    llms.close()
+    mlp, sae = kinds["MLP neurons"]["llm"], kinds["SAE latents"]["llm"]
+    result = {"subject": config.models[0].name, "layers": layers, "sae": str(sae_dir),
+              "judge_name": judge.split("/")[-1].split("@")[0], "judge": judge,
+              "trials": config.scoring.intruder_trials,
+              "shown": config.scoring.intruder_shown, "chance": 1 / (config.scoring.intruder_shown + 1),
+              "sae_minus_mlp": float(np.mean(sae) - np.mean(mlp)), "sae_minus_mlp_ci": difference_ci(sae, mlp),
+              "kinds": kinds}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    plot(result, args.out.with_suffix(".png"))
+    print("\n" + markdown(result))
+
+
+if __name__ == "__main__":
+    main()
