@@ -37,7 +37,7 @@ from autointerp.devices import describe_device
 from autointerp.record.recorder import expected_counts, record_activations, recording_batch_size
 from autointerp.record.tables import records_table, stats_table
 from autointerp.score import Scorer, ScoringItem, build_rankers, build_scorer, item_of, score_items
-from autointerp.score.intruder import IntruderScorer, build_intruder
+from autointerp.score.intruder import IntruderJudge, build_intruder
 from autointerp.score.scoring import score_simulations
 from autointerp.score.simulation import simulate_items
 from autointerp.simulate import Simulation, Simulator, build_simulator
@@ -121,7 +121,7 @@ class Stages:
         return build_rankers(self.config, self.store, self.llms)
 
     @cached_property
-    def intruder_scorer(self) -> IntruderScorer:
+    def intruder_scorer(self) -> IntruderJudge:
         return build_intruder(self.config, self.store, self.llms)
 
     @cached_property
@@ -355,7 +355,7 @@ class Stages:
 
     def intruder(self, model: str, layer: int) -> StageResult:
         """The intruder score of the layer's selected units (no explanation read): `scoring.intruder_trials`
-        trials each, judged by the scoring LLM; one transaction."""
+        trials each, judged by `scoring.intruder_judge`; one transaction."""
         scorer = self.intruder_scorer
         revision = queries.current_model(self.store, model)["revision"]
         records = self.neuron_records(model, revision, layer)

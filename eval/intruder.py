@@ -6,8 +6,8 @@ eval/sae.py does, whose recordings and store it shares), picks `--units` random 
 runs the intruder trials of the pipeline's stage on each (autointerp/score/intruder.py, the judge `--judge` or
 the config's `scoring.llm`). Beside the LLM judge, on the very same trials:
 
-- the simplest thing that could work, with no LLM: the sentence encoder (all-MiniLM-L6-v2) names the excerpt
-  least similar to the others (mean cosine);
+- the simplest thing that could work, with no LLM: the `embedding` judge (`scoring.intruder_judge: embedding`, the
+  search encoder all-MiniLM-L6-v2) names the excerpt least similar to the others (mean cosine);
 - a control that no judge should pass: "mixed" units, whose activating excerpts come from different units (the
   k-th strongest excerpt of the k-th next unit, each scaled by its own unit's max), so the excerpts shown share
   nothing but strength. A judge that beats chance there reads something other than a shared pattern.
@@ -40,8 +40,7 @@ from autointerp.config import Config, NeuronSelection, UnitsChoice  # noqa: E402
 from autointerp.llm import LoadedLLMs  # noqa: E402
 from autointerp.plugins import NoOptions  # noqa: E402
 from autointerp.record.records import ActivationRecord, NeuronRecord  # noqa: E402
-from autointerp.score.intruder import build_intruder, trials  # noqa: E402
-from autointerp.simulate.embedding import Encoder  # noqa: E402
+from autointerp.score.intruder import build_intruder  # noqa: E402
 from autointerp.store import Store  # noqa: E402
 from autointerp.units.sae import SAEOptions  # noqa: E402
 from eval.common import RESULTS, config_of, local_llm, parser, record_neurons  # noqa: E402
@@ -68,38 +67,16 @@ def mixed_units(units: Sequence[NeuronRecord]) -> list[NeuronRecord]:
     return out
 
 
-def _plain(text: str) -> str:
-    return text.replace("<<", "").replace(">>", "")
-
-
-def embedding_picks(encoder: Encoder, planned: Sequence[Any]) -> list[int]:
-    """Per trial: the excerpt whose embedding is least similar, on average, to the others'."""
-    picks = []
-    for t in planned:
-        vectors = encoder.embed([_plain(x) for x in t.texts])
-        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-        similarity = vectors @ vectors.T
-        mean_to_others = (similarity.sum(1) - 1) / (len(t.texts) - 1)
-        picks.append(int(np.argmin(mean_to_others)))
-    return picks
-
-
-def judged(units: Sequence[NeuronRecord], config: Config, store: Store, llms: LoadedLLMs,
-           encoder: Encoder) -> dict[str, Any]:
+def judged(units: Sequence[NeuronRecord], config: Config, store: Store, llms: LoadedLLMs) -> dict[str, Any]:
+    """Both judges on the same trials (the trials depend only on the units and the config)."""
     started = time.monotonic()
-    results = build_intruder(config, store, llms).score(units)
+    results = build_intruder(config, store, llms, "llm").score(units)
     llm_seconds = time.monotonic() - started
-    llm_accuracy = [r.accuracy for r in results if r.accuracy is not None]
-    baseline = []
-    for unit in units:
-        planned = trials(unit, config.scoring, config.seed)
-        if planned:
-            picks = embedding_picks(encoder, planned)
-            baseline.append(sum(p == t.intruder for p, t in zip(picks, planned)) / len(planned))
-    return {"units": [[u.layer, u.neuron] for u in units], "llm": llm_accuracy,
+    baseline = build_intruder(config, store, llms, "embedding").score(units)
+    return {"units": [[u.layer, u.neuron] for u in units], "llm": [r.accuracy for r in results if r.accuracy is not None],
             "p_intruder": [r.p_intruder for r in results if r.p_intruder is not None],
-            "embedding": baseline, "without_trials": sum(r.accuracy is None for r in results),
-            "llm_seconds": round(llm_seconds, 1)}
+            "embedding": [r.accuracy for r in baseline if r.accuracy is not None],
+            "without_trials": sum(r.accuracy is None for r in results), "llm_seconds": round(llm_seconds, 1)}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -115,27 +92,32 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {name} | {len(r['llm'])} (+{r['without_trials']} without a trial) | {cells[0]} | {cells[1]} "
                      f"| {result['trials']} |")
     low, high = result["sae_minus_mlp_ci"]
-    lines.append(f"\nChance: {chance:.2f}. SAE latents minus MLP neurons (LLM judge): {result['sae_minus_mlp']:+.2f} "
-                 f"(95% CI {low:+.2f} to {high:+.2f}).")
+    e_low, e_high = result["sae_minus_mlp_embedding_ci"]
+    lines.append(f"\nChance: {chance:.2f}. SAE latents minus MLP neurons: LLM judge {result['sae_minus_mlp']:+.2f} "
+                 f"(95% CI {low:+.2f} to {high:+.2f}); embedding judge {result['sae_minus_mlp_embedding']:+.2f} "
+                 f"(95% CI {e_low:+.2f} to {e_high:+.2f}).")
     return "\n".join(lines)
 
 
 def plot(result: dict[str, Any], out: Path) -> None:
-    """Per unit kind, the distribution of the LLM judge's intruder accuracy, with chance marked."""
+    """Per judge, the distribution of the units' intruder accuracy by unit kind, with chance marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.2))
     trials = result["trials"]
     bins = np.linspace(-0.5 / trials, 1 + 0.5 / trials, trials + 2)
-    values = [r["llm"] for r in result["kinds"].values()]
-    ax.hist(values, bins=bins, label=[f"{k} (mean {np.mean(v):.2f})" for k, v in zip(result["kinds"], values)])
-    ax.axvline(result["chance"], color="black", linestyle="--", linewidth=1, label=f"chance {result['chance']:.2f}")
-    ax.set_xlabel(f"intruder accuracy per unit ({trials} trials, judge {result['judge_name']})")
-    ax.set_ylabel("units")
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
+    for ax, (key, title) in zip(axes, (("llm", f"LLM judge ({result['judge_name'].split(':')[-1]})"),
+                                       ("embedding", "embedding judge (no LLM)"))):
+        values = [r[key] for r in result["kinds"].values()]
+        ax.hist(values, bins=bins, label=[f"{k} ({np.mean(v):.2f})" for k, v in zip(result["kinds"], values)])
+        ax.axvline(result["chance"], color="black", linestyle="--", linewidth=1, label=f"chance {result['chance']:.2f}")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(f"intruder accuracy per unit ({trials} trials)")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("units")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -165,26 +147,28 @@ def main() -> None:
     args.store.parent.mkdir(parents=True, exist_ok=True)
     store = Store(args.store)
     llms = LoadedLLMs()
-    encoder = Encoder.get(config.search.encoder, config.base_dir)
     kinds: dict[str, Any] = {}
     mlp_config = with_units(config, UnitsChoice("mlp", NoOptions()), "mlp-neurons")
     sae_config = with_units(config, UnitsChoice("sae", SAEOptions(str(sae_dir), "saelens")), "sae-latents")
     for name, unit_config in (("MLP neurons", mlp_config), ("SAE latents", sae_config)):
         stages, _, units = record_neurons(unit_config, layers, store)
-        kinds[name] = judged(units, unit_config, store, llms, encoder)
+        kinds[name] = judged(units, unit_config, store, llms)
         print(name, json.dumps({k: float(np.mean(v)) for k, v in kinds[name].items()
                                 if k in ("llm", "embedding") and v}), flush=True)
         if name == "MLP neurons":
             control = mixed_units(units)
-    kinds["mixed (control)"] = judged(control, mlp_config, store, llms, encoder)
-    judge = build_intruder(config, store, llms).name  # its name: nothing is loaded
+    kinds["mixed (control)"] = judged(control, mlp_config, store, llms)
+    judge = build_intruder(config, store, llms, "llm").name  # its name: nothing is loaded
     llms.close()
     mlp, sae = kinds["MLP neurons"]["llm"], kinds["SAE latents"]["llm"]
+    mlp_e, sae_e = kinds["MLP neurons"]["embedding"], kinds["SAE latents"]["embedding"]
     result = {"subject": config.models[0].name, "layers": layers, "sae": str(sae_dir),
               "judge_name": judge.split("/")[-1].split("@")[0], "judge": judge,
               "trials": config.scoring.intruder_trials,
               "shown": config.scoring.intruder_shown, "chance": 1 / (config.scoring.intruder_shown + 1),
               "sae_minus_mlp": float(np.mean(sae) - np.mean(mlp)), "sae_minus_mlp_ci": difference_ci(sae, mlp),
+              "sae_minus_mlp_embedding": float(np.mean(sae_e) - np.mean(mlp_e)),
+              "sae_minus_mlp_embedding_ci": difference_ci(sae_e, mlp_e),
               "kinds": kinds}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))

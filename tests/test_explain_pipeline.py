@@ -155,6 +155,11 @@ def test_the_judge_stage_lands_checked_auroc_rows_that_follow_from_its_judgement
 
 
 def test_the_intruder_asset_lands_checked_rows_for_the_selected_units_without_any_explanation(project, instance):
+    import yaml
+
+    raw = yaml.safe_load(project.read_text())  # a tiny model's units fire almost everywhere: a lower bar for
+    raw["scoring"] = {**raw.get("scoring", {}), "intruder_shown": 2, "active_from": 0.5, "silent_below": 0.5}
+    project.write_text(yaml.safe_dump(raw))  # activating and for silent, so that every unit gets trials
     register_model(instance, "tiny-gpt2", 3)
     assert run(instance, ["excerpts"], "tiny-gpt2").success
     assert run(instance, ["activation_records", "neuron_stats"], "tiny-gpt2", layers=[1, 1]).success
@@ -163,7 +168,8 @@ def test_the_intruder_asset_lands_checked_rows_for_the_selected_units_without_an
     assert result.success and all(check_results(result).values())
     store = Store.from_home()
     rows = store.query("SELECT * FROM intruder_scores ORDER BY neuron")
-    assert rows.neuron.tolist() == [0, 1] and set(rows.scorer) == {"intruder:scripted:rule"}
+    # the default judge is the search encoder: no LLM is asked
+    assert rows.neuron.tolist() == [0, 1] and set(rows.scorer) == {"intruder:embedding:embedded:all-minilm-l6-v2"}
     with store.connect() as con:
         records = {r.neuron: r for r in load_neuron_records(con, "tiny-gpt2", rows.revision[0], 1)}
     for row in rows.itertuples():
@@ -175,9 +181,9 @@ def test_the_intruder_asset_lands_checked_rows_for_the_selected_units_without_an
         unit = records[row.neuron]
         known = {r.excerpt_id for r in unit.top + unit.quantile + unit.random}
         assert set(row.excerpt_ids) <= known and len(row.excerpt_ids) == row.n_trials * row.n_shown
-    assert ScriptedLLM.calls.count("judge") == int(rows.n_trials.sum())
+    assert ScriptedLLM.calls == [] and (rows.n_trials > 0).any()
     shown = metadata(result, "intruder_scores")
-    assert shown["rows"] == 2 and shown["chance"] == pytest.approx(0.2)
-    ScriptedLLM.calls.clear()
+    assert shown["rows"] == 2 and shown["chance"] == pytest.approx(1 / 3)
     assert run(instance, ["intruder_scores"], "tiny-gpt2", layers=[1, 1]).success
-    assert ScriptedLLM.calls == []  # cached
+    again = store.query("SELECT * FROM intruder_scores ORDER BY neuron")  # idempotent: the same rows, replaced
+    assert again.picks.map(list).tolist() == rows.picks.map(list).tolist() and len(again) == 2

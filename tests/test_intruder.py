@@ -13,7 +13,8 @@ from autointerp.config import ScoringSpec
 from autointerp.errors import ValidationError
 from autointerp.llm import LoadedLLMs
 from autointerp.record.records import NeuronRecord
-from autointerp.score.intruder import IntruderScorer, activating, build_intruder, question, trials
+from autointerp.score.intruder import (EmbeddingIntruder, IntruderScorer, activating, build_intruder, question,
+                                       trials)
 from autointerp.store import Replacement, Store
 from autointerp.store.schema import table
 from tests.scripted_llm import ScriptedLLM
@@ -66,7 +67,7 @@ def test_a_unit_with_too_few_activating_or_no_silent_excerpts_gets_no_trial():
 
 
 def test_accuracy_and_the_intruders_probability_follow_the_judges_answers(tmp_path):
-    config = scripted_config(tmp_path)
+    config = scripted_config(tmp_path, intruder_judge="llm")
     scorer = build_intruder(config, Store(tmp_path / "s.duckdb"), LoadedLLMs())
     assert isinstance(scorer, IntruderScorer) and scorer.name == "intruder:scripted:rule"
     ScriptedLLM.calls.clear()
@@ -91,7 +92,7 @@ def test_accuracy_and_the_intruders_probability_follow_the_judges_answers(tmp_pa
 
 def test_the_stage_writes_a_checked_partition_and_a_bad_row_never_lands(tmp_path):
     store = Store(tmp_path / "s.duckdb")
-    config = scripted_config(tmp_path)
+    config = scripted_config(tmp_path, intruder_judge="llm")
     units = [cat_unit(neuron=0), scattered_unit(neuron=1)]
     scorer = build_intruder(config, store, LoadedLLMs())
     rows = []
@@ -112,6 +113,31 @@ def test_the_stage_writes_a_checked_partition_and_a_bad_row_never_lands(tmp_path
     with pytest.raises(ValidationError, match="in_range"):
         store.replace([Replacement("intruder_scores", where, table("intruder_scores", rows=out_of_range))])
     assert list(store.query("SELECT accuracy FROM intruder_scores ORDER BY neuron").accuracy) == list(stored.accuracy)
+
+
+def test_the_embedding_judge_names_the_excerpt_least_like_the_others_as_computed_by_hand(tmp_path):
+    import numpy as np
+
+    from autointerp.simulate.embedding import Encoder
+
+    config = scripted_config(tmp_path)  # the default judge: embedding, no LLM
+    judge = build_intruder(config, Store(tmp_path / "s.duckdb"), LoadedLLMs())
+    assert isinstance(judge, EmbeddingIntruder) and judge.name == f"intruder:embedding:{config.search.encoder}"
+    ScriptedLLM.calls.clear()
+    units = [cat_unit(), scattered_unit()]
+    results = judge.score(units)
+    assert ScriptedLLM.calls == [] and all(r.p_intruder is None for r in results)
+    encoder = Encoder.get(config.search.encoder, config.base_dir)
+    for unit, result in zip(units, results):
+        planned = trials(unit, config.scoring, config.seed)
+        for t, pick in zip(planned, result.picks):
+            # by hand: embed the unmarked texts, mean cosine to the other four, the lowest is named
+            v = encoder.embed([x.replace("<<", "").replace(">>", "") for x in t.texts])
+            v = v / np.linalg.norm(v, axis=1, keepdims=True)
+            mean_to_others = [(float(v[i] @ v.sum(0)) - 1) / 4 for i in range(5)]
+            assert pick == int(np.argmin(mean_to_others))
+    # the cat unit's activating excerpts are one sentence, its intruder another: named every time
+    assert results[0].accuracy == 1.0
 
 
 @pytest.mark.slow

@@ -296,6 +296,8 @@ def _check_scoring(s: ScoringSpec, where: str) -> None:
         raise ConfigError(f"{where}: need 0 < silent_below <= active_from <= 1 and 0 < mark_from <= 1")
     if s.intruder_trials < 0 or s.intruder_shown < 2:
         raise ConfigError(f"{where}: intruder_trials must be >= 0 (0: no intruder score) and intruder_shown >= 2")
+    if s.intruder_judge not in ("embedding", "llm"):
+        raise ConfigError(f"{where}.intruder_judge must be embedding or llm, not {s.intruder_judge!r}")
 
 
 EXECUTOR_KINDS = ("in_process", "celery")

@@ -131,6 +131,9 @@ class ScoringSpec:
     # activating excerpts shown beside the one intruder in each
     intruder_trials: int = 5
     intruder_shown: int = 4
+    # who names the intruder: `embedding` (the search encoder: the least similar excerpt; no LLM) or `llm` (the judge
+    # LLM above). Chosen by eval/intruder.py: the embedded LLMs fail its mixed-units control (README, Evaluation)
+    intruder_judge: str = "embedding"
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,11 @@ activating records sorted by their max) and one excerpt where it stays silent, i
 with the tokens where the unit fires marked <<like this>> (the intruder gets as many marks, on a token the unit
 fires on elsewhere if it holds one, else at seeded places, so the marks alone do not give it away). The judge
 names the excerpt that does not belong; its answer is read as the log-probability of each number from ONE
-forward pass (`LLM.judge`). A unit's score is the share of trials where the intruder is named (chance is
-1 / (shown + 1)), with the mean probability the judge gives the intruder beside it (a smoother estimate of the
-same thing). No explanation is read, so the score also tells which units an explainer has a chance on.
+forward pass (`LLM.judge`); or, with no LLM, the sentence encoder names the excerpt least similar to the others
+(measured the better judge with the embedded models: docs/method.md s.12). A unit's score is the share of trials
+where the intruder is named (chance is 1 / (shown + 1)), with the mean probability an LLM judge gives the intruder
+beside it (a smoother estimate of the same thing). No explanation is read, so the score also tells which units an
+explainer has a chance on.
 """
 
 from __future__ import annotations
@@ -118,8 +120,46 @@ def question(texts: Sequence[str]) -> str:
     return "\n".join(f"{i + 1}. {t}" for i, t in enumerate(texts)) + "\nWhich excerpt is the intruder?"
 
 
-class IntruderScorer(AsksLLM):
-    """Scores units, not explanations (so it is not a `Scorer`): the intruder stage, eval/intruder.py."""
+class IntruderJudge:
+    """Scores units, not explanations (so it is not a `Scorer`): the intruder stage and eval/intruder.py. A judge
+    gives each excerpt of a trial a value, higher = more likely the intruder; the unit's numbers follow."""
+
+    name: str
+    options: ScoringSpec
+    seed: int
+
+    def values(self, planned: Sequence[Trial]) -> list[list[float]]:
+        raise NotImplementedError
+
+    def probabilities(self, values: Sequence[float]) -> list[float] | None:
+        """The judge's probability of each excerpt being the intruder, where its values are log-probabilities."""
+        return None
+
+    def score(self, units: Sequence[NeuronRecord]) -> list[IntruderResult]:
+        """One result per unit; all the units' trials go to the judge together."""
+        planned = [trials(u, self.options, self.seed) for u in units]
+        judged = iter(self.values([t for ts in planned for t in ts]))
+        results = []
+        for ts in planned:
+            if not ts:
+                results.append(IntruderResult(None, None, "fewer activating excerpts than one trial shows, or no "
+                                                          "silent excerpt"))
+                continue
+            picks, chances = [], []
+            for t in ts:
+                values = next(judged)
+                picks.append(max(range(len(values)), key=lambda i: (values[i], -i)))
+                probabilities = self.probabilities(values)
+                chances.append(None if probabilities is None else probabilities[t.intruder])
+            hits = [p == t.intruder for p, t in zip(picks, ts)]
+            p_intruder = None if None in chances else sum(chances) / len(ts)  # type: ignore[arg-type]
+            results.append(IntruderResult(sum(hits) / len(ts), p_intruder, None, picks, [t.intruder for t in ts],
+                                          [list(t.excerpt_ids) for t in ts]))
+        return results
+
+
+class IntruderScorer(AsksLLM, IntruderJudge):
+    """The judge LLM names the intruder (`scoring.intruder_judge: llm`): the log-probability of each number."""
 
     def __init__(self, options: ScoringSpec, llm: Any, base_dir: Any, store: Any, llms: Any, seed: int = 0):
         super().__init__("intruder", llm, base_dir, store, llms)
@@ -131,35 +171,52 @@ class IntruderScorer(AsksLLM):
         return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question(example)},
                 {"role": "assistant", "content": str(answer + 1)}, {"role": "user", "content": question(texts)}]
 
-    def score(self, units: Sequence[NeuronRecord]) -> list[IntruderResult]:
-        """One result per unit; the units' trials go to the LLM together (cached like every call)."""
-        planned = [trials(u, self.options, self.seed) for u in units]
+    def values(self, planned: Sequence[Trial]) -> list[list[float]]:
         requests = [{"messages": self.messages(t.texts), "answers": [str(i + 1) for i in range(len(t.texts))]}
-                    for ts in planned for t in ts]
-        answers = iter(self.llm.judge(requests) if requests else [])
-        results = []
-        for ts in planned:
-            if not ts:
-                results.append(IntruderResult(None, None, "fewer activating excerpts than one trial shows, or no "
-                                                          "silent excerpt"))
-                continue
-            picks, probabilities = [], []
-            for t in ts:
-                logprobs = next(answers)
-                values = [logprobs[str(i + 1)] for i in range(len(t.texts))]
-                picks.append(max(range(len(values)), key=lambda i: (values[i], -i)))
-                best = max(values)
-                weights = [math.exp(v - best) for v in values]
-                probabilities.append(weights[t.intruder] / sum(weights))
-            hits = [p == t.intruder for p, t in zip(picks, ts)]
-            results.append(IntruderResult(sum(hits) / len(ts), sum(probabilities) / len(ts), None, picks,
-                                          [t.intruder for t in ts], [list(t.excerpt_ids) for t in ts]))
-        return results
+                    for t in planned]
+        answers = self.llm.judge(requests) if requests else []  # cached like every call
+        return [[a[str(i + 1)] for i in range(len(t.texts))] for a, t in zip(answers, planned)]
+
+    def probabilities(self, values: Sequence[float]) -> list[float]:
+        best = max(values)
+        weights = [math.exp(v - best) for v in values]
+        return [w / sum(weights) for w in weights]
 
 
-def build_intruder(config: Any, store: Any, llms: Any) -> IntruderScorer:
-    """The judge of `scoring.llm` (default: the explainer's LLM) as the intruder scorer."""
+class EmbeddingIntruder(IntruderJudge):
+    """No LLM (`scoring.intruder_judge: embedding`): the sentence encoder names the excerpt least similar to the
+    others (mean cosine of its embedding to theirs, the marks left out). No probability: p_intruder stays NULL."""
+
+    def __init__(self, options: ScoringSpec, search: Any, base_dir: Any, seed: int = 0):
+        self.options, self.seed, self.search, self.base_dir = options, seed, search, base_dir
+        self.name = f"intruder:embedding:{search.encoder}"  # naming it loads nothing
+
+    def values(self, planned: Sequence[Trial]) -> list[list[float]]:
+        import numpy as np
+
+        from autointerp.search import encoder_of
+
+        texts = [t.replace("<<", "").replace(">>", "") for trial in planned for t in trial.texts]
+        if not texts:
+            return []
+        vectors = encoder_of(self.search, self.base_dir).embed(texts)
+        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        out, at = [], 0
+        for trial in planned:
+            group = vectors[at:at + len(trial.texts)]
+            at += len(trial.texts)
+            similarity = group @ group.T
+            out.append([-float(x) for x in (similarity.sum(1) - 1) / (len(trial.texts) - 1)])
+        return out
+
+
+def build_intruder(config: Any, store: Any, llms: Any, judge: str | None = None) -> IntruderJudge:
+    """The intruder judge of `scoring.intruder_judge` (or `judge`): the sentence encoder of `search` (embedding), or
+    the LLM of `scoring.llm`, default the explainer's (llm)."""
     from autointerp.config import build_choice
 
+    judge = judge or config.scoring.intruder_judge
+    if judge == "embedding":
+        return EmbeddingIntruder(config.scoring, config.search, config.base_dir, config.seed)
     llm = config.scoring.llm or build_choice("llm", {}, "scoring.llm")
     return IntruderScorer(config.scoring, llm, config.base_dir, store, llms, config.seed)
