@@ -162,3 +162,23 @@ def test_the_judge_asset_trains_from_the_recorded_excerpts(project, tiny_encoder
     metadata = {k: v.value for k, v in event.materialization.metadata.items()}
     assert metadata["revision"] == judge_revision(project.parent / "judge")
     assert metadata["examples"] > 0 and 0 <= metadata["held_out_above_near_misses"] <= 1
+
+
+def test_a_rule_gets_the_same_excerpts_whichever_rules_are_ranked_with_it():
+    # A slow scorer ranks a sample of the rules; its numbers compare with the others' only on the same excerpts.
+    every = all_rules()
+    rules = [every["after_word/of"], every["word_is/the"]]
+    pool = [tuple(random.Random(i).choice(TEXT) for _ in range(16)) for i in range(200)]
+    seen: dict[str, list] = {}
+
+    def recording(rule_name: str):
+        def score(explanation, excerpts, truth):
+            seen.setdefault(rule_name, []).append(list(excerpts))
+            return 0.0
+        return score
+
+    rank_rules(recording("both"), rules, lambda r: {}, pool, random.Random(3))
+    rank_rules(recording("alone"), rules[1:], lambda r: {}, pool, random.Random(3))
+    # each rule is scored twice (true, token list); the second rule's excerpts are the same in both runs
+    assert seen["both"][2] == seen["alone"][0] and seen["both"][0] != seen["alone"][0]
+
