@@ -24,6 +24,7 @@ def trained_judge(context: dg.AssetExecutionContext, settings: AutointerpSetting
         "held_out_above_token_list": dg.MetadataValue.float(round(held["above_token_list"], 4)),
         "held_out": dg.MetadataValue.json(held),
         "examples": dg.MetadataValue.int(result.examples),
+        "paraphrases": dg.MetadataValue.int(result.paraphrases),
         "steps": dg.MetadataValue.int(result.steps),
         "minutes": dg.MetadataValue.float(round(result.seconds / 60, 2)),
         "path": dg.MetadataValue.path(str(result.directory)),

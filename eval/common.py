@@ -80,6 +80,19 @@ def local_llm(model: str, like: LLMChoice | None = None) -> LLMChoice:
     return LLMChoice("local", replace(options, model=model))
 
 
+def judged_by(config: Config, model: str | None = None, engine: str | None = None) -> Config:
+    """`config` with its judges (scoring.llm) running local `model` on `engine`; unset ones keep the config's.
+    The config's own judge is the 0.5B (the main job's time); the evaluations compare the 1.5B too."""
+    from autointerp.config import build_choice
+
+    scoring = config.scoring
+    if model is None and engine is None:
+        return config
+    llm = {"backend": "local", "model": model or getattr(scoring.llm.options, "model"),
+           **({"engine": engine} if engine else {})}
+    return replace(config, scoring=replace(scoring, llm=build_choice("llm", llm, "--llm")))
+
+
 def with_llm(choice: Choice, llm: LLMChoice) -> Choice:
     """An explainer's or simulator's choice with another LLM, its other options kept."""
     if not hasattr(choice.options, "llm"):

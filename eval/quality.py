@@ -8,6 +8,7 @@ an explanation that carries information scores higher on its own neuron. An unde
 is constant, e.g. no quoted token occurs) counts as 0. Means come with 95% bootstrap intervals over neurons.
 
     .venv/bin/python eval/quality.py [--config C] [--layers 2,4,8,14,20,24,28] [--neurons 12] [--pairs ...]
+        [--judge data/judge]  (adds the trained judge as the simulator `trained`, e.g. marked+trained)
 
 Results: eval/results/quality.json and a Markdown table (README, Evaluation). The store (recordings and the LLM
 call cache) is kept at --store, so a re-run only pays for what changed.
@@ -54,12 +55,14 @@ def explainers(llm: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-def simulators(llm: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def simulators(llm: dict[str, Any], judge: Path | None = None) -> dict[str, dict[str, Any]]:
+    """`trained` (the judge trained here, issue 22) where `judge` is its directory."""
     return {
         "token_match": {"kind": "token_match"},
         "embedding": {"kind": "embedding"},
         "combined": {"kind": "combined"},
         "all_at_once": {"kind": "all_at_once", "placeholder": "0", "llm": llm},
+        **({"trained": {"kind": "trained", "path": str(judge.resolve())}} if judge is not None else {}),
     }
 
 
@@ -154,6 +157,7 @@ def main() -> None:
     args_parser.add_argument("--neurons", type=int, default=12, help="random neurons per layer")
     args_parser.add_argument("--pairs", default=DEFAULT_PAIRS,
                              help="explainer+simulator[:N] (N: only the first N neurons), comma-separated")
+    args_parser.add_argument("--judge", type=Path, help="the trained judge's directory: adds the `trained` simulator")
     args_parser.add_argument("--store", type=Path, default=Path("data/eval/quality.duckdb"))
     args_parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
     args = args_parser.parse_args()
@@ -161,7 +165,7 @@ def main() -> None:
     config = config_of(args)
     config = replace(config, neurons=NeuronSelection(select="random", count=args.neurons, layers=tuple(layers)))
     llm = _raw_llm(config)
-    named_explainers, named_simulators = explainers(llm), simulators(llm)
+    named_explainers, named_simulators = explainers(llm), simulators(llm, args.judge)
     args.store.parent.mkdir(parents=True, exist_ok=True)
     store = Store(args.store)
     llms = LoadedLLMs()  # pairs that ask the same LLM share it
@@ -169,6 +173,11 @@ def main() -> None:
     _stages, revision, records = record_neurons(config, layers, store)
     print(f"recorded layers {layers} of {config.models[0].name} @ {revision}: {len(records)} neurons "
           f"in {time.monotonic() - started:.0f}s", flush=True)
+    for spec in args.pairs.split(","):
+        explainer_name, _, simulator_name = spec.partition(":")[0].partition("+")
+        if explainer_name not in named_explainers or simulator_name not in named_simulators:
+            args_parser.error(f"--pairs {spec}: known explainers {', '.join(named_explainers)}; simulators "
+                              f"{', '.join(named_simulators)} (`trained` needs --judge)")
     rows = []
     for spec in args.pairs.split(","):
         pair, _, subset = spec.partition(":")

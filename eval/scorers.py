@@ -35,7 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from autointerp.config import build_choice  # noqa: E402
 from autointerp.explain import ExplainerInput  # noqa: E402
 from autointerp.explain.top_tokens import TopTokens, TopTokensOptions  # noqa: E402
 from autointerp.llm import LoadedLLMs  # noqa: E402
@@ -43,7 +42,7 @@ from autointerp.record.records import ActivationRecord, NeuronRecord  # noqa: E4
 from autointerp.score import build_scorer, item_of, score_items  # noqa: E402
 from autointerp.store import Store  # noqa: E402
 from autointerp.subject import Subject  # noqa: E402
-from eval.common import RESULTS, config_of  # noqa: E402
+from eval.common import RESULTS, config_of, judged_by  # noqa: E402
 from eval.common import parser as make_parser  # noqa: E402
 from eval.planted import CONCEPTS, CONTEXTUAL, corpus_excerpts  # noqa: E402
 
@@ -96,12 +95,8 @@ def main() -> None:
     unknown = sorted(set(names) - set(CONCEPTS))
     if unknown:
         parser.error(f"--concepts: unknown {', '.join(unknown)}; known: {', '.join(CONCEPTS)}")
-    config = config_of(args)
+    config = judged_by(config_of(args), args.llm, args.engine)
     scoring = config.scoring
-    if args.llm or args.engine:
-        llm = {"backend": "local", "model": args.llm or getattr(scoring.llm.options, "model"),
-               **({"engine": args.engine} if args.engine else {})}
-        scoring = dataclasses.replace(scoring, llm=build_choice("llm", llm, "--llm"))
     if args.window is not None:
         scoring = dataclasses.replace(scoring, window=args.window)
     config = dataclasses.replace(config, scoring=scoring)

@@ -162,3 +162,93 @@ def test_the_judge_asset_trains_from_the_recorded_excerpts(project, tiny_encoder
     metadata = {k: v.value for k, v in event.materialization.metadata.items()}
     assert metadata["revision"] == judge_revision(project.parent / "judge")
     assert metadata["examples"] > 0 and 0 <= metadata["held_out_above_near_misses"] <= 1
+
+
+def test_a_rule_gets_the_same_excerpts_whichever_rules_are_ranked_with_it():
+    # A slow scorer ranks a sample of the rules; its numbers compare with the others' only on the same excerpts.
+    every = all_rules()
+    rules = [every["after_word/of"], every["word_is/the"]]
+    pool = [tuple(random.Random(i).choice(TEXT) for _ in range(16)) for i in range(200)]
+    seen: dict[str, list] = {}
+
+    def recording(rule_name: str):
+        def score(explanation, excerpts, truth):
+            seen.setdefault(rule_name, []).append(list(excerpts))
+            return 0.0
+        return score
+
+    rank_rules(recording("both"), rules, lambda r: {}, pool, random.Random(3))
+    rank_rules(recording("alone"), rules[1:], lambda r: {}, pool, random.Random(3))
+    # each rule is scored twice (true, token list); the second rule's excerpts are the same in both runs
+    assert seen["both"][2] == seen["alone"][0] and seen["both"][0] != seen["alone"][0]
+
+
+def test_a_paraphrase_is_kept_only_where_it_can_stand_for_the_phrasing():
+    from autointerp.judge.paraphrase import clean_paraphrase
+
+    original = 'the word right after "of"'
+    assert clean_paraphrase(original, ' Paraphrase: "any word that follows of"') == "any word that follows of"
+    assert clean_paraphrase(original, "the word after offer") is None  # "of" only inside another word
+    assert clean_paraphrase(original, "whichever word comes just after \"of\".\n") == 'whichever word comes just after "of"'
+    assert clean_paraphrase(original, "'the token following \"of\"'") == 'the token following "of"'
+    assert clean_paraphrase(original, "The word right after \"of\"!") is None  # the same words
+    assert clean_paraphrase(original, "") is None and clean_paraphrase(original, "   \n ") is None
+    assert clean_paraphrase(original, 'Sure! Here it is:\nthe word following "of"') is None  # two lines
+    assert clean_paraphrase(original, 'the word following "in"') is None  # another rule's word
+    assert clean_paraphrase(original, "the word following a preposition") is None  # drops the quoted word
+    assert clean_paraphrase(original, "the word following \"of\" " + "and so on " * 20) is None  # too long
+    assert clean_paraphrase("the token with", 'the word "with" wherever it occurs') == 'the word "with" wherever it occurs'
+
+
+def test_training_examples_include_the_paraphrases_and_evaluation_keeps_the_template():
+    from autointerp.judge.paraphrase import with_paraphrases
+
+    every = all_rules()
+    train, _ = split_rules(every)
+    rules = with_paraphrases(train[:5], {train[0].name: ("PARAPHRASE ONE",), train[1].name: ("PARAPHRASE TWO",)})
+    assert rules[0].phrasings[0] == train[0].phrasings[0] and rules[0].phrasings[-1] == "PARAPHRASE ONE"
+    assert rules[2].phrasings == train[2].phrasings
+    pool = [tuple(random.Random(i).choice(TEXT) for _ in range(16)) for i in range(200)]
+    examples = make_examples(rules, every, pool, 40, random.Random(0))
+    used = {(e.rule, e.explanation) for e in examples}
+    assert (train[0].name, "PARAPHRASE ONE") in used and (train[1].name, "PARAPHRASE TWO") in used
+
+
+@pytest.mark.slow  # a real (small) chat model: SmolLM2-135M from its package
+def test_a_local_llm_writes_checked_paraphrases_once(tmp_path):
+    from autointerp.judge.paraphrase import MAX_CHARS, paraphrase_rules
+    from autointerp.llm.base import CachedLLM
+    from autointerp.llm.cache import LLMCache
+    from autointerp.llm.local import LocalLLM, LocalOptions
+    from autointerp.store import Store
+    from conftest import SMOLLM2
+
+    every = all_rules()
+    rules = [every["after_word/of"], every["word_list/family"], every["suffix/able"]]
+    llm = LocalLLM(LocalOptions(model=SMOLLM2, dtype="float32"))
+    found = paraphrase_rules(rules, CachedLLM.of(llm, LLMCache(Store(tmp_path / "c.duckdb"))), 2)
+    assert found, "SmolLM2 wrote no usable paraphrase of 12 phrasings x 2 samples"
+    for name, kept in found.items():
+        assert all("\n" not in k and 0 < len(k) <= MAX_CHARS for k in kept)
+        assert not set(kept) & set(every[name].phrasings) and len(set(kept)) == len(kept)
+
+    def unloadable() -> LocalLLM:
+        raise AssertionError("the model was loaded although every request was cached")
+
+    again = paraphrase_rules(rules, CachedLLM("local", llm.model, unloadable, LLMCache(Store(tmp_path / "c.duckdb"))), 2)
+    assert again == found
+
+
+def test_paraphrases_are_off_by_default_written_by_the_explainers_llm_and_bounded(tmp_path):
+    from autointerp.config.parse import parse_config
+    from autointerp.errors import ConfigError
+
+    raw = {"models": [{"name": "m", "source": "gpt2"}],
+           "explainer": {"kind": "llm", "llm": {"backend": "local", "model": "embedded:qwen2.5-coder-0.5b-instruct"}}}
+    spec = parse_config(raw, tmp_path / "c.yaml").judge_training
+    assert spec.paraphrases == 0 and spec.llm.options.model == "embedded:qwen2.5-coder-0.5b-instruct"
+    named = parse_config({**raw, "judge_training": {"paraphrases": 2, "llm": {"backend": "local", "model": "x.gguf"}}},
+                         tmp_path / "c.yaml").judge_training
+    assert named.paraphrases == 2 and named.llm.options.model == "x.gguf"
+    with pytest.raises(ConfigError, match="paraphrases 0 to 4"):
+        parse_config({**raw, "judge_training": {"paraphrases": 9}}, tmp_path / "c.yaml")

@@ -97,6 +97,7 @@ def parse_config(raw: Any, path: Path, registered: list[dict] | None = None) -> 
     if duplicated:
         raise ConfigError(f"{path}: model names must be unique (configured and registered with `autointerp models "
                           f"add`); repeated: {', '.join(duplicated)}")
+    judge_raw = raw.pop("judge_training", {}) or {}
     sections = {
         "corpus": build(CorpusSpec, raw.pop("corpus", {}), f"{path}: corpus"),
         "records": build(RecordSpec, raw.pop("records", {}), f"{path}: records"),
@@ -110,12 +111,14 @@ def parse_config(raw: Any, path: Path, registered: list[dict] | None = None) -> 
         "scoring": _scoring(raw.pop("scoring", {}), f"{path}: scoring"),
         "executor": _executor(raw.pop("executor", {}), f"{path}: executor"),
         "store": store_section(raw.pop("store", {}), path),
-        "judge_training": build(JudgeTrainSpec, raw.pop("judge_training", {}), f"{path}: judge_training"),
+        "judge_training": build(JudgeTrainSpec, judge_raw, f"{path}: judge_training"),
     }
     top = build(_TopLevel, raw, f"{path}")
+    explainer_llm = getattr(sections["explainer"].options, "llm", None) or build_choice("llm", {}, f"{path}: scoring")
     if sections["scoring"].llm is None:  # the judge is the explainer's LLM unless the config names one
-        explainer_llm = getattr(sections["explainer"].options, "llm", None) or build_choice("llm", {}, f"{path}: scoring")
         sections["scoring"] = dataclasses.replace(sections["scoring"], llm=explainer_llm)
+    if not (isinstance(judge_raw, dict) and judge_raw.get("llm")):  # the paraphrases' writer too
+        sections["judge_training"] = dataclasses.replace(sections["judge_training"], llm=explainer_llm)
     config = Config(models=models, seed=top.seed, path=path.resolve(), **sections)
     _check_values(config)
     return config
@@ -260,9 +263,9 @@ def _check_values(config: Config) -> None:
     if judge.model and judge.model not in [m.name for m in config.models]:
         raise ConfigError(f"{where}: judge_training.model '{judge.model}' is not a configured model")
     if min(judge.window, judge.examples_per_rule, judge.epochs, judge.batch_size) < 1 or judge.lr <= 0 \
-            or judge.max_minutes <= 0:
+            or judge.max_minutes <= 0 or not 0 <= judge.paraphrases <= 4:
         raise ConfigError(f"{where}: judge_training: window, examples_per_rule, epochs, batch_size, lr and "
-                          "max_minutes must be positive")
+                          "max_minutes must be positive, paraphrases 0 to 4")
     for m in config.models:
         if m.dtype not in ("float32", "bfloat16", "float16"):
             raise ConfigError(f"{where}: model '{m.name}': dtype must be float32, bfloat16 or float16")

@@ -171,6 +171,8 @@ class JudgeTrainSpec:
     lr: float = 5e-5
     seed: int = 0
     max_minutes: float = 30.0  # training stops here (README, Cost)
+    paraphrases: int = 0  # LLM-written paraphrases per rule phrasing (autointerp/judge/paraphrase.py); 0: templates only
+    llm: LLMChoice = None  # type: ignore[assignment]  # who writes them; default: the explainer's LLM
 
 
 @dataclass(frozen=True)

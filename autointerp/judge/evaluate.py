@@ -97,12 +97,15 @@ def near_miss_rules(every: dict[str, Rule]) -> Callable[[Rule], dict[str, str]]:
 
 def rank_rules(score: Score, rules: Sequence[Rule], near_misses: Callable[[Rule], dict[str, str]],
                pool: Sequence[Sequence[str]], rng: random.Random, min_firing: int = 3) -> Rankings:
-    """Rules that fire in fewer than `min_firing` test excerpts are left out (nothing to rank on)."""
+    """Rules that fire in fewer than `min_firing` test excerpts are left out (nothing to rank on). Each rule's
+    excerpts are drawn with its own generator (from one draw of `rng` and its name), so a subset of the rules, as
+    a slow scorer gets, sees the same excerpts as the whole set."""
     from autointerp.judge.train import token_list_decoy
 
     out = Rankings()
+    base = rng.getrandbits(32)
     for rule in rules:
-        excerpts, truth = test_set(rule, pool, rng)
+        excerpts, truth = test_set(rule, pool, random.Random(f"{base}/{rule.name}"))
         if sum(any(t) for t in truth) < min_firing:
             continue
         decoy = token_list_decoy(rule, pool)

@@ -57,6 +57,7 @@ class TrainResult:
     valid: dict[str, float]
     held_out: dict[str, Any]
     history: list[float] = field(default_factory=list)
+    paraphrases: int = 0  # LLM-written phrasings among the training rules'
 
 
 def crops(excerpts: Sequence[Excerpt], window: int) -> list[Excerpt]:
@@ -103,12 +104,15 @@ def token_list_decoy(rule: Rule, pool: Sequence[Excerpt], n: int = 4) -> str:
 
 
 def train_judge(excerpts: Sequence[tuple[int, Excerpt]], encoder_dir: str | Path, out: Path,
-                options: TrainOptions = TrainOptions(), log: Callable[[str], None] = print) -> TrainResult:
+                options: TrainOptions = TrainOptions(), log: Callable[[str], None] = print,
+                paraphrases: dict[str, tuple[str, ...]] | None = None) -> TrainResult:
     """Train on the training families' rules over the training excerpts; validate on the valid excerpts; measure
-    the held-out families on the test excerpts; save to `out`."""
+    the held-out families on the test excerpts; save to `out`. `paraphrases` (paraphrase.py, by rule name) join
+    the training rules' phrasings."""
     import torch
 
     from autointerp.judge.evaluate import by_correlation, near_miss_rules, pooled_correlation, rank_rules
+    from autointerp.judge.paraphrase import with_paraphrases
     from autointerp.judge.model import new_judge, predict, save_judge
 
     if options.threads:
@@ -118,6 +122,7 @@ def train_judge(excerpts: Sequence[tuple[int, Excerpt]], encoder_dir: str | Path
     started = time.monotonic()
     every = all_rules()
     train_rules, held_out = split_rules(every)
+    train_rules = with_paraphrases(train_rules, paraphrases or {})
     parts = split_excerpts(excerpts)
     pools = {name: crops(part, options.window) for name, part in parts.items()}
     if min(len(p) for p in pools.values()) < 4:
@@ -137,14 +142,15 @@ def train_judge(excerpts: Sequence[tuple[int, Excerpt]], encoder_dir: str | Path
                       crops(parts["test"], 64), rng)
     seconds = time.monotonic() - started
     info = {"rules": {"train": [r.name for r in train_rules], "held_out": [r.name for r in held_out]},
-            "options": options.__dict__, "examples": len(examples), "steps": step, "seconds": round(seconds, 1),
+            "options": options.__dict__, "paraphrases": sum(len(v) for v in (paraphrases or {}).values()),
+            "examples": len(examples), "steps": step, "seconds": round(seconds, 1),
             "train_loss": float(np.mean(history[-50:])), "valid": valid_metrics, "held_out": held.summary()}
     revision = save_judge(out, model, pairs, info)
     log(f"trained judge {revision}: valid correlation {valid_metrics['correlation']:.3f}; held-out families: "
         f"true above near-misses {held.summary()['above_near_misses']:.0%}, above the token list "
         f"{held.summary()['above_token_list']:.0%}; {seconds / 60:.1f} min")
     return TrainResult(revision, out, len(examples), step, seconds, info["train_loss"], valid_metrics,
-                       held.summary(), history)
+                       held.summary(), history, info["paraphrases"])
 
 
 def fit(model: Any, pairs: Any, examples: Sequence[Example], options: TrainOptions, rng: random.Random,
@@ -210,4 +216,28 @@ def train_configured_judge(config: Any, store: Any, log: Callable[[str], None] =
     options = TrainOptions(spec.window, spec.examples_per_rule, spec.epochs, spec.batch_size, spec.lr, spec.seed,
                            spec.max_minutes)
     return train_judge([(int(i), tuple(t)) for i, t in zip(rows.excerpt_id, rows.tokens)],
-                       locate_encoder(spec.encoder, config.base_dir), (config.base_dir / spec.out).resolve(), options, log)
+                       locate_encoder(spec.encoder, config.base_dir), (config.base_dir / spec.out).resolve(), options, log,
+                       configured_paraphrases(config, store, log))
+
+
+def configured_paraphrases(config: Any, store: Any, log: Callable[[str], None] = print) -> dict[str, tuple[str, ...]]:
+    """`judge_training.paraphrases` per phrasing of every training rule, from `judge_training.llm` (default: the
+    explainer's) through the store's LLM cache; none when 0."""
+    from autointerp.judge.paraphrase import paraphrase_rules
+    from autointerp.llm import LoadedLLMs, cached_llm
+
+    spec = config.judge_training
+    if not spec.paraphrases:
+        return {}
+    train_rules, _ = split_rules(all_rules())
+    llms = LoadedLLMs()
+    try:
+        llm = cached_llm(spec.llm, config.base_dir, store, llms)
+        started = time.monotonic()
+        found = paraphrase_rules(train_rules, llm, spec.paraphrases, spec.seed)
+    finally:
+        llms.close()
+    asked = spec.paraphrases * sum(len(r.phrasings) for r in train_rules)
+    log(f"trained judge: {sum(map(len, found.values())):,} of {asked:,} paraphrases kept ({llm.name}, "
+        f"{time.monotonic() - started:.0f} s)")
+    return found
