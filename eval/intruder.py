@@ -36,16 +36,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autointerp.config import Config, NeuronSelection, UnitsChoice  # noqa: E402
+from autointerp.config import Config  # noqa: E402
 from autointerp.llm import LoadedLLMs  # noqa: E402
-from autointerp.plugins import NoOptions  # noqa: E402
 from autointerp.record.records import ActivationRecord, NeuronRecord  # noqa: E402
 from autointerp.score.intruder import build_intruder  # noqa: E402
 from autointerp.store import Store  # noqa: E402
-from autointerp.units.sae import SAEOptions  # noqa: E402
 from eval.common import RESULTS, config_of, local_llm, parser, record_neurons  # noqa: E402
 from eval.quality import bootstrap  # noqa: E402
-from eval.sae import difference_ci, with_units  # noqa: E402
+from eval.sae import add_arguments, comparison, difference_ci  # noqa: E402
 
 
 def scaled(record: ActivationRecord, by: float) -> ActivationRecord:
@@ -125,32 +123,20 @@ def plot(result: dict[str, Any], out: Path) -> None:
 
 def main() -> None:
     args_parser = parser(__doc__)
-    args_parser.add_argument("--layers", help="comma-separated (default: the layers of sae_training)")
-    args_parser.add_argument("--units", type=int, default=24, help="random units of each kind per layer")
-    args_parser.add_argument("--sae", type=Path, help="SAE directory (default: the config's sae_training.out)")
-    args_parser.add_argument("--train", action="store_true", help="train the demo SAE first if --sae has none")
+    add_arguments(args_parser, units=24)
     args_parser.add_argument("--judge", help="a local model for the judge, e.g. embedded:qwen2.5-coder-0.5b-instruct "
                                              "(default: the config's scoring.llm)")
-    args_parser.add_argument("--store", type=Path, default=Path("data/eval/sae.duckdb"))
     args_parser.add_argument("--out", type=Path, default=RESULTS / "intruder.json")
     args = args_parser.parse_args()
     config = config_of(args)
-    layers = [int(x) for x in args.layers.split(",")] if args.layers else list(config.sae_training.layers)
-    config = replace(config, neurons=NeuronSelection(select="random", count=args.units, layers=tuple(layers)))
     if args.judge:
         config = replace(config, scoring=replace(config.scoring, llm=local_llm(args.judge, config.scoring.llm)))
-    sae_dir = (args.sae or config.base_dir / config.sae_training.out).resolve()
-    if args.train and not sae_dir.exists():
-        from autointerp.units.train import train_dictionaries
-
-        train_dictionaries(replace(config, sae_training=replace(config.sae_training, layers=tuple(layers))), print)
-    args.store.parent.mkdir(parents=True, exist_ok=True)
-    store = Store(args.store)
+    both = comparison(args, config)
+    config, layers, sae_dir, store = both.config, both.layers, both.sae_dir, both.store
     llms = LoadedLLMs()
     kinds: dict[str, Any] = {}
-    mlp_config = with_units(config, UnitsChoice("mlp", NoOptions()), "mlp-neurons")
-    sae_config = with_units(config, UnitsChoice("sae", SAEOptions(str(sae_dir), "saelens")), "sae-latents")
-    for name, unit_config in (("MLP neurons", mlp_config), ("SAE latents", sae_config)):
+    mlp_config = both.mlp
+    for name, unit_config in (("MLP neurons", both.mlp), ("SAE latents", both.sae)):
         stages, _, units = record_neurons(unit_config, layers, store)
         kinds[name] = judged(units, unit_config, store, llms)
         print(name, json.dumps({k: float(np.mean(v)) for k, v in kinds[name].items()

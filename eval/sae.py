@@ -16,11 +16,12 @@ is kept at --store, so a re-run only pays for what changed.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -79,17 +80,31 @@ def markdown(rows: dict[str, dict[str, Any]], diff: tuple[float, float]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    args_parser = parser(__doc__)
-    args_parser.add_argument("--layers", help="comma-separated (default: the layers of sae_training)")
-    args_parser.add_argument("--units", type=int, default=12, help="random units of each kind per layer")
-    args_parser.add_argument("--sae", type=Path, help="SAE directory (default: the config's sae_training.out)")
-    args_parser.add_argument("--format", default="saelens", choices=["saelens", "sparsify"])
-    args_parser.add_argument("--train", action="store_true", help="train the demo SAE first if --sae has none")
-    args_parser.add_argument("--store", type=Path, default=Path("data/eval/sae.duckdb"))
-    args_parser.add_argument("--out", type=Path, default=RESULTS / "sae.json")
-    args = args_parser.parse_args()
-    config = config_of(args)
+def add_arguments(parsed: argparse.ArgumentParser, units: int) -> None:
+    """The options every SAE-vs-MLP comparison takes (this script, eval/intruder.py)."""
+    parsed.add_argument("--layers", help="comma-separated (default: the layers of sae_training)")
+    parsed.add_argument("--units", type=int, default=units, help="random units of each kind per layer")
+    parsed.add_argument("--sae", type=Path, help="SAE directory (default: the config's sae_training.out)")
+    parsed.add_argument("--format", default="saelens", choices=["saelens", "sparsify"])
+    parsed.add_argument("--train", action="store_true", help="train the demo SAE first if --sae has none")
+    parsed.add_argument("--store", type=Path, default=Path("data/eval/sae.duckdb"))
+
+
+@dataclass
+class Comparison:
+    """The same model twice, with its MLP neurons and with an SAE's latents, `--units` random units of each in
+    `layers`, recorded into one `store`."""
+
+    config: Config
+    layers: list[int]
+    sae_dir: Path
+    mlp: Config
+    sae: Config
+    store: Store
+
+
+def comparison(args: argparse.Namespace, config: Config) -> Comparison:
+    """The configs of both unit kinds from the parsed options (the SAE trained first with --train)."""
     layers = [int(x) for x in args.layers.split(",")] if args.layers else list(config.sae_training.layers)
     config = replace(config, neurons=NeuronSelection(select="random", count=args.units, layers=tuple(layers)))
     sae_dir = (args.sae or config.base_dir / config.sae_training.out).resolve()
@@ -98,11 +113,21 @@ def main() -> None:
 
         train_dictionaries(replace(config, sae_training=replace(config.sae_training, layers=tuple(layers))), print)
     args.store.parent.mkdir(parents=True, exist_ok=True)
-    store = Store(args.store)
-    neurons = scored(with_units(config, UnitsChoice("mlp", NoOptions()), "mlp-neurons"), layers, store)
+    return Comparison(config, layers, sae_dir, with_units(config, UnitsChoice("mlp", NoOptions()), "mlp-neurons"),
+                      with_units(config, UnitsChoice("sae", SAEOptions(str(sae_dir), args.format)), "sae-latents"),
+                      Store(args.store))
+
+
+def main() -> None:
+    args_parser = parser(__doc__)
+    add_arguments(args_parser, units=12)
+    args_parser.add_argument("--out", type=Path, default=RESULTS / "sae.json")
+    args = args_parser.parse_args()
+    both = comparison(args, config_of(args))
+    config, layers, sae_dir, store = both.config, both.layers, both.sae_dir, both.store
+    neurons = scored(both.mlp, layers, store)
     print(f"MLP neurons: {len(neurons['scores'])} scored in {neurons['seconds']:.0f}s", flush=True)
-    sae_config = with_units(config, UnitsChoice("sae", SAEOptions(str(sae_dir), args.format)), "sae-latents")
-    latents = scored(sae_config, layers, store)
+    latents = scored(both.sae, layers, store)
     print(f"SAE latents: {len(latents['scores'])} scored in {latents['seconds']:.0f}s", flush=True)
     rows = {"MLP neurons": neurons, "SAE latents": latents}
     diff = difference_ci(latents["scores"], neurons["scores"])
