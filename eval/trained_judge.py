@@ -84,7 +84,8 @@ def judge_scores(config: Any, store: Store, llms: LoadedLLMs) -> Score:
 
 def main() -> None:
     parser = make_parser(__doc__)
-    parser.add_argument("--judge", default="data/judge", help="the trained judge's directory")
+    parser.add_argument("--judge", default="data/judge", help="the trained judge's directory, or several to compare: "
+                        "LABEL=DIR,LABEL=DIR (e.g. judges trained with and without paraphrases)")
     parser.add_argument("--skip", type=int, default=4000, help="corpus excerpts left out (seen in training)")
     parser.add_argument("--excerpts", type=int, default=1500)
     parser.add_argument("--llm-judge", action="store_true", help="also an LLM judge (detection)")
@@ -106,15 +107,17 @@ def main() -> None:
     _, held_out = split_rules(every)
     planted, planted_near = planted_rules()
     llms = LoadedLLMs()
-    scorers = {"trained": simulator_scores(config, "trained", {"path": str(Path(args.judge).resolve())}, store, llms),
-               "combined": simulator_scores(config, "combined", {}, store, llms)}
+    judges = _judges(args.judge)
+    scorers = {name: simulator_scores(config, "trained", {"path": str(path.resolve())}, store, llms)
+               for name, path in judges.items()}
+    scorers["combined"] = simulator_scores(config, "combined", {}, store, llms)
     llm_name = None
     if args.llm_judge:
         judged = judged_by(config, args.llm or _explainer_model(config), args.engine)
         llm_name = f"detection ({getattr(judged.scoring.llm.options, 'model', '?')})"
         scorers[llm_name] = judge_scores(judged, store, llms)
     results: dict[str, Any] = {"skip": args.skip, "excerpts": len(texts), "judge": args.judge,
-                               "judge_revision": _revision(Path(args.judge)), "sets": {}}
+                               "judge_revision": {name: _revision(path) for name, path in judges.items()}, "sets": {}}
     sets = {"held-out families": (held_out, near_miss_rules(every)),
             PLANTED_SETS[0]: ([r for r in planted if r.family == "planted_contextual"], planted_near),
             PLANTED_SETS[1]: ([r for r in planted if r.family == "planted_word_list"], planted_near)}
@@ -130,7 +133,7 @@ def main() -> None:
             started = time.monotonic()
             ranked: Rankings = rank_rules(score, rules, near, texts, random.Random(config.seed))
             results["sets"][set_name][name] = {"summary": ranked.summary(), "seconds": round(time.monotonic() - started, 1),
-                                               "rules": [r.__dict__ for r in ranked.rules]}
+                                               "families": by_family(ranked), "rules": [r.__dict__ for r in ranked.rules]}
             print(set_name, name, json.dumps(ranked.summary()), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
@@ -138,6 +141,22 @@ def main() -> None:
 
 
 PLANTED_SETS = ("planted contextual", "planted word lists")
+
+
+def _judges(spec: str) -> dict[str, Path]:
+    """--judge DIR -> {"trained": DIR}; --judge a=DIR,b=DIR -> {"trained a": DIR, "trained b": DIR}."""
+    if "=" not in spec:
+        return {"trained": Path(spec)}
+    pairs = [item.split("=", 1) for item in spec.split(",")]
+    return {f"trained {label}": Path(path) for label, path in pairs}
+
+
+def by_family(ranked: Rankings) -> dict[str, dict[str, Any]]:
+    """The summary per rule family (the part of a rule's name before the slash)."""
+    families: dict[str, list] = {}
+    for rule in ranked.rules:
+        families.setdefault(rule.rule.split("/")[0], []).append(rule)
+    return {family: Rankings(rules).summary() for family, rules in sorted(families.items())}
 
 
 def _explainer_model(config: Any) -> str:

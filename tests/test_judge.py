@@ -4,6 +4,7 @@ trained through its Dagster asset."""
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -27,14 +28,16 @@ def test_rules_fire_where_a_hand_reading_says():
     fired = {name: [TEXT[i] for i, hit in enumerate(rules[name].labels(TEXT)) if hit] for name in (
         "after_word/of", "before_word/of", "word_is/the", "context/after_comma", "shape/capitalised", "shape/years",
         "context/in_parentheses", "position/first_word", "position/second_word", "suffix/ly", "context/repeated",
-        "context/name_continuation", "word_list/number_words", "position/last_word")}
+        "context/name_continuation", "word_list/number_words", "position/last_word", "context/before_comma",
+        "context/before_bracket", "context/before_number")}
     assert fired == {
         "after_word/of": [" the"], "before_word/of": [" cat"], "word_is/the": [" The", " the", " the"],
         "context/after_comma": [" said"], "shape/capitalised": [" John", " Smith"], "shape/years": [" 1998"],
         "context/in_parentheses": [" big"], "position/first_word": [" The", " Three"],
         "position/second_word": [" cat", " dogs"], "suffix/ly": [" quickly"], "context/repeated": [" the", " the", " house"],
         "context/name_continuation": [" Smith"], "word_list/number_words": [" Three"],
-        "position/last_word": [" 1998", " house"]}
+        "position/last_word": [" 1998", " house"], "context/before_comma": [" house"],
+        "context/before_bracket": [" dogs"], "context/before_number": [" in"]}
 
 
 def test_held_out_families_and_planted_rules_never_reach_training():
@@ -105,9 +108,13 @@ def test_a_trained_judge_is_saved_hash_checked_and_simulates(tiny_encoder, tmp_p
     rng = random.Random(1)
     excerpts = [(i, tuple(rng.choice(TEXT) for _ in range(64))) for i in range(300)]
     out = tmp_path / "judge"
+    paraphrased = {"word_is/the": ("every the in the text",)}
     result = train_judge(excerpts, tiny_encoder, out, TrainOptions(examples_per_rule=2, epochs=1, batch_size=32),
-                         log=lambda _: None)
+                         log=lambda _: None, paraphrases=paraphrased)
     assert result.revision == judge_revision(out) and result.steps >= 1
+    # What it was trained on is kept with it: the paraphrases too.
+    info = json.loads((out / "judge.json").read_text())
+    assert result.paraphrases == info["paraphrases"] == 1 and info["paraphrased"] == {"word_is/the": ["every the in the text"]}
     assert 0 <= result.held_out["above_near_misses"] <= 1 and result.held_out["rules"] > 0
     choice = build_choice("simulator", {"kind": "trained", "path": str(out)}, "simulator")
     simulator = build_simulator(choice, None, None, LoadedLLMs())
@@ -148,18 +155,17 @@ def _rule_of(explanation: str, every: dict) -> str:
 
 def test_the_judge_asset_trains_from_the_recorded_excerpts(project, tiny_encoder, capsys):
     from orchestration.cli import main
-    from orchestration.definitions import build_definitions, resources
+    from orchestration.cli.run import dagster_instance
 
     project.write_text(project.read_text() + f"judge_training: {{encoder: '{tiny_encoder}', examples_per_rule: 2, "
                                              "epochs: 1, out: judge}\n")
     assert main(["run", "--model", "tiny-gpt2", "--layers", "0", "--until", "record"]) == 0, capsys.readouterr().err
-    defs = build_definitions(resources(str(project)))
-    with dg.instance_for_test() as instance:
-        result = dg.materialize([defs.get_assets_def("trained_judge")], instance=instance,
-                                resources=resources(str(project)), selection=["trained_judge"])
-    assert result.success
-    [event] = result.get_asset_materialization_events()
-    metadata = {k: v.value for k, v in event.materialization.metadata.items()}
+    capsys.readouterr()
+    assert main(["train-judge"]) == 0, capsys.readouterr().err  # the command a user runs: the judge_job
+    out = capsys.readouterr().out
+    assert f"trained judge in {project.parent / 'judge'}" in out and "use it: simulator: {kind: trained" in out, out
+    event = dagster_instance().get_latest_materialization_event(dg.AssetKey("trained_judge"))
+    metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
     assert metadata["revision"] == judge_revision(project.parent / "judge")
     assert metadata["examples"] > 0 and 0 <= metadata["held_out_above_near_misses"] <= 1
 
@@ -184,7 +190,7 @@ def test_a_rule_gets_the_same_excerpts_whichever_rules_are_ranked_with_it():
 
 
 def test_a_paraphrase_is_kept_only_where_it_can_stand_for_the_phrasing():
-    from autointerp.judge.paraphrase import clean_paraphrase
+    from autointerp.judge.paraphrase import clean_paraphrase, relations, subject_words
 
     original = 'the word right after "of"'
     assert clean_paraphrase(original, ' Paraphrase: "any word that follows of"') == "any word that follows of"
@@ -198,6 +204,26 @@ def test_a_paraphrase_is_kept_only_where_it_can_stand_for_the_phrasing():
     assert clean_paraphrase(original, "the word following a preposition") is None  # drops the quoted word
     assert clean_paraphrase(original, "the word following \"of\" " + "and so on " * 20) is None  # too long
     assert clean_paraphrase("the token with", 'the word "with" wherever it occurs') == 'the word "with" wherever it occurs'
+    # The same relation: "preceded by X" is after X, "followed by X" before it; a quoted "after" is no relation.
+    assert relations('whatever word is preceded by "of"') == {"after"} == relations('words that follow "of"')
+    assert relations('whatever word is followed by "of"') == {"before"} == relations('the token just ahead of of')
+    assert relations('the word "after"') == set() and relations("the last word of a sentence, before the full stop") \
+        == {"end", "before"}
+    preceded = 'whatever word is preceded by "of"'
+    assert clean_paraphrase(preceded, 'any word that follows "of"') == 'any word that follows "of"'
+    assert clean_paraphrase(preceded, 'any word that comes directly before "of"') is None  # the relation flipped
+    assert clean_paraphrase('the word "after"', 'anything that follows "after"') is None  # a relation added
+    # The rule's subject, where the original names it (its first five letters: "capit" in "capitals").
+    subject = subject_words(all_rules()["after_word/of"])
+    assert subject == ("of",)
+    assert clean_paraphrase("the token that comes after the word of", "the token right after the word", subject) is None
+    assert clean_paraphrase("the token that comes after the word of", "the token following the word of", subject)
+    capitalised = subject_words(all_rules()["shape/capitalised"])
+    assert clean_paraphrase("capitalised words inside a sentence", "words with capitals, inside a sentence",
+                            capitalised) == "words with capitals, inside a sentence"
+    assert clean_paraphrase("capitalised words inside a sentence", "proper nouns inside a sentence", capitalised) is None
+    assert clean_paraphrase("names of people, places and organisations in the middle of a sentence",
+                            "people, places and organisations named mid-sentence", capitalised)  # names no subject
 
 
 def test_training_examples_include_the_paraphrases_and_evaluation_keeps_the_template():

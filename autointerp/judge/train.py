@@ -143,6 +143,7 @@ def train_judge(excerpts: Sequence[tuple[int, Excerpt]], encoder_dir: str | Path
     seconds = time.monotonic() - started
     info = {"rules": {"train": [r.name for r in train_rules], "held_out": [r.name for r in held_out]},
             "options": options.__dict__, "paraphrases": sum(len(v) for v in (paraphrases or {}).values()),
+            "paraphrased": {name: list(kept) for name, kept in sorted((paraphrases or {}).items())},
             "examples": len(examples), "steps": step, "seconds": round(seconds, 1),
             "train_loss": float(np.mean(history[-50:])), "valid": valid_metrics, "held_out": held.summary()}
     revision = save_judge(out, model, pairs, info)
@@ -234,7 +235,7 @@ def configured_paraphrases(config: Any, store: Any, log: Callable[[str], None] =
     try:
         llm = cached_llm(spec.llm, config.base_dir, store, llms)
         started = time.monotonic()
-        found = paraphrase_rules(train_rules, llm, spec.paraphrases, spec.seed)
+        found = paraphrase_rules(train_rules, llm, spec.paraphrases, spec.seed, log)
     finally:
         llms.close()
     asked = spec.paraphrases * sum(len(r.phrasings) for r in train_rules)

@@ -133,13 +133,13 @@ def train_sae(config: Config, command: str) -> None:
 def train_judge(config: Config, command: str) -> None:
     """`train-judge`: the trained judge (config `judge_training`) as the `judge_job`, after the excerpts of its model
     (tokenized once, kept in the store), so it shows in the Dagster UI with its training and held-out metrics."""
-    from orchestration.cli.run import _Runner
+    from orchestration.launch import JobLauncher
     from orchestration.definitions import build_definitions, resources
 
     name = config.judge_training.model or config.models[0].name
     instance = dagster_instance()
     register_model(instance, name, Subject.of(config.model(name), config.base_dir).info.n_layers)
-    materialize = _Runner(build_definitions(resources(str(config.path))), instance, command)
+    materialize = JobLauncher(build_definitions(resources(str(config.path))), instance, command)
     materialize(["excerpts"], partition_key=name)
     materialize(["trained_judge"])
     out = (config.base_dir / config.judge_training.out).resolve()
