@@ -283,13 +283,6 @@ def _context_rules() -> list[Rule]:
     def after_number(tokens: Sequence[str]) -> list[bool]:
         return [bool(DIGITS.match(p)) and bool(_WORD.match(t)) for t, p in zip(tokens, previous_tokens(tokens))]
 
-    def before_mark(marks: str) -> Labels:
-        return lambda tokens: [bool(_WORD.match(t)) and bool(n.strip()) and n.strip()[0] in marks
-                               for t, n in zip(tokens, [*tokens[1:], ""])]
-
-    def before_number(tokens: Sequence[str]) -> list[bool]:
-        return [bool(_WORD.match(t)) and bool(DIGITS.match(n)) for t, n in zip(tokens, [*tokens[1:], ""])]
-
     def after_capitalised(tokens: Sequence[str]) -> list[bool]:
         return [bool(re.match(r"^ [A-Z][a-z]", p)) and bool(re.match(r"^ [A-Z][a-z]", t))
                 for t, p in zip(tokens, previous_tokens(tokens))]
@@ -313,17 +306,6 @@ def _context_rules() -> list[Rule]:
         Rule("context", "context/after_number", ("the word right after a number", "units and nouns that follow a "
                                                  "number", "words preceded by digits"), after_number,
              ("shape/digits", "shape/counts")),
-        # "Before" seen in training (the word_before family is held out): does the judge carry a relation it
-        # learned on punctuation over to anchor words it never saw it with?
-        Rule("context", "context/before_comma", ("the word right before a comma", "words that precede a comma",
-                                                 "the last word ahead of each comma"), before_mark(","),
-             ("context/after_comma", "shape/commas")),
-        Rule("context", "context/before_bracket", ("the word right before an opening parenthesis", "words that "
-                                                   "precede a bracket", "the word just ahead of ( "), before_mark("("),
-             ("context/in_parentheses", "shape/brackets")),
-        Rule("context", "context/before_number", ("the word right before a number", "words followed by digits",
-                                                  "the word just ahead of a number"), before_number,
-             ("context/after_number", "shape/digits")),
         Rule("context", "context/name_continuation", ("the second word of a multi-word name", "a capitalised word "
                                                       "right after another capitalised word", "surnames after first "
                                                       "names"), after_capitalised,
