@@ -133,7 +133,8 @@ def main() -> None:
             started = time.monotonic()
             ranked: Rankings = rank_rules(score, rules, near, texts, random.Random(config.seed))
             results["sets"][set_name][name] = {"summary": ranked.summary(), "seconds": round(time.monotonic() - started, 1),
-                                               "families": by_family(ranked), "rules": [r.__dict__ for r in ranked.rules]}
+                                               "families": by_family(ranked),
+                                               "rules": [r.__dict__ for r in ranked.rules]}
             print(set_name, name, json.dumps(ranked.summary()), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))

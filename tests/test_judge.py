@@ -112,7 +112,8 @@ def test_a_trained_judge_is_saved_hash_checked_and_simulates(tiny_encoder, tmp_p
     assert result.revision == judge_revision(out) and result.steps >= 1
     # What it was trained on is kept with it: the paraphrases too.
     info = json.loads((out / "judge.json").read_text())
-    assert result.paraphrases == info["paraphrases"] == 1 and info["paraphrased"] == {"word_is/the": ["every the in the text"]}
+    assert result.paraphrases == info["paraphrases"] == 1
+    assert info["paraphrased"] == {"word_is/the": ["every the in the text"]}
     assert 0 <= result.held_out["above_near_misses"] <= 1 and result.held_out["rules"] > 0
     choice = build_choice("simulator", {"kind": "trained", "path": str(out)}, "simulator")
     simulator = build_simulator(choice, None, None, LoadedLLMs())

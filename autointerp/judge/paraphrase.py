@@ -76,7 +76,8 @@ def clean_paraphrase(original: str, answer: str, subject: Sequence[str] = ()) ->
     """The paraphrase in `answer`, or None where it cannot stand for `original`: empty, several lines, the same
     words, too long, quoting words other than the original's (or dropping one), naming none of the `subject`
     words the original names (a word counts where one starts with its first five letters: "capit" in
-    "capital"), or stating other relations than the original: a changed word changes the rule (the truth stays the original's)."""
+    "capital"), or stating other relations than the original: a changed word changes the rule (the truth stays
+    the original's)."""
     lines = [line.strip() for line in answer.strip().splitlines() if line.strip()]
     if len(lines) != 1:
         return None
