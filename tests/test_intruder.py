@@ -55,6 +55,8 @@ def test_trials_show_neighbours_in_strength_with_one_silent_intruder_marked_as_o
             if k != t.intruder:
                 assert "<<cat>>" in text
         assert "<<cat>>" not in t.texts[t.intruder]
+        # the unmarked windows the embedding judge reads: the same text, in the same order, without the marks
+        assert list(t.plain) == [x.replace("<<", "").replace(">>", "") for x in t.texts]
     assert starts[0] == 0 and starts[-1] == 20 - OPTIONS.intruder_shown  # from the strongest to the weakest
     assert trials(unit, OPTIONS, seed=0) == planned  # seeded: the same trials every run (so the cache serves them)
     assert len({t.intruder for t in planned}) > 1  # the intruder's place varies

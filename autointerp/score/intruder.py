@@ -41,6 +41,7 @@ class Trial:
     texts: tuple[str, ...]  # what the judge reads, in the order shown
     intruder: int  # index of the intruder in `texts`
     excerpt_ids: tuple[int, ...]  # the excerpts shown, in the same order
+    plain: tuple[str, ...]  # the same windows without marks, in the same order (the embedding judge reads these)
 
 
 @dataclass
@@ -88,7 +89,7 @@ def trials(unit: NeuronRecord, options: ScoringSpec, seed: int = 0) -> list[Tria
     rng = random.Random(f"{seed}/{unit.model}/{unit.layer}/{unit.neuron}")
     out = []
     for t, start in enumerate(starts):
-        texts, ids = [], []
+        texts, plain, ids = [], [], []
         marks = 0
         for r in active[start:start + shown]:
             span = list(window_around(r, options.window, peak(r)))
@@ -97,6 +98,7 @@ def trials(unit: NeuronRecord, options: ScoringSpec, seed: int = 0) -> list[Tria
             right = {j for j, a in enumerate(acts) if a >= threshold}
             marks += len(right)
             texts.append(marked_text([r.tokens[k] for k in span], right))
+            plain.append(marked_text([r.tokens[k] for k in span]))
             ids.append(_ident(r))
         intruder = quiet[t % len(quiet)]
         look = lookalike(intruder, peak_tokens)
@@ -107,8 +109,9 @@ def trials(unit: NeuronRecord, options: ScoringSpec, seed: int = 0) -> list[Tria
         places += rng.sample(rest, min(wanted - len(places), len(rest)))
         at = rng.randrange(shown + 1)
         texts.insert(at, marked_text([intruder.tokens[k] for k in span], set(places)))
+        plain.insert(at, marked_text([intruder.tokens[k] for k in span]))
         ids.insert(at, _ident(intruder))
-        out.append(Trial(tuple(texts), at, tuple(ids)))
+        out.append(Trial(tuple(texts), at, tuple(ids), tuple(plain)))
     return out
 
 
@@ -196,7 +199,7 @@ class EmbeddingIntruder(IntruderJudge):
 
         from autointerp.search import encoder_of
 
-        texts = [t.replace("<<", "").replace(">>", "") for trial in planned for t in trial.texts]
+        texts = [t for trial in planned for t in trial.plain]
         if not texts:
             return []
         vectors = encoder_of(self.search, self.base_dir).embed(texts)
